@@ -1,0 +1,307 @@
+//! Command line: one typed config per role. Every option is a flag, a
+//! `DUET_*` environment variable, and a key of the optional TOML file given
+//! with `--config` (precedence: flag, then env, then file, then default).
+
+use crate::config_file;
+use crate::secret::Secret;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "duet", version, about = "Random 1:1 video and text chat through your own SFU and TURN relay.")]
+pub struct Cli {
+    /// TOML file with options for the subcommand (keys are the long flag names).
+    #[arg(long, env = "DUET_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Everything in one process with embedded defaults (SQLite, in-memory queue and registry, self-signed TLS for TURN).
+    Up(UpArgs),
+    /// The signaling role: HTTP API, WebSockets, matching, pages (production; Redis + PostgreSQL).
+    Signaling(SignalingArgs),
+    /// An SFU node with its TURN relay beside it (production).
+    Sfu(SfuArgs),
+    /// A standalone TURN relay with real relay sockets (a coturn replacement).
+    Turn(TurnArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IcePolicy {
+    All,
+    Relay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// Logging options shared by every role.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, env = "DUET_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax, e.g. `info,sfu=debug`); RUST_LOG also works.
+    #[arg(long, env = "DUET_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Secrets shared between roles. Not given: generated for this run (only
+/// sensible when all roles run in one process).
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// HMAC key for visitors' session tokens.
+    #[arg(long, env = "DUET_SESSION_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub session_secret: Option<Secret>,
+    /// HMAC key for SFU tokens (signaling mints, SFU nodes verify).
+    #[arg(long, env = "DUET_SFU_TOKEN_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub sfu_token_secret: Option<Secret>,
+    /// TURN REST secret (signaling mints credentials, TURN verifies).
+    #[arg(long, env = "DUET_TURN_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub turn_secret: Option<Secret>,
+    /// Bearer token for the SFU's internal API (signaling -> SFU).
+    #[arg(long, env = "DUET_INTERNAL_TOKEN", hide_env_values = true, value_name = "SECRET")]
+    pub internal_token: Option<Secret>,
+}
+
+/// Matching and safety options of signaling.
+#[derive(Debug, Clone, Args)]
+pub struct MatchingArgs {
+    /// Seconds of waiting after which matching ignores interests.
+    #[arg(long, env = "DUET_WIDEN_AFTER_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub widen_after_secs: u64,
+    /// Seconds before the same two devices may meet again.
+    #[arg(long, env = "DUET_COOLDOWN_SECS", default_value_t = 600)]
+    pub cooldown_secs: u64,
+    /// iceTransportPolicy for browsers (`relay` forces every call through TURN).
+    #[arg(long, env = "DUET_ICE_TRANSPORT_POLICY", value_enum, default_value = "all")]
+    pub ice_transport_policy: IcePolicy,
+    /// Rate limits on sessions, messages, Next presses and reports (`off` only for tests and benches).
+    #[arg(long, env = "DUET_RATE_LIMITS", value_enum, default_value = "on")]
+    pub rate_limits: OnOff,
+    /// Word masked in chat (repeatable).
+    #[arg(long = "filter-word", env = "DUET_FILTER_WORDS", value_delimiter = ',')]
+    pub filter_words: Vec<String>,
+}
+
+/// TURN listeners beside an SFU.
+#[derive(Debug, Clone, Args)]
+pub struct TurnListenArgs {
+    /// TURN over UDP.
+    #[arg(long, env = "DUET_TURN_LISTEN_UDP", default_value = "127.0.0.1:3478", value_name = "ADDR")]
+    pub turn_listen_udp: SocketAddr,
+    /// TURN over TCP.
+    #[arg(long, env = "DUET_TURN_LISTEN_TCP", default_value = "127.0.0.1:3478", value_name = "ADDR")]
+    pub turn_listen_tcp: SocketAddr,
+    /// TURN over TLS (`turns:`; use 443 in production).
+    #[arg(long, env = "DUET_TURN_LISTEN_TLS", default_value = "127.0.0.1:5349", value_name = "ADDR")]
+    pub turn_listen_tls: SocketAddr,
+    /// TLS certificate (PEM) for TURN/TLS; `up` generates a self-signed one when not given.
+    #[arg(long, env = "DUET_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for TURN/TLS.
+    #[arg(long, env = "DUET_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// TURN realm.
+    #[arg(long, env = "DUET_TURN_REALM", default_value = "duet")]
+    pub turn_realm: String,
+    /// Host name or IP browsers use in `turn:`/`turns:` URLs (default: the public IP).
+    #[arg(long, env = "DUET_TURN_HOST")]
+    pub turn_host: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// HTTP: pages, REST, WebSockets (signaling and SFU), /metrics, /healthz, /readyz.
+    #[arg(long, env = "DUET_HTTP_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub http_listen: SocketAddr,
+    /// The SFU's internal API (signaling -> SFU). Keep it private.
+    #[arg(long, env = "DUET_INTERNAL_LISTEN", default_value = "127.0.0.1:7001", value_name = "ADDR")]
+    pub internal_listen: SocketAddr,
+    /// The SFU's one UDP media socket.
+    #[arg(long, env = "DUET_MEDIA_LISTEN", default_value = "127.0.0.1:50000", value_name = "ADDR")]
+    pub media_listen: SocketAddr,
+    /// Address announced to browsers for media and TURN (default: the media listen IP).
+    #[arg(long, env = "DUET_PUBLIC_IP", value_name = "IP")]
+    pub public_ip: Option<IpAddr>,
+    #[command(flatten)]
+    pub turn: TurnListenArgs,
+    /// Folder for the SQLite database and the generated TLS certificate.
+    #[arg(long, env = "DUET_DATA_DIR", default_value = "./duet-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Region name of this node.
+    #[arg(long, env = "DUET_REGION", default_value = "local")]
+    pub region: String,
+    /// Participants this node accepts at most.
+    #[arg(long, env = "DUET_MAX_PARTICIPANTS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_participants: u32,
+    #[command(flatten)]
+    pub matching: MatchingArgs,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    /// Seconds to let calls finish after SIGTERM before exiting.
+    #[arg(long, env = "DUET_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SignalingArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// HTTP: pages, REST, WebSocket, /metrics, /healthz, /readyz.
+    #[arg(long, env = "DUET_HTTP_LISTEN", default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    pub http_listen: SocketAddr,
+    /// Database URL (`postgres://…` in production, `sqlite:…` works too).
+    #[arg(long, env = "DUET_DATABASE_URL", value_name = "URL")]
+    pub database_url: String,
+    /// Redis URL for the shared queue, events and the node registry.
+    #[arg(long, env = "DUET_REDIS_URL", value_name = "URL")]
+    pub redis_url: String,
+    /// Prefix of every Redis key (several deployments can share one Redis).
+    #[arg(long, env = "DUET_REDIS_PREFIX", default_value = "duet:")]
+    pub redis_prefix: String,
+    /// Default region for visitors without a region header.
+    #[arg(long, env = "DUET_REGION", default_value = "local")]
+    pub region: String,
+    /// Regions to try, in order, when a visitor's region has no capacity.
+    #[arg(long = "region-fallback", env = "DUET_REGION_FALLBACKS", value_delimiter = ',')]
+    pub region_fallbacks: Vec<String>,
+    #[command(flatten)]
+    pub matching: MatchingArgs,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SfuArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// This node's id (unique in the deployment).
+    #[arg(long, env = "DUET_NODE_ID")]
+    pub node_id: String,
+    /// This node's region.
+    #[arg(long, env = "DUET_REGION", default_value = "local")]
+    pub region: String,
+    /// HTTP: the browsers' SFU WebSocket (/sfu/ws), /metrics, /healthz, /readyz.
+    #[arg(long, env = "DUET_HTTP_LISTEN", default_value = "0.0.0.0:8081", value_name = "ADDR")]
+    pub http_listen: SocketAddr,
+    /// The internal API for signaling. Keep it private.
+    #[arg(long, env = "DUET_INTERNAL_LISTEN", default_value = "0.0.0.0:7001", value_name = "ADDR")]
+    pub internal_listen: SocketAddr,
+    /// The one UDP media socket.
+    #[arg(long, env = "DUET_MEDIA_LISTEN", default_value = "0.0.0.0:50000", value_name = "ADDR")]
+    pub media_listen: SocketAddr,
+    /// Public IP announced to browsers for media and TURN.
+    #[arg(long, env = "DUET_PUBLIC_IP", value_name = "IP")]
+    pub public_ip: Option<IpAddr>,
+    /// Public WebSocket URL of this node (e.g. wss://eu-1.example.org/sfu/ws).
+    #[arg(long, env = "DUET_PUBLIC_WS_URL", value_name = "URL")]
+    pub public_ws_url: Option<String>,
+    /// Internal API URL signaling uses (e.g. http://10.0.0.5:7001).
+    #[arg(long, env = "DUET_INTERNAL_URL", value_name = "URL")]
+    pub internal_url: Option<String>,
+    #[command(flatten)]
+    pub turn: TurnListenArgs,
+    /// Redis URL of the node registry (heartbeat with TTL).
+    #[arg(long, env = "DUET_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key.
+    #[arg(long, env = "DUET_REDIS_PREFIX", default_value = "duet:")]
+    pub redis_prefix: String,
+    /// Participants this node accepts at most.
+    #[arg(long, env = "DUET_MAX_PARTICIPANTS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_participants: u32,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    /// Seconds to let calls finish after SIGTERM before exiting.
+    #[arg(long, env = "DUET_DRAIN_TIMEOUT_SECS", default_value_t = 600)]
+    pub drain_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TurnArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// TURN over UDP.
+    #[arg(long, env = "DUET_LISTEN_UDP", default_value = "0.0.0.0:3478", value_name = "ADDR")]
+    pub listen_udp: Option<SocketAddr>,
+    /// TURN over TCP.
+    #[arg(long, env = "DUET_LISTEN_TCP", default_value = "0.0.0.0:3478", value_name = "ADDR")]
+    pub listen_tcp: Option<SocketAddr>,
+    /// TURN over TLS (443 in production).
+    #[arg(long, env = "DUET_LISTEN_TLS", value_name = "ADDR")]
+    pub listen_tls: Option<SocketAddr>,
+    /// TLS certificate (PEM).
+    #[arg(long, env = "DUET_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "DUET_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Realm.
+    #[arg(long, env = "DUET_REALM", default_value = "duet")]
+    pub realm: String,
+    /// TURN REST secret; repeat to accept several during rotation.
+    #[arg(long = "auth-secret", env = "DUET_AUTH_SECRETS", value_delimiter = ',', hide_env_values = true, required = true)]
+    pub auth_secrets: Vec<Secret>,
+    /// IP of the relay sockets (announced as XOR-RELAYED-ADDRESS).
+    #[arg(long, env = "DUET_RELAY_IP", value_name = "IP")]
+    pub relay_ip: IpAddr,
+    /// Relay port range.
+    #[arg(long, env = "DUET_RELAY_PORTS", default_value = "40000-60000", value_parser = config_file::parse_port_range)]
+    pub relay_ports: std::ops::RangeInclusive<u16>,
+    /// Peer CIDR allowed despite the default deny of private/loopback/… ranges (repeatable).
+    #[arg(long = "allow-peer", env = "DUET_ALLOW_PEERS", value_delimiter = ',', value_name = "CIDR")]
+    pub allow_peers: Vec<String>,
+    /// Allocations per username at most.
+    #[arg(long, env = "DUET_MAX_ALLOCATIONS_PER_USER", default_value_t = 10)]
+    pub max_allocations_per_user: u32,
+    /// Allocations in total at most.
+    #[arg(long, env = "DUET_MAX_ALLOCATIONS", default_value_t = 10_000)]
+    pub max_allocations: u32,
+    /// Permissions per allocation at most.
+    #[arg(long, env = "DUET_MAX_PERMISSIONS", default_value_t = 32)]
+    pub max_permissions: u32,
+    /// Bandwidth cap per allocation, bytes per second.
+    #[arg(long, env = "DUET_BANDWIDTH_BYTES_PER_SEC", default_value_t = 2_000_000)]
+    pub bandwidth_bytes_per_sec: u64,
+    /// HTTP listener for /metrics, /healthz, /readyz.
+    #[arg(long, env = "DUET_METRICS_LISTEN", default_value = "127.0.0.1:9478", value_name = "ADDR")]
+    pub metrics_listen: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Parses the process arguments, merging the `--config` TOML file.
+pub fn parse_from_env() -> Result<Cli, CliError> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    config_file::parse_with_file(args)
+}
+
+/// The first line of a clap error, without the `error: ` prefix.
+pub fn one_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    first.trim_start_matches("error: ").to_owned()
+}

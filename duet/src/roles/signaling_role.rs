@@ -1,0 +1,95 @@
+//! `duet signaling`: the production signaling role (Redis + PostgreSQL).
+
+use super::serve;
+use crate::cli::{IcePolicy, MatchingArgs, OnOff, SignalingArgs};
+use crate::observability;
+use crate::secret::Secret;
+use crate::shutdown;
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Secrets signaling shares with the SFU nodes and TURN relays.
+pub struct Shared {
+    pub session_secret: Secret,
+    pub sfu_token_secret: Secret,
+    pub turn_secret: Secret,
+    pub internal_token: Secret,
+}
+
+pub fn config(
+    m: &MatchingArgs,
+    secrets: Shared,
+    database_url: String,
+    redis: Option<(String, String)>,
+    region: String,
+    region_fallbacks: Vec<String>,
+    public_url: String,
+) -> signaling::SignalingConfig {
+    let (redis_url, redis_prefix) = match redis {
+        Some((u, p)) => (Some(u), p),
+        None => (None, "duet:".to_owned()),
+    };
+    signaling::SignalingConfig {
+        public_url,
+        session_secret: secrets.session_secret.as_bytes().to_vec(),
+        sfu_token_secret: secrets.sfu_token_secret.as_bytes().to_vec(),
+        turn_secret: secrets.turn_secret.as_bytes().to_vec(),
+        sfu_internal_token: secrets.internal_token.expose().to_owned(),
+        database_url,
+        redis_url,
+        redis_prefix,
+        region,
+        region_fallbacks,
+        widen_after: Duration::from_secs(m.widen_after_secs),
+        cooldown: Duration::from_secs(m.cooldown_secs),
+        ice_transport_policy: match m.ice_transport_policy {
+            IcePolicy::All => proto::signal::IceTransportPolicy::All,
+            IcePolicy::Relay => proto::signal::IceTransportPolicy::Relay,
+        },
+        rate_limits_enabled: m.rate_limits == OnOff::On,
+        word_filter: m.filter_words.clone(),
+        ..Default::default()
+    }
+}
+
+pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
+    observability::init_logging(&args.log)?;
+    let shutdown = shutdown::on_signal();
+    let metrics = observability::registry("signaling")?;
+    let require = |s: &Option<Secret>, flag: &str| {
+        s.clone().with_context(|| format!("{flag} is required for `duet signaling`"))
+    };
+    let shared = Shared {
+        session_secret: require(&args.secrets.session_secret, "--session-secret")?,
+        sfu_token_secret: require(&args.secrets.sfu_token_secret, "--sfu-token-secret")?,
+        turn_secret: require(&args.secrets.turn_secret, "--turn-secret")?,
+        internal_token: require(&args.secrets.internal_token, "--internal-token")?,
+    };
+    let http = serve::bind_tcp(args.http_listen, "--http-listen").await?;
+    let http_addr = http.local_addr()?;
+    let cfg = config(
+        &args.matching,
+        shared,
+        args.database_url.clone(),
+        Some((args.redis_url.clone(), args.redis_prefix.clone())),
+        args.region.clone(),
+        args.region_fallbacks.clone(),
+        format!("http://{http_addr}"),
+    );
+    let state = signaling::build_state(cfg, &metrics).await.context("cannot start signaling")?;
+    let ready_state = state.clone();
+    let ready: observability::ReadyCheck = Arc::new(move || {
+        let s = ready_state.clone();
+        Box::pin(async move { s.ready().await.map_err(|e| e.to_string()) })
+    });
+    let router = signaling::app(state).merge(observability::health_router(metrics, ready));
+    let stop = CancellationToken::new();
+    let handle = serve::spawn_http(http, router, stop.clone(), "http");
+    serve::print_ready(&serde_json::json!({ "http": http_addr.to_string() }));
+    shutdown.cancelled().await;
+    stop.cancel();
+    serve::join_bounded(vec![handle], serve::HTTP_GRACE + Duration::from_secs(1)).await;
+    Ok(())
+}
