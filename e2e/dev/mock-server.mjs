@@ -11,7 +11,10 @@ import { randomUUID } from 'node:crypto';
 import { acceptWebSocket } from '../lib/ws-server.js';
 
 const root = fileURLToPath(new URL('../../client-web/', import.meta.url));
-const port = Number(process.argv[2] || 8090);
+// Also callable like `duet up --http-listen IP:PORT …` (DUET_BIN=dev/fake-duet) to dry-run the suite's text tests.
+const argv = process.argv.slice(2);
+const hl = argv.indexOf('--http-listen');
+const [host, port] = hl >= 0 ? [argv[hl + 1].split(':')[0], Number(argv[hl + 1].split(':')[1])] : [argv[1] || '127.0.0.1', Number(argv[0] || 8090)];
 const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml' };
 const sessions = new Map(); // token -> {device, conn, mode, partner, interests}
 const queue = [];
@@ -101,4 +104,7 @@ server.on('upgrade', (req, socket) => {
   });
 });
 
-server.listen(port, '127.0.0.1', () => console.log(`mock on http://127.0.0.1:${port}/`));
+server.listen(port, host, () => {
+  const a = `${host}:${server.address().port}`;
+  console.log(`duet ready ${JSON.stringify({ http: a, internal: a, media: a, turn_udp: null, turn_tcp: null, turn_tls: null, tls_cert: '' })}`);
+});

@@ -1,0 +1,156 @@
+// Video calls through the real server: pairing, media both ways through our
+// TURN relay, and Next switching partners inside the SFU without a new
+// peer connection. Prints the two timings (Start → first frame, Next → first
+// frame of the new partner).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startDuet } from '../lib/server.js';
+import {
+  launch, openPage, start, waitState, waitMatchedCount, rtcStats, waitStats, sampleRemoteFrames,
+  waitRemoteColor, screenshot, pageLog, median,
+} from '../lib/browser.js';
+
+let server;
+const browsers = {};
+const startTimes = [];
+
+before(async () => {
+  server = await startDuet({ name: 'call', args: ['--widen-after-secs', '1'] });
+  [browsers.red, browsers.blue, browsers.yellow] = await Promise.all([
+    launch({ color: 'red' }), launch({ color: 'blue' }), launch({ color: 'yellow' }),
+  ]);
+});
+
+after(async () => {
+  await Promise.all(Object.values(browsers).map((b) => b && b.close().catch(() => {})));
+  if (server) await server.stop();
+});
+
+async function waitMediaConnected(page) {
+  await page.waitForFunction(() => window.duet.marks.mediaConnected, null, { timeout: 20000 }).catch(async (e) => {
+    throw new Error(`media never connected: ${e.message}\n${await pageLog(page)}`);
+  });
+}
+
+/** A user in `browser` who started and waits in the queue with media connected. */
+async function waitingUser(browser, query = '') {
+  const page = await openPage(browser, server.base + query);
+  await sampleRemoteFrames(page);
+  await start(page);
+  await waitState(page, 'queued');
+  await waitMediaConnected(page);
+  return page;
+}
+
+test('two users are paired and each decodes the other\'s video and receives audio through our TURN relay', async () => {
+  const b = await waitingUser(browsers.blue, '?relay=1');
+  const a = await openPage(browsers.red, server.base + '?relay=1');
+  await sampleRemoteFrames(a);
+  await page_fill_landing_for_screenshot(a);
+  console.log(`screenshot: ${await screenshot(a, 'landing')}`);
+  await start(a);
+  await Promise.all([waitMatchedCount(a, 1), waitMatchedCount(b, 1)]);
+  const [pa, pb] = await Promise.all([a.evaluate(() => window.duet.pairingId), b.evaluate(() => window.duet.pairingId)]);
+  assert.ok(pa, 'A has a pairing id');
+  assert.equal(pa, pb, 'both users are in the same pairing');
+
+  for (const [name, page] of [['A', a], ['B', b]]) {
+    const s = await waitStats(page, (x) => x.video && x.video.framesDecoded > 0 && x.audio && x.audio.packetsReceived > 0 && x.local,
+      { what: `${name} decoding video and receiving audio` });
+    assert.ok(s.video.framesDecoded > 0, `${name} decoded frames`);
+    assert.ok(s.audio.packetsReceived > 0, `${name} received audio packets`);
+    assert.equal(s.local.candidateType, 'relay', `${name}'s selected pair uses a relay candidate (${JSON.stringify(s.local)})`);
+    console.log(`${name}: framesDecoded=${s.video.framesDecoded} audioPackets=${s.audio.packetsReceived} local=${JSON.stringify(s.local)} remote=${JSON.stringify(s.remote)}`);
+  }
+  // Each sees the other's camera, not its own: A's is red, B's blue.
+  const hitA = await waitRemoteColor(a, 'blue');
+  await waitRemoteColor(b, 'red');
+  const marks = await a.evaluate(() => window.duet.marks);
+  startTimes.push(hitA.t - marks.start);
+  // The page noticed the first frame itself and took the "Connecting video…" overlay away.
+  await a.waitForFunction(() => document.getElementById('remote-overlay').hidden, null, { timeout: 5000 });
+  await a.fill('#chat-input', 'hi from A');
+  await a.press('#chat-input', 'Enter');
+  await b.waitForSelector('#messages li.them:has-text("hi from A")');
+  console.log(`screenshot: ${await screenshot(a, 'call-screen')}`);
+
+  // More Start → first-frame runs: B waits again, a fresh user (new device) starts.
+  for (let run = 0; run < 2; run++) {
+    await a.click('#stop-btn');
+    await waitState(b, 'left');
+    await b.click('#next-btn');
+    await waitState(b, 'queued');
+    await a.context().close();
+    const a2 = await openPage(browsers.red, server.base + '?relay=1');
+    await sampleRemoteFrames(a2);
+    await start(a2);
+    await waitMatchedCount(a2, 1);
+    const hit = await waitRemoteColor(a2, 'blue');
+    const m = await a2.evaluate(() => window.duet.marks);
+    startTimes.push(hit.t - m.start);
+    await a2.click('#stop-btn');
+    await waitState(b, 'left');
+    await b.click('#next-btn');
+    await waitState(b, 'queued');
+    await a2.context().close();
+  }
+  const ms = startTimes.map((x) => Math.round(x));
+  console.log(`TIMING start_to_first_frame_ms median=${median(ms)} runs=[${ms.join(', ')}] (relay via TURN/UDP on loopback)`);
+  await b.context().close();
+});
+
+async function page_fill_landing_for_screenshot(page) {
+  for (const it of ['music', 'travel']) {
+    await page.fill('#interest-input', it);
+    await page.press('#interest-input', 'Enter');
+  }
+  await page.waitForFunction(() => window.duet.camera === 'on');
+  await page.waitForTimeout(300);
+  // Remove them again: interests would delay matching until the widen period.
+  await page.evaluate(() => localStorage.removeItem('duet.interests'));
+  for (let i = 0; i < 2; i++) await page.click('.chip-x');
+}
+
+test('Next switches A to a waiting third user inside the SFU with no new peer connection, and A decodes the new user\'s video', async () => {
+  const a = await waitingUser(browsers.red);
+  const b = await openPage(browsers.blue, server.base);
+  await sampleRemoteFrames(b);
+  await start(b);
+  await Promise.all([waitMatchedCount(a, 1), waitMatchedCount(b, 1)]);
+  await waitRemoteColor(a, 'blue');
+  await a.evaluate(() => { window.__pc0 = window.duet.pc; });
+  assert.equal(await a.evaluate(() => window.duet.pcCreatedCount), 1);
+
+  const nextTimes = [];
+  let previous = b;
+  const partners = [['yellow', browsers.yellow], ['blue', browsers.blue], ['yellow', browsers.yellow]];
+  for (const [color, browser] of partners) {
+    const c = await waitingUser(browser);
+    const before = await rtcStats(a);
+    const k = await a.evaluate(() => window.duet.matchedCount);
+    await a.keyboard.press('Escape'); // Esc = Next
+    await waitMatchedCount(a, k + 1).catch(async (e) => { throw new Error(`A was not paired again after Next: ${e.message}\nA: ${await pageLog(a)}\nC: ${await pageLog(c)}`); });
+    const [pa, pc] = [await a.evaluate(() => window.duet.pairingId), await c.evaluate(() => window.duet.pairingId)];
+    assert.equal(pa, pc, 'A is paired with the user who was waiting');
+    const nextAt = await a.evaluate(() => window.duet.marks.next);
+    const hit = await waitRemoteColor(a, color, { after: nextAt });
+    nextTimes.push(hit.t - nextAt);
+    await waitRemoteColor(c, 'red');
+    const afterStats = await waitStats(a, (s) => s.video.framesDecoded > before.video.framesDecoded + 5, { what: 'A decoding more frames after Next' });
+    assert.ok(afterStats.video.framesDecoded > before.video.framesDecoded, 'framesDecoded increased after the switch');
+    assert.equal(await a.evaluate(() => window.duet.pcCreatedCount), 1, 'no new RTCPeerConnection in A\'s page');
+    assert.ok(await a.evaluate(() => window.duet.pc === window.__pc0), 'A still uses its first RTCPeerConnection');
+    assert.equal(afterStats.connectionState, 'connected');
+    await waitState(previous, 'left');
+    await previous.context().close();
+    previous = c;
+  }
+  const ms = nextTimes.map((x) => Math.round(x));
+  console.log(`TIMING next_to_first_frame_ms median=${median(ms)} runs=[${ms.join(', ')}] (Next pressed → first frame of the new partner presented)`);
+  if (startTimes.length) {
+    const st = startTimes.map((x) => Math.round(x));
+    console.log(`TIMING start_to_first_frame_ms median=${median(st)} runs=[${st.join(', ')}]`);
+  }
+  await previous.context().close();
+  await a.context().close();
+});
