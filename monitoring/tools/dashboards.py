@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""Generates duet's Grafana dashboards (monitoring/grafana/dashboards/*.json).
+
+The JSON files are committed (Grafana and the k8s ConfigMap read them); this script is
+their source. Edit here, run `monitoring/tools/dashboards.py`, commit both.
+`--check` exits 1 when a committed file differs from what this script generates
+(scripts/check-ops runs it).
+
+Every metric name the dashboards use comes from the table `M` below, so that renaming
+a metric in the code is one edit here; scripts/check-ops verifies that every name is
+exported by a running duet.
+"""
+
+import json
+import os
+import sys
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "grafana", "dashboards")
+
+# Metric names, as the crates export them (`/metrics`).
+M = {
+    # build
+    "build_info": "duet_build_info",
+    # signaling (signaling/src/metrics.rs)
+    "sessions": "duet_signaling_sessions_created_total",
+    "online": "duet_signaling_online",
+    "waiting": "duet_signaling_waiting",
+    "matches": "duet_signaling_matches_total",
+    "ttm": "duet_signaling_time_to_match_seconds",
+    "chat": "duet_signaling_chat_messages_total",
+    "reports": "duet_signaling_reports_total",
+    "rate_limited": "duet_signaling_rate_limited_total",
+    "bad_input": "duet_signaling_bad_input_total",
+    "sfu_errors": "duet_signaling_sfu_errors_total",
+    # SFU (sfu/src/metrics.rs)
+    "participants": "duet_sfu_participants",
+    "capacity": "duet_sfu_capacity",
+    "draining": "duet_sfu_draining",
+    "links": "duet_sfu_links",
+    "packets": "duet_sfu_packets_total",
+    "bytes": "duet_sfu_bytes_total",
+    "sfu_dropped": "duet_sfu_dropped_total",
+    "keyframe_requests": "duet_sfu_keyframe_requests_total",
+    "snapshot_age": "duet_sfu_snapshot_age_seconds",
+    # TURN (turn-relay/src/metrics.rs)
+    "allocations": "duet_turn_allocations",
+    "permissions": "duet_turn_permissions",
+    "channels": "duet_turn_channels",
+    "relayed_packets": "duet_turn_relayed_packets_total",
+    "relayed_bytes": "duet_turn_relayed_bytes_total",
+    "auth_failures": "duet_turn_auth_failures_total",
+    "policy_denials": "duet_turn_policy_denials_total",
+    "quota_hits": "duet_turn_quota_hits_total",
+    "turn_dropped": "duet_turn_dropped_total",
+    "turn_requests": "duet_turn_requests_total",
+}
+
+R = '{region=~"$region"}'
+NOT_STALE = 'reason!="stale_nonce"'
+TO_PEER = 'direction="to_peer"'
+SFU_IN = 'direction="in"'
+REPORT_KIND = 'kind="report"'
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def sel(extra=""):
+    inner = 'region=~"$region"' + ("," + extra if extra else "")
+    return "{" + inner + "}"
+
+
+class Board:
+    def __init__(self, uid, title, description, tags):
+        self.uid, self.title, self.description, self.tags = uid, title, description, tags
+        self.panels, self.x, self.y, self.row_h, self.next_id = [], 0, 0, 0, 1
+
+    def row(self, title):
+        if self.x:
+            self.y += self.row_h
+            self.x, self.row_h = 0, 0
+        self.panels.append({"id": self._id(), "type": "row", "title": title, "collapsed": False,
+                            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y}, "panels": []})
+        self.y += 1
+
+    def _id(self):
+        i = self.next_id
+        self.next_id += 1
+        return i
+
+    def _place(self, w, h):
+        if self.x + w > 24:
+            self.y += self.row_h
+            self.x, self.row_h = 0, 0
+        pos = {"h": h, "w": w, "x": self.x, "y": self.y}
+        self.x += w
+        self.row_h = max(self.row_h, h)
+        return pos
+
+    def _targets(self, queries, fmt=None):
+        out = []
+        for i, q in enumerate(queries):
+            expr, legend = q if isinstance(q, tuple) else (q, "")
+            t = {"refId": chr(ord("A") + i), "datasource": DS, "expr": expr, "legendFormat": legend or "__auto"}
+            if fmt:
+                t["format"] = fmt
+            out.append(t)
+        return out
+
+    def ts(self, title, queries, unit="short", desc="", w=12, h=8, stack=False, minimum=None):
+        defaults = {"unit": unit, "custom": {"lineWidth": 1, "fillOpacity": 10,
+                                             "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+                                             "showPoints": "never"}}
+        if minimum is not None:
+            defaults["min"] = minimum
+        self.panels.append({
+            "id": self._id(), "type": "timeseries", "title": title, "description": desc,
+            "gridPos": self._place(w, h), "datasource": DS, "targets": self._targets(queries),
+            "fieldConfig": {"defaults": defaults, "overrides": []},
+            "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                        "tooltip": {"mode": "multi", "sort": "desc"}}})
+
+    def stat(self, title, expr, unit="short", desc="", w=4, h=4, thresholds=None, decimals=None):
+        steps = [{"color": "green", "value": None}]
+        for value, color in thresholds or []:
+            steps.append({"color": color, "value": value})
+        defaults = {"unit": unit, "thresholds": {"mode": "absolute", "steps": steps}}
+        if decimals is not None:
+            defaults["decimals"] = decimals
+        self.panels.append({
+            "id": self._id(), "type": "stat", "title": title, "description": desc,
+            "gridPos": self._place(w, h), "datasource": DS, "targets": self._targets([expr]),
+            "fieldConfig": {"defaults": defaults, "overrides": []},
+            "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                        "colorMode": "value", "graphMode": "area", "justifyMode": "auto",
+                        "textMode": "auto", "orientation": "auto"}})
+
+    def heatmap(self, title, expr, desc="", w=12, h=8):
+        self.panels.append({
+            "id": self._id(), "type": "heatmap", "title": title, "description": desc,
+            "gridPos": self._place(w, h), "datasource": DS,
+            "targets": [{"refId": "A", "datasource": DS, "expr": expr, "legendFormat": "{{le}}",
+                         "format": "heatmap"}],
+            "fieldConfig": {"defaults": {}, "overrides": []},
+            "options": {"calculate": False, "yAxis": {"unit": "s"}, "cellGap": 1,
+                        "color": {"mode": "scheme", "scheme": "Oranges", "steps": 64},
+                        "tooltip": {"show": True, "yHistogram": True}}})
+
+    def table(self, title, expr, desc="", w=24, h=6):
+        self.panels.append({
+            "id": self._id(), "type": "table", "title": title, "description": desc,
+            "gridPos": self._place(w, h), "datasource": DS,
+            "targets": [{"refId": "A", "datasource": DS, "expr": expr, "format": "table", "instant": True}],
+            "fieldConfig": {"defaults": {}, "overrides": []},
+            "options": {"showHeader": True},
+            "transformations": [{"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}]})
+
+    def json(self):
+        return {
+            "uid": self.uid, "title": self.title, "description": self.description, "tags": ["duet"] + self.tags,
+            "editable": True, "graphTooltip": 1, "schemaVersion": 39, "version": 1, "timezone": "",
+            "refresh": "30s", "time": {"from": "now-6h", "to": "now"},
+            "annotations": {"list": []},
+            "links": [{"title": "duet dashboards", "type": "dashboards", "tags": ["duet"], "asDropdown": True}],
+            "templating": {"list": [
+                {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+                 "current": {}, "hide": 0, "refresh": 1},
+                {"name": "region", "label": "Region", "type": "query", "datasource": DS,
+                 "query": {"query": f"label_values({M['build_info']}, region)", "refId": "region"},
+                 "definition": f"label_values({M['build_info']}, region)",
+                 "includeAll": True, "multi": True, "allValue": ".*", "current": {}, "refresh": 2,
+                 "sort": 1, "hide": 0}]},
+            "panels": self.panels,
+        }
+
+
+def rate(name, by="", extra="", window="$__rate_interval"):
+    s = f"sum{(' by (' + by + ')') if by else ''}(rate({name}{sel(extra)}[{window}]))"
+    return s
+
+
+def overview():
+    b = Board("duet-overview", "duet / Overview",
+              "Is duet up, how many people use it, and is there room for more. One row per plane.", ["overview"])
+    b.row("Now")
+    b.stat("Visitors online", f"sum({M['online']}{R})", desc="Open visitor WebSockets, all signaling replicas.")
+    b.stat("Waiting for a partner", f"sum({M['waiting']}{R})")
+    b.stat("Matches / min", f"60 * {rate(M['matches'])}", decimals=1)
+    b.stat("In calls (SFU participants)", f"sum({M['participants']}{R})")
+    b.stat("SFU capacity used", f"sum({M['participants']}{R}) / sum({M['capacity']}{R})", unit="percentunit",
+           thresholds=[(0.7, "orange"), (0.9, "red")], desc="Participants over the capacity of all nodes.")
+    b.stat("SFU nodes up", f'sum(up{{job="sfu",region=~"$region"}})', desc="Scrape targets of SFU nodes that answer.")
+    b.row("Traffic")
+    b.ts("Visitors online and waiting", [
+        (f"sum by (region)({M['online']}{R})", "online {{region}}"),
+        (f"sum by (mode)({M['waiting']}{R})", "waiting {{mode}}")])
+    b.ts("Sessions and matches per second", [
+        (rate(M["sessions"]), "sessions"), (rate(M["matches"]), "matches")], unit="reqps")
+    b.row("Capacity")
+    b.ts("SFU participants vs capacity, per region", [
+        (f"sum by (region)({M['participants']}{R})", "participants {{region}}"),
+        (f"sum by (region)({M['capacity']}{R} * ({M['draining']}{R} == bool 0))", "capacity {{region}} (not draining)")],
+        desc="A region whose participants reach its capacity sends visitors to fallback regions.")
+    b.ts("Media bit rate through the SFUs", [
+        (f"8 * {rate(M['bytes'], 'direction')}", "{{direction}}")], unit="bps")
+    b.row("Health")
+    b.ts("Targets up", [('sum by (job)(up{region=~"$region"})', "{{job}}")], minimum=0)
+    b.ts("Errors", [
+        (rate(M["sfu_errors"]), "signaling → SFU call failures"),
+        (rate(M["bad_input"]), "bad client input"),
+        (rate(M["auth_failures"], "", NOT_STALE), "TURN auth failures")], unit="reqps")
+    b.table("Running versions", f"count by (version, role, region)({M['build_info']}{R})")
+    return b
+
+
+def media():
+    b = Board("duet-media", "duet / Media plane",
+              "SFU nodes and their TURN relays: load, packets, drops, keyframes, snapshots, relay use.",
+              ["media", "sfu", "turn"])
+    b.row("SFU load")
+    b.ts("Participants per node", [(f"sum by (pod, instance)({M['participants']}{R})", "{{pod}}{{instance}}")])
+    b.ts("Links (paired participants) per node", [(f"sum by (pod, instance)({M['links']}{R})", "{{pod}}{{instance}}")])
+    b.ts("Draining nodes", [(f"sum by (region)({M['draining']}{R})", "{{region}}")], minimum=0,
+         desc="Nodes that take no new visitors (SIGTERM received).")
+    b.ts("Capacity headroom per region", [
+        (f"sum by (region)(({M['capacity']}{R} - {M['participants']}{R}) * ({M['draining']}{R} == bool 0))",
+         "{{region}}")], minimum=0)
+    b.row("SFU packets")
+    b.ts("Packets per second", [(rate(M["packets"], "direction"), "{{direction}}")], unit="pps")
+    b.ts("Bit rate", [(f"8 * {rate(M['bytes'], 'direction')}", "{{direction}}")], unit="bps")
+    b.ts("Dropped packets by reason", [(rate(M["sfu_dropped"], "reason"), "{{reason}}")], unit="pps")
+    b.ts("Keyframe requests sent (PLI/FIR)", [(rate(M["keyframe_requests"]), "keyframe requests")], unit="reqps",
+         desc="Every link and every snapshot refresh asks for a keyframe; a steady climb means loss.")
+    b.ts("Snapshot age (moderation tap)", [
+        (f"max by (pod, instance)({M['snapshot_age']}{R})", "max {{pod}}{{instance}}")], unit="s",
+         desc="How old the latest keyframe snapshot is; grows when keyframes stop arriving.")
+    b.row("TURN relay")
+    b.ts("Allocations, permissions, channels", [
+        (f"sum({M['allocations']}{R})", "allocations"),
+        (f"sum({M['permissions']}{R})", "permissions"),
+        (f"sum({M['channels']}{R})", "channels")])
+    b.ts("Relayed packets per second", [(rate(M["relayed_packets"], "direction"), "{{direction}}")], unit="pps")
+    b.ts("Relayed bit rate", [(f"8 * {rate(M['relayed_bytes'], 'direction')}", "{{direction}}")], unit="bps")
+    b.ts("TURN requests by method", [(rate(M["turn_requests"], "method"), "{{method}}")], unit="reqps")
+    b.ts("Auth failures by reason", [(rate(M["auth_failures"], "reason"), "{{reason}}")], unit="reqps",
+         desc="stale_nonce is normal (nonce expiry); bad_integrity after a rotation means a secret mismatch.")
+    b.ts("Policy denials and quota hits", [
+        (rate(M["policy_denials"]), "peer denied by policy"),
+        (rate(M["quota_hits"], "quota"), "quota {{quota}}")], unit="reqps",
+         desc="Policy denials: someone tried to relay to an address duet does not serve (open-relay probing).")
+    b.ts("TURN datagrams dropped by reason", [(rate(M["turn_dropped"], "reason"), "{{reason}}")], unit="pps")
+    b.ts("Share of media arriving through TURN", [
+        (f"{rate(M['relayed_bytes'], '', TO_PEER)} / {rate(M['bytes'], '', SFU_IN)}", "TURN share of inbound bytes")],
+        unit="percentunit", desc="Visitors whose network forces a relay (UDP blocked, TCP/TLS only).")
+    return b
+
+
+def matching():
+    b = Board("duet-matching", "duet / Matching",
+              "Signaling: sessions, queue, time to match, chat, rate limits.", ["matching", "signaling"])
+    b.row("Time to match")
+    b.ts("Time to match (p50, p95, p99)", [
+        (f"histogram_quantile({q}, sum by (le)(rate({M['ttm']}_bucket{R}[$__rate_interval])))", f"p{int(float(q) * 100)}")
+        for q in ("0.5", "0.95", "0.99")], unit="s",
+        desc="From join to matched. Interests widen to everyone after DUET_WIDEN_AFTER_SECS.")
+    b.heatmap("Time to match distribution", f"sum by (le)(increase({M['ttm']}_bucket{R}[$__interval]))")
+    b.ts("Average time to match", [
+        (f"sum(rate({M['ttm']}_sum{R}[$__rate_interval])) / sum(rate({M['ttm']}_count{R}[$__rate_interval]))",
+         "mean")], unit="s")
+    b.ts("Waiting per mode", [(f"sum by (mode)({M['waiting']}{R})", "{{mode}}")])
+    b.row("Flow")
+    b.ts("Sessions created / s", [(rate(M["sessions"], "region"), "{{region}}")], unit="reqps")
+    b.ts("Matches / s", [(rate(M["matches"], "region"), "{{region}}")], unit="reqps")
+    b.ts("Visitors online per replica", [(f"sum by (pod, instance)({M['online']}{R})", "{{pod}}{{instance}}")],
+         desc="What the signaling HPA scales on (duet_signaling_online per pod).")
+    b.ts("Chat messages / s", [(rate(M["chat"]), "chat")], unit="reqps")
+    b.row("Refusals and errors")
+    b.ts("Rate-limited requests by kind", [(rate(M["rate_limited"], "kind"), "{{kind}}")], unit="reqps")
+    b.ts("Bad client input by kind", [(rate(M["bad_input"], "kind"), "{{kind}}")], unit="reqps")
+    b.ts("Failed calls to SFU internal API", [(rate(M["sfu_errors"]), "errors")], unit="reqps")
+    return b
+
+
+def moderation():
+    b = Board("duet-moderation", "duet / Moderation",
+              "Reports, their rate relative to pairings, and what keeps the snapshot wall fresh.", ["moderation"])
+    b.row("Reports")
+    b.stat("Reports (last 24 h)", f"sum(increase({M['reports']}{R}[24h]))", decimals=0)
+    b.stat("Reports per 1,000 pairings (24 h)",
+           f"1000 * sum(increase({M['reports']}{R}[24h])) / sum(increase({M['matches']}{R}[24h]))", decimals=1)
+    b.stat("Report requests rate-limited (24 h)",
+           f'sum(increase({M["rate_limited"]}{sel(REPORT_KIND)}[24h]))', decimals=0)
+    b.stat("Visitors online", f"sum({M['online']}{R})")
+    b.ts("Reports per hour", [(f"3600 * {rate(M['reports'], 'region')}", "{{region}}")], w=12)
+    b.ts("Reports per 1,000 pairings", [
+        (f"1000 * {rate(M['reports'], '', '', '1h')} / {rate(M['matches'], '', '', '1h')}", "reports / 1k pairings")],
+        w=12, desc="A jump means an abuse wave (or a broken page making people report).")
+    b.row("Snapshot wall")
+    b.ts("Snapshot age per node (max)", [
+        (f"max by (pod, instance)({M['snapshot_age']}{R})", "{{pod}}{{instance}}")], unit="s",
+         desc="Old snapshots on the wall: keyframes not arriving (loss, or keyframe interval off).")
+    b.ts("Keyframe requests / s", [(rate(M["keyframe_requests"]), "keyframe requests")], unit="reqps")
+    b.ts("Calls in progress (links)", [(f"sum by (region)({M['links']}{R})", "{{region}}")])
+    b.ts("Chat messages / s", [(rate(M["chat"]), "chat")], unit="reqps")
+    return b
+
+
+BOARDS = {"overview.json": overview, "media-plane.json": media, "matching.json": matching,
+          "moderation.json": moderation}
+
+
+def render():
+    return {name: json.dumps(fn().json(), indent=2) + "\n" for name, fn in BOARDS.items()}
+
+
+def main(argv):
+    check = "--check" in argv
+    stale = []
+    for name, text in render().items():
+        path = os.path.normpath(os.path.join(OUT, name))
+        old = open(path, encoding="utf-8").read() if os.path.exists(path) else None
+        if old != text:
+            stale.append(path)
+            if not check:
+                os.makedirs(OUT, exist_ok=True)
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(text)
+    for s in stale:
+        print(("out of date: " if check else "wrote ") + os.path.relpath(s))
+    return 1 if (check and stale) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
