@@ -37,11 +37,18 @@ M = {
     "capacity": "duet_sfu_capacity",
     "draining": "duet_sfu_draining",
     "links": "duet_sfu_links",
-    "packets": "duet_sfu_packets_total",
-    "bytes": "duet_sfu_bytes_total",
-    "sfu_dropped": "duet_sfu_dropped_total",
+    "packets_in": "duet_sfu_packets_in_total",
+    "packets_out": "duet_sfu_packets_out_total",
+    "bytes_in": "duet_sfu_bytes_in_total",
+    "bytes_out": "duet_sfu_bytes_out_total",
+    "rtp_forwarded": "duet_sfu_rtp_forwarded_total",
+    "sfu_drops": "duet_sfu_drops_total",
     "keyframe_requests": "duet_sfu_keyframe_requests_total",
-    "snapshot_age": "duet_sfu_snapshot_age_seconds",
+    "snapshot_age": "duet_sfu_snapshot_oldest_age_seconds",
+    "snapshot_served": "duet_sfu_snapshot_served_age_seconds",
+    "handoff_in": "duet_sfu_turn_handoff_in_total",
+    "handoff_out": "duet_sfu_turn_handoff_out_total",
+    "ws_sessions": "duet_sfu_ws_sessions",
     # TURN (turn-relay/src/metrics.rs)
     "allocations": "duet_turn_allocations",
     "permissions": "duet_turn_permissions",
@@ -58,7 +65,7 @@ M = {
 R = '{region=~"$region"}'
 NOT_STALE = 'reason!="stale_nonce"'
 TO_PEER = 'direction="to_peer"'
-SFU_IN = 'direction="in"'
+PERIODIC = 'cause="periodic"'
 REPORT_KIND = 'kind="report"'
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -200,7 +207,7 @@ def overview():
         (f"sum by (region)({M['capacity']}{R} * ({M['draining']}{R} == bool 0))", "capacity {{region}} (not draining)")],
         desc="A region whose participants reach its capacity sends visitors to fallback regions.")
     b.ts("Media bit rate through the SFUs", [
-        (f"8 * {rate(M['bytes'], 'direction')}", "{{direction}}")], unit="bps")
+        (f"8 * {rate(M['bytes_in'])}", "in"), (f"8 * {rate(M['bytes_out'])}", "out")], unit="bps")
     b.row("Health")
     b.ts("Targets up", [('sum by (job)(up{region=~"$region"})', "{{job}}")], minimum=0)
     b.ts("Errors", [
@@ -224,14 +231,20 @@ def media():
         (f"sum by (region)(({M['capacity']}{R} - {M['participants']}{R}) * ({M['draining']}{R} == bool 0))",
          "{{region}}")], minimum=0)
     b.row("SFU packets")
-    b.ts("Packets per second", [(rate(M["packets"], "direction"), "{{direction}}")], unit="pps")
-    b.ts("Bit rate", [(f"8 * {rate(M['bytes'], 'direction')}", "{{direction}}")], unit="bps")
-    b.ts("Dropped packets by reason", [(rate(M["sfu_dropped"], "reason"), "{{reason}}")], unit="pps")
-    b.ts("Keyframe requests sent (PLI/FIR)", [(rate(M["keyframe_requests"]), "keyframe requests")], unit="reqps",
-         desc="Every link and every snapshot refresh asks for a keyframe; a steady climb means loss.")
-    b.ts("Snapshot age (moderation tap)", [
-        (f"max by (pod, instance)({M['snapshot_age']}{R})", "max {{pod}}{{instance}}")], unit="s",
-         desc="How old the latest keyframe snapshot is; grows when keyframes stop arriving.")
+    b.ts("Datagrams per second", [
+        (rate(M["packets_in"]), "in"), (rate(M["packets_out"]), "out"),
+        (rate(M["rtp_forwarded"]), "RTP forwarded")], unit="pps",
+         desc="In and out count UDP and TURN hand-off datagrams; RTP forwarded is what reached a subscriber.")
+    b.ts("Bit rate", [(f"8 * {rate(M['bytes_in'])}", "in"), (f"8 * {rate(M['bytes_out'])}", "out")], unit="bps")
+    b.ts("Drops by reason", [(rate(M["sfu_drops"], "reason"), "{{reason}}")], unit="pps",
+         desc="waiting_keyframe and not_current_source are normal right after a link (Next); "
+              "write_failed and handoff_full mean an overloaded node.")
+    b.ts("Keyframe requests sent, by cause", [(rate(M["keyframe_requests"], "cause"), "{{cause}}")], unit="reqps",
+         desc="switch: a new link (Next); subscriber: loss on the receiving side; periodic: snapshot refresh.")
+    b.ts("Oldest snapshot per node (moderation tap)", [
+        (f"max by (pod, instance)({M['snapshot_age']}{R})", "{{pod}}{{instance}}")], unit="s",
+         desc="Age of the oldest latest-keyframe among connected video publishers; grows when keyframes stop.")
+    b.ts("SFU WebSocket sessions per node", [(f"sum by (pod, instance)({M['ws_sessions']}{R})", "{{pod}}{{instance}}")])
     b.row("TURN relay")
     b.ts("Allocations, permissions, channels", [
         (f"sum({M['allocations']}{R})", "allocations"),
@@ -247,8 +260,8 @@ def media():
         (rate(M["quota_hits"], "quota"), "quota {{quota}}")], unit="reqps",
          desc="Policy denials: someone tried to relay to an address duet does not serve (open-relay probing).")
     b.ts("TURN datagrams dropped by reason", [(rate(M["turn_dropped"], "reason"), "{{reason}}")], unit="pps")
-    b.ts("Share of media arriving through TURN", [
-        (f"{rate(M['relayed_bytes'], '', TO_PEER)} / {rate(M['bytes'], '', SFU_IN)}", "TURN share of inbound bytes")],
+    b.ts("Share of media datagrams through TURN", [
+        (f"{rate(M['handoff_in'])} / {rate(M['packets_in'])}", "TURN share of inbound datagrams")],
         unit="percentunit", desc="Visitors whose network forces a relay (UDP blocked, TCP/TLS only).")
     return b
 
@@ -294,10 +307,14 @@ def moderation():
         (f"1000 * {rate(M['reports'], '', '', '1h')} / {rate(M['matches'], '', '', '1h')}", "reports / 1k pairings")],
         w=12, desc="A jump means an abuse wave (or a broken page making people report).")
     b.row("Snapshot wall")
-    b.ts("Snapshot age per node (max)", [
-        (f"max by (pod, instance)({M['snapshot_age']}{R})", "{{pod}}{{instance}}")], unit="s",
-         desc="Old snapshots on the wall: keyframes not arriving (loss, or keyframe interval off).")
-    b.ts("Keyframe requests / s", [(rate(M["keyframe_requests"]), "keyframe requests")], unit="reqps")
+    b.ts("Age of snapshots served to moderators", [
+        (f"histogram_quantile({q}, sum by (le)(rate({M['snapshot_served']}_bucket{R}[$__rate_interval])))",
+         f"p{int(float(q) * 100)}") for q in ("0.5", "0.95")], unit="s",
+         desc="Old snapshots on the wall: keyframes not arriving (loss, or periodic keyframe requests off).")
+    b.ts("Oldest snapshot per node", [
+        (f"max by (pod, instance)({M['snapshot_age']}{R})", "{{pod}}{{instance}}")], unit="s")
+    b.ts("Periodic keyframe requests / s (snapshot refresh)", [
+        (rate(M["keyframe_requests"], "", PERIODIC), "periodic")], unit="reqps")
     b.ts("Calls in progress (links)", [(f"sum by (region)({M['links']}{R})", "{{region}}")])
     b.ts("Chat messages / s", [(rate(M["chat"]), "chat")], unit="reqps")
     return b
