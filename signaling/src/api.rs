@@ -1,0 +1,343 @@
+//! REST handlers: `POST /api/session`, `POST /api/reports`, `GET /api/stats`,
+//! and the extractors that keep every error JSON.
+
+use crate::error::ApiError;
+use crate::store::{Ban, NewReport, Snapshot};
+use crate::{now_secs, AppState};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use proto::signal::{
+    BanNotice, IceServer, PartnerLeftReason, ReportCreated, ReportRequest, SessionRequest, SessionResponse,
+    MAX_REPORT_TEXT_BYTES,
+};
+use proto::token::{SessionClaims, TokenError, AUD_SESSION};
+use proto::{DeviceId, ParticipantId};
+use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// Header an ingress sets with the visitor's region.
+pub const REGION_HEADER: &str = "x-duet-region";
+
+/// JSON body extractor whose rejections are [`ApiError`]s (never axum's plain text).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> ApiError {
+    match rej.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ),
+        _ => ApiError::bad_request("bad_json", rej.body_text()),
+    }
+}
+
+/// The client's IP: the socket peer, or the first `X-Forwarded-For` entry
+/// when `trust_forwarded_for` is set.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(state, &parts.headers, parts.extensions.get::<ConnectInfo<SocketAddr>>())))
+    }
+}
+
+pub(crate) fn client_ip(state: &AppState, headers: &HeaderMap, ci: Option<&ConnectInfo<SocketAddr>>) -> Option<IpAddr> {
+    if state.inner.config.trust_forwarded_for {
+        if let Some(ip) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        {
+            return Some(crate::store::canonical_ip(ip));
+        }
+    }
+    ci.map(|c| crate::store::canonical_ip(c.0.ip()))
+}
+
+/// A verified session token from `Authorization: Bearer`.
+pub struct SessionAuth(pub SessionClaims);
+
+pub(crate) fn token_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", "session token expired"),
+        _ => ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", "session token invalid"),
+    }
+}
+
+impl FromRequestParts<AppState> for SessionAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <session token>"))?;
+        let claims = verify_session(state, token)?;
+        Ok(SessionAuth(claims))
+    }
+}
+
+pub(crate) fn verify_session(state: &AppState, token: &str) -> Result<SessionClaims, ApiError> {
+    if token.len() > 4096 {
+        state.inner.metrics.bad_input.with_label_values(&["bad_token"]).inc();
+        return Err(token_error(TokenError::Malformed));
+    }
+    state.inner.session_key.verify::<SessionClaims>(token).map_err(|e| {
+        state.inner.metrics.bad_input.with_label_values(&["bad_token"]).inc();
+        token_error(e)
+    })
+}
+
+fn limited(state: &AppState, kind: &str, checks: &[(&crate::ratelimit::Limiter, &str)]) -> Result<(), ApiError> {
+    let now = Instant::now();
+    for (limiter, key) in checks {
+        if let Err(wait) = limiter.check(key, now) {
+            state.inner.metrics.rate_limited.with_label_values(&[kind]).inc();
+            return Err(ApiError::rate_limited(wait));
+        }
+    }
+    Ok(())
+}
+
+/// The ban in force for a device/IP, as a refusal.
+pub(crate) async fn check_ban(state: &AppState, device: Option<&str>, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    let ban = state.inner.store.active_ban(device, ip, now_secs() as i64).await?;
+    match ban {
+        Some(ban) => Err(ApiError::banned(ban_notice(state, &ban).await?)),
+        None => Ok(()),
+    }
+}
+
+async fn ban_notice(state: &AppState, ban: &Ban) -> Result<BanNotice, ApiError> {
+    let appeal_status = state.inner.store.appeal_status(&ban.id).await?;
+    Ok(BanNotice {
+        ban_id: ban.id.clone(),
+        reason: ban.reason.clone(),
+        expires_at: ban.expires_at.map(|e| e.max(0) as u64),
+        can_appeal: appeal_status.is_none(),
+        appeal_status,
+        appeal_token: None,
+    })
+}
+
+fn valid_region(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 32
+        && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// `POST /api/session`.
+pub async fn create_session(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<SessionRequest>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let inner = &state.inner;
+    if !req.accept_rules {
+        return Err(ApiError::bad_request("rules_not_accepted", "you must accept the rules (18+) to continue"));
+    }
+    let device = DeviceId::parse(&req.device_id).ok_or_else(|| {
+        ApiError::bad_request("bad_device_id", "device_id must be 8-64 characters of A-Z a-z 0-9 _ -")
+    })?;
+    let ip_key = ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
+    limited(&state, "session", &[(&inner.limits.session_ip, &ip_key), (&inner.limits.session_device, device.as_str())])?;
+    check_ban(&state, Some(device.as_str()), ip).await?;
+
+    let region = match (&req.region, headers.get(REGION_HEADER).and_then(|v| v.to_str().ok())) {
+        (Some(r), _) => r.clone(),
+        (None, Some(h)) => h.to_owned(),
+        (None, None) => inner.config.region.clone(),
+    };
+    if !valid_region(&region) {
+        return Err(ApiError::bad_request("bad_region", "region must be 1-32 characters of a-z 0-9 _ -"));
+    }
+    let nodes = inner.registry.nodes().await?;
+    let order = crate::registry::placement_order(&nodes, &region, &inner.config.region_fallbacks);
+    let participant = ParticipantId::random();
+    let mut chosen = None;
+    for node in order.into_iter().take(4) {
+        match inner.sfu.admit(&node, &participant).await {
+            Ok(()) => {
+                chosen = Some(node);
+                break;
+            }
+            Err(e) => {
+                inner.metrics.sfu_errors.inc();
+                tracing::warn!(error = %e, "admission refused; trying the next node");
+            }
+        }
+    }
+    let node = chosen.ok_or_else(ApiError::no_capacity)?;
+
+    let now = now_secs();
+    let exp = now + inner.config.session_ttl.as_secs();
+    let session_id = uuid::Uuid::new_v4().simple().to_string();
+    let claims = SessionClaims {
+        sub: session_id.clone(),
+        aud: AUD_SESSION.into(),
+        exp,
+        iat: now,
+        device: device.clone(),
+        participant: participant.clone(),
+        node: node.node_id.clone(),
+    };
+    let token = inner.session_key.mint(&claims).map_err(crate::SignalingError::from)?;
+    let sfu = inner.placement(&node, &participant)?;
+    let cred = proto::turn_cred::mint(
+        &inner.config.turn_secret,
+        participant.as_str(),
+        now + inner.config.turn_credential_ttl.as_secs(),
+    );
+    let host = if node.turn_host.contains(':') && !node.turn_host.starts_with('[') {
+        format!("[{}]", node.turn_host)
+    } else {
+        node.turn_host.clone()
+    };
+    let mut urls = vec![
+        format!("turn:{host}:{}?transport=udp", node.turn_udp_port),
+        format!("turn:{host}:{}?transport=tcp", node.turn_tcp_port),
+    ];
+    if let Some(tls) = node.turn_tls_port {
+        urls.push(format!("turns:{host}:{tls}?transport=tcp"));
+    }
+    inner.metrics.sessions_created.inc();
+    Ok(Json(SessionResponse {
+        session_id,
+        token,
+        participant_id: participant,
+        expires_at: exp,
+        sfu,
+        ice_servers: vec![IceServer { urls, username: Some(cred.username), credential: Some(cred.password) }],
+        ice_transport_policy: inner.config.ice_transport_policy,
+    }))
+}
+
+/// `POST /api/reports`.
+pub async fn create_report(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    SessionAuth(claims): SessionAuth,
+    ApiJson(req): ApiJson<ReportRequest>,
+) -> Result<Response, ApiError> {
+    let inner = &state.inner;
+    let ip_key = ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
+    limited(
+        &state,
+        "report",
+        &[(&inner.limits.report_ip, &ip_key), (&inner.limits.report_device, claims.device.as_str())],
+    )?;
+    if req.text.len() > MAX_REPORT_TEXT_BYTES {
+        return Err(ApiError::bad_request(
+            "text_too_long",
+            format!("report text is limited to {MAX_REPORT_TEXT_BYTES} bytes"),
+        ));
+    }
+    let user = claims.sub.as_str();
+    let pairing = inner.live.last_pairing(user).await?.ok_or_else(|| {
+        ApiError::new(StatusCode::CONFLICT, "no_pairing", "no current or recent pairing to report")
+    })?;
+    let (me, other) = pairing
+        .sides_for(user)
+        .map(|(a, b)| (a.clone(), b.clone()))
+        .ok_or_else(ApiError::internal)?;
+    let transcript = inner.live.transcript(&pairing.pairing_id).await?;
+    let transcript = serde_json::to_string(&transcript).map_err(|_| ApiError::internal())?;
+
+    // The reported side's latest snapshot, from the node its media is on.
+    let mut snapshots = Vec::new();
+    if pairing.mode == proto::signal::Mode::Video {
+        match inner.node(&pairing.a.node).await {
+            Ok(Some(node)) => match inner.sfu.snapshot(&node, &other.participant).await {
+                Ok(Some((content_type, data))) => snapshots.push(Snapshot {
+                    participant_id: other.participant.to_string(),
+                    content_type,
+                    data,
+                    captured_at: now_secs() as i64,
+                }),
+                Ok(None) => {}
+                Err(e) => {
+                    inner.metrics.sfu_errors.inc();
+                    tracing::warn!(error = %e, "snapshot for a report failed; storing without it");
+                }
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "registry unavailable for a report snapshot"),
+        }
+    }
+    let report = NewReport {
+        category: serde_json::to_value(req.category)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "other".into()),
+        severity: req.category.severity() as i64,
+        text: req.text,
+        pairing_id: pairing.pairing_id.to_string(),
+        mode: pairing.mode.as_str().into(),
+        reporter_session: user.to_owned(),
+        reporter_device: me.device.to_string(),
+        reporter_ip: ip.map(|i| i.to_string()),
+        reported_session: other.user.clone(),
+        reported_device: other.device.to_string(),
+        reported_participant: other.participant.to_string(),
+        reported_node: pairing.a.node.to_string(),
+        transcript,
+        snapshots,
+    };
+    // Committed before we answer.
+    let report_id = inner.store.insert_report(&report).await?;
+    inner.metrics.reports.inc();
+    inner.live.block(&me.device, &other.device).await?;
+    // Unlink if still paired; the reported side is told the call ended.
+    if let Some(ended) = inner.end_pairing(user, PartnerLeftReason::Ended).await? {
+        if ended.pairing_id == pairing.pairing_id {
+            inner.send_local_or_deliver(user, proto::signal::ServerMsg::PartnerLeft { reason: PartnerLeftReason::Reported }).await;
+        }
+    }
+    Ok((StatusCode::CREATED, Json(ReportCreated { report_id })).into_response())
+}
+
+/// `GET /api/stats`.
+pub async fn stats(State(state): State<AppState>) -> Result<Json<proto::signal::Stats>, ApiError> {
+    Ok(Json(state.stats().await?))
+}
+
+/// Unknown `/api/...` path.
+pub async fn api_not_found() -> ApiError {
+    ApiError::not_found("no such API endpoint")
+}
+
+impl crate::Inner {
+    pub(crate) async fn send_local_or_deliver(&self, user: &str, msg: proto::signal::ServerMsg) {
+        if self.conns.contains(user) {
+            self.send_local(user, msg);
+        } else {
+            self.deliver(user, msg).await;
+        }
+    }
+}

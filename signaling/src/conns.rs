@@ -1,0 +1,106 @@
+//! The WebSocket connections this replica holds, by user (session id).
+
+use parking_lot::Mutex;
+use proto::signal::ServerMsg;
+use proto::{NodeId, ParticipantId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+/// Per-connection outgoing queue depth; a client that does not read is
+/// dropped rather than buffered without bound.
+pub const OUTBOUND_QUEUE: usize = 256;
+
+#[derive(Debug)]
+pub enum Outbound {
+    Msg(ServerMsg),
+    /// Close the socket with this code and reason.
+    Close(u16, &'static str),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnEntry {
+    pub conn_id: u64,
+    pub tx: mpsc::Sender<Outbound>,
+    pub participant: ParticipantId,
+    /// The SFU node the visitor's media is on now (changes on relocation).
+    pub node: NodeId,
+}
+
+#[derive(Debug, Default)]
+pub struct LocalConns {
+    map: Mutex<HashMap<String, ConnEntry>>,
+    next_id: AtomicU64,
+}
+
+impl LocalConns {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds a connection; an older connection of the same user is told to close.
+    pub fn insert(&self, user: &str, entry: ConnEntry) {
+        let old = self.map.lock().insert(user.to_owned(), entry);
+        if let Some(old) = old {
+            let _ = old.tx.try_send(Outbound::Close(4000, "replaced by a newer connection"));
+        }
+    }
+
+    /// Removes the connection if it is still `conn_id`; `true` if removed.
+    pub fn remove(&self, user: &str, conn_id: u64) -> bool {
+        let mut map = self.map.lock();
+        if map.get(user).is_some_and(|e| e.conn_id == conn_id) {
+            map.remove(user);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn get(&self, user: &str) -> Option<ConnEntry> {
+        self.map.lock().get(user).cloned()
+    }
+
+    pub fn contains(&self, user: &str) -> bool {
+        self.map.lock().contains_key(user)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn users(&self) -> Vec<String> {
+        self.map.lock().keys().cloned().collect()
+    }
+
+    /// Users whose media is `participant` on `node`.
+    pub fn find_participant(&self, node: &NodeId, participant: &ParticipantId) -> Option<(String, u64)> {
+        self.map
+            .lock()
+            .iter()
+            .find(|(_, e)| &e.node == node && &e.participant == participant)
+            .map(|(u, e)| (u.clone(), e.conn_id))
+    }
+
+    /// Hands `msg` to `user`'s socket if it is here; `true` if handed over.
+    pub fn deliver(&self, user: &str, msg: ServerMsg) -> bool {
+        let mut map = self.map.lock();
+        let Some(entry) = map.get_mut(user) else { return false };
+        if let ServerMsg::Relocate { sfu } = &msg {
+            entry.node = sfu.node_id.clone();
+        }
+        match entry.tx.try_send(Outbound::Msg(msg)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("client not reading its WebSocket; dropping a message");
+                let _ = entry.tx.try_send(Outbound::Close(1008, "not reading"));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}

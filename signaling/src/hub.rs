@@ -1,0 +1,317 @@
+//! What happens around the matcher: links on the SFU, messages to both
+//! sides, ends of pairings, relocation, SFU event streams, ticks.
+
+use crate::error::SignalingError;
+use crate::live::{ChatLine, Delivery};
+use crate::matching::{MatchEvent, Pairing, Ticket};
+use crate::{now_ms, now_secs, Inner, WeakInner};
+use proto::registry::NodeRecord;
+use proto::sfu_api::SfuEvent;
+use proto::signal::{Mode, PartnerLeftReason, ServerMsg, SfuPlacement};
+use proto::token::{SfuClaims, SfuRole, AUD_SFU};
+use proto::NodeId;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+impl Inner {
+    pub(crate) async fn node(&self, id: &NodeId) -> Result<Option<NodeRecord>, SignalingError> {
+        Ok(self.registry.nodes().await?.into_iter().find(|n| &n.node_id == id))
+    }
+
+    pub(crate) fn send_local(&self, user: &str, msg: ServerMsg) {
+        self.conns.deliver(user, msg);
+    }
+
+    pub(crate) async fn deliver(&self, user: &str, msg: ServerMsg) {
+        if let Err(e) = self.live.deliver(Delivery { user: user.to_owned(), msg }).await {
+            tracing::warn!(error = %e, "could not deliver a message");
+        }
+    }
+
+    /// Queues `ticket` and handles what follows (a match, at most).
+    pub(crate) async fn join(&self, ticket: Ticket) -> Result<(), SignalingError> {
+        let user = ticket.user.clone();
+        let mode = ticket.mode;
+        // Queued goes out before a possible Matched.
+        self.send_local(&user, ServerMsg::Queued { mode });
+        let events = self.live.join(ticket, now_ms()).await?;
+        self.process(events).await;
+        Ok(())
+    }
+
+    pub(crate) async fn process(&self, events: Vec<MatchEvent>) {
+        let mut work: VecDeque<MatchEvent> = events.into();
+        while let Some(ev) = work.pop_front() {
+            match ev {
+                MatchEvent::Widened { user } => self.deliver(&user, ServerMsg::Widened).await,
+                MatchEvent::Matched(p) => match self.on_matched(p).await {
+                    Ok(more) => work.extend(more),
+                    Err(e) => tracing::warn!(error = %e, "handling a match failed"),
+                },
+            }
+        }
+    }
+
+    async fn on_matched(&self, p: Pairing) -> Result<Vec<MatchEvent>, SignalingError> {
+        // A side whose WebSocket is gone (replica crash, race with a close)
+        // is dropped and the other side goes back to the queue.
+        let a_here = self.live.is_attached(&p.a.user).await?;
+        let b_here = self.live.is_attached(&p.b.user).await?;
+        if !(a_here && b_here) {
+            self.live.end_pairing(&p.a.user, now_ms()).await?;
+            let mut more = Vec::new();
+            for (side, here) in [(&p.a, a_here), (&p.b, b_here)] {
+                if here {
+                    more.extend(self.live.join(side.ticket(p.mode), now_ms()).await?);
+                }
+            }
+            return Ok(more);
+        }
+        self.metrics.matches.inc();
+        self.metrics.time_to_match.observe(p.a.waited_ms as f64 / 1000.0);
+        self.metrics.time_to_match.observe(p.b.waited_ms as f64 / 1000.0);
+        if p.mode == Mode::Video {
+            if let Err(e) = self.link(&p).await {
+                self.metrics.sfu_errors.inc();
+                tracing::warn!(error = %e, pairing = %p.pairing_id, "linking on the SFU failed");
+            }
+        }
+        for me in [&p.a, &p.b] {
+            self.deliver(
+                &me.user,
+                ServerMsg::Matched { pairing_id: p.pairing_id.clone(), common_interests: p.common_interests.clone() },
+            )
+            .await;
+        }
+        Ok(Vec::new())
+    }
+
+    /// Links the pair on `a`'s node; `b` is relocated there first if its
+    /// media is on another node.
+    async fn link(&self, p: &Pairing) -> Result<(), SignalingError> {
+        let node = self
+            .node(&p.a.node)
+            .await?
+            .ok_or_else(|| SignalingError::Sfu { node: p.a.node.to_string(), message: "node not registered".into() })?;
+        if p.b.node != p.a.node {
+            self.sfu.admit(&node, &p.b.participant).await?;
+            let placement = self.placement(&node, &p.b.participant)?;
+            self.deliver(&p.b.user, ServerMsg::Relocate { sfu: placement }).await;
+        }
+        self.sfu.link(&node, &p.a.participant, &p.b.participant).await
+    }
+
+    /// An SFU placement (URL + token) for `participant` on `node`.
+    pub(crate) fn placement(
+        &self,
+        node: &NodeRecord,
+        participant: &proto::ParticipantId,
+    ) -> Result<SfuPlacement, SignalingError> {
+        let now = now_secs();
+        let claims = SfuClaims {
+            sub: participant.clone(),
+            aud: AUD_SFU.into(),
+            exp: now + self.config.session_ttl.as_secs(),
+            iat: now,
+            node: node.node_id.clone(),
+            role: SfuRole::User,
+        };
+        Ok(SfuPlacement {
+            node_id: node.node_id.clone(),
+            region: node.region.to_string(),
+            url: node.public_ws_url.clone(),
+            token: self.sfu_key.mint(&claims)?,
+        })
+    }
+
+    /// Ends `user`'s pairing (if any): unlink on the SFU, tell the partner.
+    pub(crate) async fn end_pairing(
+        &self,
+        user: &str,
+        reason: PartnerLeftReason,
+    ) -> Result<Option<Pairing>, SignalingError> {
+        let Some(p) = self.live.end_pairing(user, now_ms()).await? else { return Ok(None) };
+        if p.mode == Mode::Video {
+            match self.node(&p.a.node).await {
+                Ok(Some(node)) => {
+                    if let Err(e) = self.sfu.unlink(&node, &p.a.participant, &p.b.participant).await {
+                        self.metrics.sfu_errors.inc();
+                        tracing::warn!(error = %e, "unlink failed");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "registry unavailable for unlink"),
+            }
+        }
+        if let Some((_, partner)) = p.sides_for(user) {
+            self.deliver(&partner.user, ServerMsg::PartnerLeft { reason }).await;
+        }
+        Ok(Some(p))
+    }
+
+    /// Relays a chat line to the partner and keeps it in the transcript.
+    /// `Ok(false)` when not paired.
+    pub(crate) async fn chat(&self, user: &str, text: &str) -> Result<bool, SignalingError> {
+        let Some(p) = self.live.current_pairing(user).await? else { return Ok(false) };
+        let Some((me, partner)) = p.sides_for(user) else { return Ok(false) };
+        let filtered = self.filter.apply(text);
+        let from = if p.a.user == user { "a" } else { "b" };
+        self.live
+            .append_chat(
+                &p.pairing_id,
+                ChatLine { at_ms: now_ms(), from: from.into(), device: me.device.to_string(), text: filtered.clone() },
+            )
+            .await?;
+        self.metrics.chat_messages.inc();
+        self.deliver(&partner.user, ServerMsg::Chat { text: filtered }).await;
+        Ok(true)
+    }
+
+    pub(crate) async fn typing(&self, user: &str) -> Result<bool, SignalingError> {
+        let Some(p) = self.live.current_pairing(user).await? else { return Ok(false) };
+        let Some((_, partner)) = p.sides_for(user) else { return Ok(false) };
+        self.deliver(&partner.user, ServerMsg::Typing).await;
+        Ok(true)
+    }
+
+    /// The user's WebSocket closed (or media vanished): leave everything.
+    pub(crate) async fn leave_all(&self, user: &str, reason: PartnerLeftReason) {
+        if let Err(e) = self.live.leave(user).await {
+            tracing::warn!(error = %e, "leaving the queue failed");
+        }
+        if let Err(e) = self.end_pairing(user, reason).await {
+            tracing::warn!(error = %e, "ending a pairing failed");
+        }
+    }
+
+    async fn on_sfu_event(&self, node: &NodeId, ev: SfuEvent) {
+        if let SfuEvent::Disconnected { participant_id, reason } = ev {
+            if let Some((user, _)) = self.conns.find_participant(node, &participant_id) {
+                tracing::debug!(%reason, "participant left its SFU node");
+                self.leave_all(&user, PartnerLeftReason::Disconnected).await;
+                self.send_local(
+                    &user,
+                    ServerMsg::Error(proto::signal::ErrorBody {
+                        code: "media_disconnected".into(),
+                        message: "your media connection to the server ended".into(),
+                        ban: None,
+                    }),
+                );
+            }
+        }
+    }
+}
+
+/// Starts the tick loop and the SFU event subscriptions.
+pub(crate) fn spawn_background(weak: WeakInner, cancel: CancellationToken) {
+    let tick_weak = weak.clone();
+    let tick_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let interval = match tick_weak.upgrade() {
+            Some(i) => i.config.tick_interval,
+            None => return,
+        };
+        let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick_cancel.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let Some(inner) = tick_weak.upgrade() else { break };
+            let now = now_ms();
+            match inner.live.tick(now).await {
+                Ok(events) => inner.process(events).await,
+                Err(e) => tracing::warn!(error = %e, "matching tick failed"),
+            }
+            if let Err(e) = inner.live.housekeeping(now).await {
+                tracing::warn!(error = %e, "housekeeping failed");
+            }
+            if let Ok((v, t)) = inner.live.waiting().await {
+                inner.metrics.waiting.with_label_values(&["video"]).set(v as i64);
+                inner.metrics.waiting.with_label_values(&["text"]).set(t as i64);
+            }
+            inner.metrics.online.set(inner.conns.len() as i64);
+        }
+    });
+
+    // SFU events: one stream per registered node.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(NodeId, SfuEvent)>();
+    let ev_weak = weak.clone();
+    let ev_cancel = cancel.clone();
+    tokio::spawn(async move {
+        loop {
+            let item = tokio::select! {
+                _ = ev_cancel.cancelled() => break,
+                item = rx.recv() => item,
+            };
+            let Some((node, ev)) = item else { break };
+            let Some(inner) = ev_weak.upgrade() else { break };
+            inner.on_sfu_event(&node, ev).await;
+        }
+    });
+    tokio::spawn(async move {
+        let mut subs: HashMap<NodeId, (String, CancellationToken)> = HashMap::new();
+        loop {
+            let nodes = {
+                let Some(inner) = weak.upgrade() else { break };
+                inner.registry.nodes().await
+            };
+            match nodes {
+                Ok(nodes) => {
+                    subs.retain(|id, (url, tok)| {
+                        let keep = nodes.iter().any(|n| &n.node_id == id && &n.internal_url == url);
+                        if !keep {
+                            tok.cancel();
+                        }
+                        keep
+                    });
+                    for n in nodes {
+                        if subs.contains_key(&n.node_id) {
+                            continue;
+                        }
+                        let tok = cancel.child_token();
+                        subs.insert(n.node_id.clone(), (n.internal_url.clone(), tok.clone()));
+                        spawn_subscription(weak.clone(), n, tx.clone(), tok);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "node registry unavailable"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        for (_, (_, tok)) in subs {
+            tok.cancel();
+        }
+    });
+}
+
+fn spawn_subscription(
+    weak: WeakInner,
+    node: NodeRecord,
+    tx: mpsc::UnboundedSender<(NodeId, SfuEvent)>,
+    cancel: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            let Some(client) = weak.upgrade().map(|i| i.sfu.clone()) else { break };
+            let id = node.node_id.clone();
+            let txc = tx.clone();
+            let res = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = client.events(&node, move |ev| { let _ = txc.send((id.clone(), ev)); }) => r,
+            };
+            if let Err(e) = res {
+                tracing::debug!(error = %e, node = %node.node_id, "SFU event stream failed; retrying");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+}

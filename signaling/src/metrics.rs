@@ -1,0 +1,69 @@
+//! Prometheus metrics, prefix `duet_signaling_`, bounded labels only.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub sessions_created: IntCounter,
+    pub online: IntGauge,
+    /// label `mode` = video | text
+    pub waiting: IntGaugeVec,
+    pub matches: IntCounter,
+    pub time_to_match: Histogram,
+    pub chat_messages: IntCounter,
+    pub reports: IntCounter,
+    /// label `kind` = session | ws_message | next | report
+    pub rate_limited: IntCounterVec,
+    /// label `kind` = bad_json | unknown_type | too_large | binary | bad_token | invalid
+    pub bad_input: IntCounterVec,
+    pub sfu_errors: IntCounter,
+}
+
+fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, prometheus::Error> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    pub fn new(r: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            sessions_created: reg(
+                r,
+                IntCounter::new("duet_signaling_sessions_created_total", "Sessions created")?,
+            )?,
+            online: reg(r, IntGauge::new("duet_signaling_online", "Open visitor WebSockets on this replica")?)?,
+            waiting: reg(
+                r,
+                IntGaugeVec::new(Opts::new("duet_signaling_waiting", "Visitors waiting for a partner"), &["mode"])?,
+            )?,
+            matches: reg(r, IntCounter::new("duet_signaling_matches_total", "Pairings made")?)?,
+            time_to_match: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new("duet_signaling_time_to_match_seconds", "Time from join to match")
+                        .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
+                )?,
+            )?,
+            chat_messages: reg(r, IntCounter::new("duet_signaling_chat_messages_total", "Chat messages relayed")?)?,
+            reports: reg(r, IntCounter::new("duet_signaling_reports_total", "Reports stored")?)?,
+            rate_limited: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new("duet_signaling_rate_limited_total", "Requests refused by a rate limit"),
+                    &["kind"],
+                )?,
+            )?,
+            bad_input: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new("duet_signaling_bad_input_total", "Malformed client input refused"),
+                    &["kind"],
+                )?,
+            )?,
+            sfu_errors: reg(
+                r,
+                IntCounter::new("duet_signaling_sfu_errors_total", "Failed calls to SFU internal APIs")?,
+            )?,
+        })
+    }
+}

@@ -1,0 +1,334 @@
+//! `GET /ws?token=<session JWT>`: the visitor's signaling WebSocket.
+
+use crate::api::{check_ban, client_ip, verify_session};
+use crate::conns::{ConnEntry, Outbound, OUTBOUND_QUEUE};
+use crate::error::ApiError;
+use crate::matching::{normalize_interests, Ticket};
+use crate::AppState;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use proto::signal::{
+    ClientMsg, ErrorBody, Mode, PartnerLeftReason, ServerMsg, MAX_CHAT_CHARS, MAX_INTERESTS, MAX_INTEREST_CHARS,
+    MAX_WS_MESSAGE_BYTES,
+};
+use proto::token::SessionClaims;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Frames above this are cut off by the WebSocket layer itself; between
+/// [`MAX_WS_MESSAGE_BYTES`] and this we answer `message_too_large` and close.
+const HARD_FRAME_LIMIT: usize = 64 * 1024;
+/// Malformed messages tolerated per connection before it is closed.
+const MAX_BAD_MESSAGES: u32 = 20;
+
+const KNOWN_TYPES: [&str; 5] = ["join", "chat", "typing", "next", "stop"];
+
+/// Upgrade handler. Token and ban are checked before the upgrade, so
+/// refusals are plain JSON HTTP answers.
+pub async fn ws_handler(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ci: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ip = client_ip(&state, &headers, ci.as_ref().map(|e| &e.0));
+    let token = query.as_deref().and_then(|q| url_param(q, "token"));
+    let Some(token) = token else {
+        return ApiError::unauthorized("missing ?token=<session token>").into_response();
+    };
+    let claims = match verify_session(&state, &token) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = check_ban(&state, Some(claims.device.as_str()), ip).await {
+        return e.into_response();
+    }
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(_) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "not_websocket", "this endpoint needs a WebSocket upgrade")
+                .into_response()
+        }
+    };
+    upgrade
+        .max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket| handle_socket(state, claims, ip, socket))
+}
+
+fn url_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.replace("%2E", ".").replace("%2e", "."))
+    })
+}
+
+fn error_msg(code: &str, message: impl Into<String>) -> ServerMsg {
+    ServerMsg::Error(ErrorBody { code: code.into(), message: message.into(), ban: None })
+}
+
+struct Conn {
+    state: AppState,
+    claims: SessionClaims,
+    ip_key: String,
+    tx: mpsc::Sender<Outbound>,
+    bad: u32,
+    last_join: Option<(Mode, Option<String>, Vec<String>)>,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl Conn {
+    fn user(&self) -> &str {
+        &self.claims.sub
+    }
+
+    fn send(&self, msg: ServerMsg) {
+        let _ = self.tx.try_send(Outbound::Msg(msg));
+    }
+
+    fn close(&self, code: u16, reason: &'static str) {
+        let _ = self.tx.try_send(Outbound::Close(code, reason));
+    }
+
+    fn bad_input(&mut self, kind: &str, code: &str, message: impl Into<String>) -> Flow {
+        self.state.inner.metrics.bad_input.with_label_values(&[kind]).inc();
+        self.send(error_msg(code, message));
+        self.bad += 1;
+        if self.bad >= MAX_BAD_MESSAGES {
+            self.send(error_msg("too_many_errors", "too many malformed messages"));
+            self.close(1008, "too many malformed messages");
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    fn rate_limited(&self, kind: &str, wait: u64) -> Flow {
+        self.state.inner.metrics.rate_limited.with_label_values(&[kind]).inc();
+        self.send(error_msg("rate_limited", format!("too many messages; retry in {wait} s")));
+        self.close(1008, "rate limited");
+        Flow::Close
+    }
+
+    fn ticket(&self, mode: Mode, lang: Option<String>, interests: Vec<String>) -> Ticket {
+        let inner = &self.state.inner;
+        let entry = inner.conns.get(self.user());
+        Ticket {
+            user: self.user().to_owned(),
+            device: self.claims.device.clone(),
+            participant: entry.as_ref().map(|e| e.participant.clone()).unwrap_or_else(|| self.claims.participant.clone()),
+            node: entry.map(|e| e.node).unwrap_or_else(|| self.claims.node.clone()),
+            mode,
+            lang,
+            interests,
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Flow {
+        if text.len() > MAX_WS_MESSAGE_BYTES {
+            self.state.inner.metrics.bad_input.with_label_values(&["too_large"]).inc();
+            self.send(error_msg("message_too_large", format!("messages are limited to {MAX_WS_MESSAGE_BYTES} bytes")));
+            self.close(1009, "message too large");
+            return Flow::Close;
+        }
+        let now = Instant::now();
+        let limits = &self.state.inner.limits;
+        if let Err(wait) = limits.ws_device.check(self.claims.device.as_str(), now) {
+            return self.rate_limited("ws_message", wait);
+        }
+        if let Err(wait) = limits.ws_ip.check(&self.ip_key, now) {
+            return self.rate_limited("ws_message", wait);
+        }
+        let msg: ClientMsg = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => {
+                let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
+                let ty = value.as_ref().and_then(|v| v.get("type")).and_then(|t| t.as_str());
+                return match (value.is_some(), ty) {
+                    (false, _) => self.bad_input("bad_json", "bad_json", format!("not valid JSON: {e}")),
+                    (true, Some(t)) if !KNOWN_TYPES.contains(&t) => {
+                        let t: String = t.chars().take(32).collect();
+                        self.bad_input("unknown_type", "unknown_type", format!("unknown message type `{t}`"))
+                    }
+                    (true, None) => self.bad_input("bad_message", "bad_message", "missing `type`"),
+                    (true, Some(_)) => self.bad_input("bad_message", "bad_message", format!("invalid message: {e}")),
+                };
+            }
+        };
+        match self.on_msg(msg).await {
+            Ok(flow) => flow,
+            Err(e) => {
+                tracing::warn!(error = %e, "handling a WebSocket message failed");
+                self.send(error_msg("unavailable", "temporarily unavailable, try again"));
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn on_msg(&mut self, msg: ClientMsg) -> Result<Flow, crate::SignalingError> {
+        let inner = self.state.inner.clone();
+        let user = self.user().to_owned();
+        match msg {
+            ClientMsg::Join { mode, interests, lang } => {
+                if interests.len() > MAX_INTERESTS {
+                    return Ok(self.bad_input(
+                        "invalid",
+                        "too_many_interests",
+                        format!("at most {MAX_INTERESTS} interests"),
+                    ));
+                }
+                if interests.iter().any(|i| i.chars().count() > MAX_INTEREST_CHARS) {
+                    return Ok(self.bad_input(
+                        "invalid",
+                        "interest_too_long",
+                        format!("interests are limited to {MAX_INTEREST_CHARS} characters"),
+                    ));
+                }
+                if interests.iter().any(|i| i.chars().any(|c| c.is_control() || c == ',' || c == '|')) {
+                    return Ok(self.bad_input(
+                        "invalid",
+                        "bad_interest",
+                        "interests may not contain commas, `|` or control characters",
+                    ));
+                }
+                let lang = match lang {
+                    None => None,
+                    Some(l) if l.is_empty() => None,
+                    Some(l)
+                        if (2..=8).contains(&l.len())
+                            && l.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') =>
+                    {
+                        Some(l.to_ascii_lowercase())
+                    }
+                    Some(_) => {
+                        return Ok(self.bad_input("invalid", "bad_lang", "lang must be a language tag like `en`"))
+                    }
+                };
+                let interests = normalize_interests(&interests);
+                inner.end_pairing(&user, PartnerLeftReason::Next).await?;
+                self.last_join = Some((mode, lang.clone(), interests.clone()));
+                inner.join(self.ticket(mode, lang, interests)).await?;
+            }
+            ClientMsg::Next => {
+                if let Err(wait) = inner.limits.next.check(self.claims.device.as_str(), Instant::now()) {
+                    return Ok(self.rate_limited("next", wait));
+                }
+                let Some((mode, lang, interests)) = self.last_join.clone() else {
+                    self.send(error_msg("not_joined", "send `join` first"));
+                    return Ok(Flow::Continue);
+                };
+                inner.end_pairing(&user, PartnerLeftReason::Next).await?;
+                inner.join(self.ticket(mode, lang, interests)).await?;
+            }
+            ClientMsg::Stop => {
+                inner.live.leave(&user).await?;
+                inner.end_pairing(&user, PartnerLeftReason::Stop).await?;
+            }
+            ClientMsg::Chat { text } => {
+                let text = crate::chat::clean_text(&text);
+                if text.chars().count() > MAX_CHAT_CHARS {
+                    return Ok(self.bad_input(
+                        "invalid",
+                        "chat_too_long",
+                        format!("chat messages are limited to {MAX_CHAT_CHARS} characters"),
+                    ));
+                }
+                if text.is_empty() {
+                    return Ok(self.bad_input("invalid", "empty_chat", "empty chat message"));
+                }
+                if !inner.chat(&user, &text).await? {
+                    self.send(error_msg("not_paired", "no partner to chat with"));
+                }
+            }
+            ClientMsg::Typing => {
+                inner.typing(&user).await?;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr>, socket: WebSocket) {
+    let inner = state.inner.clone();
+    let user = claims.sub.clone();
+    let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+    let conn_id = inner.conns.next_conn_id();
+    inner.conns.insert(
+        &user,
+        ConnEntry { conn_id, tx: tx.clone(), participant: claims.participant.clone(), node: claims.node.clone() },
+    );
+    if let Err(e) = inner.live.attach(&user).await {
+        tracing::warn!(error = %e, "could not register the connection");
+    }
+    inner.metrics.online.set(inner.conns.len() as i64);
+
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outbound::Msg(msg) => {
+                    let Ok(text) = serde_json::to_string(&msg) else { continue };
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Outbound::Close(code, reason) => {
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let mut conn = Conn {
+        state: state.clone(),
+        claims,
+        ip_key: ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into()),
+        tx,
+        bad: 0,
+        last_join: None,
+    };
+    let cancel = inner.cancel.clone();
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => break,
+            n = stream.next() => n,
+        };
+        let flow = match next {
+            None => break,
+            Some(Ok(Message::Text(t))) => conn.on_text(t.as_str()).await,
+            Some(Ok(Message::Binary(_))) => conn.bad_input("binary", "binary_not_supported", "send JSON text frames"),
+            Some(Ok(Message::Close(_))) => break,
+            Some(Ok(_)) => Flow::Continue, // ping/pong
+            Some(Err(e)) => {
+                // Frame over the hard limit or a protocol error.
+                inner.metrics.bad_input.with_label_values(&["too_large"]).inc();
+                tracing::debug!(error = %e, "WebSocket read error");
+                conn.send(error_msg("message_too_large", format!("messages are limited to {MAX_WS_MESSAGE_BYTES} bytes")));
+                conn.close(1009, "message too large");
+                break;
+            }
+        };
+        if let Flow::Close = flow {
+            break;
+        }
+    }
+    drop(conn);
+    if inner.conns.remove(&user, conn_id) {
+        if let Err(e) = inner.live.detach(&user).await {
+            tracing::warn!(error = %e, "could not unregister the connection");
+        }
+        inner.leave_all(&user, PartnerLeftReason::Disconnected).await;
+    }
+    inner.metrics.online.set(inner.conns.len() as i64);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+}
