@@ -1,0 +1,986 @@
+//! The sans-IO TURN server core.
+//!
+//! Inputs: [`TurnCore::handle_client`] (a datagram or stream frame from a
+//! client), [`TurnCore::handle_peer`] (a datagram a relay address received),
+//! [`TurnCore::handle_connection_closed`] and [`TurnCore::handle_timeout`],
+//! each with `now` (Unix milliseconds). Outputs: [`TurnCore::poll_transmit`]
+//! (what to send to which client 5-tuple); datagrams towards peers go to the
+//! [`RelayBackend`], which never blocks.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use stun::attributes::*;
+use stun::error_code::{ErrorCode, ErrorCodeAttribute};
+use stun::agent::TransactionId;
+use stun::message::*;
+use stun::textattrs::TextAttribute;
+use stun::uattrs::UnknownAttributes;
+use stun::xoraddr::XorMappedAddress;
+
+use crate::auth::{rest_keys, NonceError, NonceKey};
+use crate::backend::{AllocFailure, RelayBackend, RelaySendError};
+use crate::metrics::{auth_reason, drop_reason, quota, Metrics};
+use crate::quota::{Quotas, TokenBucket, UnauthLimiter};
+use crate::wire::{self, IntegrityKind, Kind, ParseError, Parsed};
+
+/// Unix time in milliseconds.
+pub type Millis = u64;
+
+/// Default allocation lifetime (RFC 8656).
+pub const DEFAULT_LIFETIME_S: u64 = 600;
+/// Permission lifetime (RFC 8656).
+pub const PERMISSION_LIFETIME_S: u64 = 300;
+/// Channel binding lifetime (RFC 8656).
+pub const CHANNEL_LIFETIME_S: u64 = 600;
+
+const PROTO_UDP: u8 = 17;
+const FAMILY_V4: u8 = 0x01;
+const FAMILY_V6: u8 = 0x02;
+const ATTR_ADDITIONAL_ADDRESS_FAMILY: AttrType = AttrType(0x8000);
+
+/// The transport between a client and the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// A client's 5-tuple as seen by the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub transport: Transport,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+/// Something to send to a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: FiveTuple,
+    pub payload: Vec<u8>,
+}
+
+/// Settings of the core.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub realm: String,
+    pub secrets: Vec<Vec<u8>>,
+    pub nonce_ttl_s: u64,
+    pub max_lifetime_s: u64,
+    pub quotas: Quotas,
+    pub software: Option<String>,
+}
+
+impl CoreConfig {
+    pub fn from_turn_config(c: &crate::TurnConfig) -> Self {
+        CoreConfig {
+            realm: c.realm.clone(),
+            secrets: c.auth_secrets.clone(),
+            nonce_ttl_s: c.nonce_ttl.as_secs().max(1),
+            max_lifetime_s: c.max_lifetime.as_secs().max(DEFAULT_LIFETIME_S),
+            quotas: c.quotas.clone(),
+            software: c.software.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Channel {
+    peer: SocketAddr,
+    expires: Millis,
+}
+
+#[derive(Debug)]
+struct Allocation {
+    relay: SocketAddr,
+    username: String,
+    expires: Millis,
+    /// Transaction of the Allocate that created it (retransmissions get the
+    /// same success response again).
+    alloc_txn: TransactionId,
+    permissions: HashMap<IpAddr, Millis>,
+    channels: HashMap<u16, Channel>,
+    channel_of_peer: HashMap<SocketAddr, u16>,
+    bucket: Option<TokenBucket>,
+}
+
+impl Allocation {
+    fn permitted(&self, ip: IpAddr, now: Millis) -> bool {
+        self.permissions.get(&ip).is_some_and(|&e| e > now)
+    }
+}
+
+/// The key and attribute kind that authenticated a request; responses are
+/// protected the same way.
+#[derive(Clone, Debug)]
+struct Authed {
+    username: String,
+    key: Vec<u8>,
+    kind: IntegrityKind,
+}
+
+/// A snapshot of table sizes (for tests and introspection).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub allocations: usize,
+    pub permissions: usize,
+    pub channels: usize,
+}
+
+/// The TURN server state machine.
+pub struct TurnCore {
+    cfg: CoreConfig,
+    backend: Box<dyn RelayBackend>,
+    nonce: NonceKey,
+    limiter: UnauthLimiter,
+    metrics: Metrics,
+    rng: StdRng,
+    allocations: HashMap<FiveTuple, Allocation>,
+    by_relay: HashMap<SocketAddr, FiveTuple>,
+    per_user: HashMap<String, u32>,
+    n_permissions: usize,
+    n_channels: usize,
+    out: VecDeque<Transmit>,
+    last_sweep: Millis,
+}
+
+impl std::fmt::Debug for TurnCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnCore").field("stats", &self.stats()).finish()
+    }
+}
+
+fn method_label(m: Method) -> &'static str {
+    match m {
+        METHOD_BINDING => "binding",
+        METHOD_ALLOCATE => "allocate",
+        METHOD_REFRESH => "refresh",
+        METHOD_CREATE_PERMISSION => "create_permission",
+        METHOD_CHANNEL_BIND => "channel_bind",
+        _ => "other",
+    }
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        420 => "Unknown Attribute",
+        437 => "Allocation Mismatch",
+        438 => "Stale Nonce",
+        440 => "Address Family not Supported",
+        441 => "Wrong Credentials",
+        442 => "Unsupported Transport Protocol",
+        443 => "Peer Address Family Mismatch",
+        486 => "Allocation Quota Reached",
+        500 => "Server Error",
+        508 => "Insufficient Capacity",
+        _ => "Error",
+    }
+}
+
+/// Comprehension-required attributes we understand in requests.
+fn known_required(t: AttrType) -> bool {
+    matches!(
+        t,
+        ATTR_MAPPED_ADDRESS
+            | ATTR_CHANGE_REQUEST
+            | ATTR_USERNAME
+            | ATTR_MESSAGE_INTEGRITY
+            | ATTR_ERROR_CODE
+            | ATTR_UNKNOWN_ATTRIBUTES
+            | ATTR_CHANNEL_NUMBER
+            | ATTR_LIFETIME
+            | ATTR_XOR_PEER_ADDRESS
+            | ATTR_DATA
+            | ATTR_REALM
+            | ATTR_NONCE
+            | ATTR_XOR_RELAYED_ADDRESS
+            | ATTR_REQUESTED_ADDRESS_FAMILY
+            | ATTR_EVEN_PORT
+            | ATTR_REQUESTED_TRANSPORT
+            | ATTR_DONT_FRAGMENT
+            | ATTR_MESSAGE_INTEGRITY_SHA256
+            | ATTR_PASSWORD_ALGORITHM
+            | ATTR_USER_HASH
+            | ATTR_XORMAPPED_ADDRESS
+            | ATTR_RESERVATION_TOKEN
+            | ATTR_PRIORITY
+            | ATTR_USE_CANDIDATE
+    )
+}
+
+/// Decodes an XOR-address attribute value strictly (exact lengths).
+pub fn decode_xor_addr(v: &[u8], txn: &TransactionId) -> Option<SocketAddr> {
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    let port = u16::from_be_bytes([*v.get(2)?, *v.get(3)?]) ^ (MAGIC_COOKIE >> 16) as u16;
+    match (v.get(1)?, v.len()) {
+        (&FAMILY_V4, 8) => {
+            let mut ip = [0u8; 4];
+            for i in 0..4 {
+                ip[i] = v[4 + i] ^ cookie[i];
+            }
+            Some(SocketAddr::new(IpAddr::from(ip), port))
+        }
+        (&FAMILY_V6, 20) => {
+            let mut ip = [0u8; 16];
+            for i in 0..16 {
+                let k = if i < 4 { cookie[i] } else { txn.0[i - 4] };
+                ip[i] = v[4 + i] ^ k;
+            }
+            Some(SocketAddr::new(IpAddr::from(ip), port))
+        }
+        _ => None,
+    }
+}
+
+fn same_family(a: IpAddr, b: IpAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
+}
+
+fn attr<'a>(m: &'a Message, t: AttrType) -> Option<&'a [u8]> {
+    m.attributes.0.iter().find(|a| a.typ == t).map(|a| a.value.as_slice())
+}
+
+fn text_attr(m: &Message, t: AttrType) -> Option<String> {
+    attr(m, t).and_then(|v| std::str::from_utf8(v).ok()).map(str::to_string)
+}
+
+/// Outcome of a request handler: an error code to answer, or done.
+type Handled = Result<(), u16>;
+
+impl TurnCore {
+    /// A core with the given backend. `seed` provides all randomness (nonce
+    /// key, transaction ids, hash seeds); `now` is Unix milliseconds.
+    pub fn new(
+        cfg: CoreConfig,
+        backend: Box<dyn RelayBackend>,
+        metrics: Metrics,
+        seed: [u8; 32],
+        now: Millis,
+    ) -> Self {
+        let mut rng = StdRng::from_seed(seed);
+        let nonce = NonceKey::new(rng.random());
+        let limiter = UnauthLimiter::new(&cfg.quotas, rng.random(), now);
+        TurnCore {
+            cfg,
+            backend,
+            nonce,
+            limiter,
+            metrics,
+            rng,
+            allocations: HashMap::new(),
+            by_relay: HashMap::new(),
+            per_user: HashMap::new(),
+            n_permissions: 0,
+            n_channels: 0,
+            out: VecDeque::new(),
+            last_sweep: now,
+        }
+    }
+
+    /// The next thing to send to a client.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// When [`TurnCore::handle_timeout`] should run next.
+    pub fn poll_timeout(&self) -> Millis {
+        self.last_sweep + 1000
+    }
+
+    /// Table sizes.
+    pub fn stats(&self) -> Stats {
+        Stats { allocations: self.allocations.len(), permissions: self.n_permissions, channels: self.n_channels }
+    }
+
+    /// The relay address of the allocation on `ft`, if any.
+    pub fn relay_addr(&self, ft: &FiveTuple) -> Option<SocketAddr> {
+        self.allocations.get(ft).map(|a| a.relay)
+    }
+
+    /// Mutable access to the backend (the driver may need it).
+    pub fn backend_mut(&mut self) -> &mut dyn RelayBackend {
+        self.backend.as_mut()
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// A datagram (UDP) or a complete frame (TCP/TLS) from a client.
+    pub fn handle_client(&mut self, ft: FiveTuple, data: &[u8], now: Millis) {
+        match wire::classify(data) {
+            Kind::Stun => match wire::parse_stun(data) {
+                Ok(p) => self.handle_stun(ft, p, now),
+                Err(ParseError::Malformed) => self.metrics.drop(drop_reason::MALFORMED),
+                Err(ParseError::BadFingerprint) => self.metrics.drop(drop_reason::BAD_FINGERPRINT),
+            },
+            Kind::ChannelData => self.handle_channel_data(ft, data, now),
+            Kind::Garbage => self.metrics.drop(drop_reason::MALFORMED),
+        }
+    }
+
+    /// A datagram received on relay address `relay` from `peer`.
+    pub fn handle_peer(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8], now: Millis) {
+        let Some(&ft) = self.by_relay.get(&relay) else {
+            self.metrics.drop(drop_reason::NO_ALLOCATION);
+            return;
+        };
+        let Some(a) = self.allocations.get_mut(&ft) else {
+            self.metrics.drop(drop_reason::NO_ALLOCATION);
+            return;
+        };
+        if a.expires <= now {
+            self.metrics.drop(drop_reason::NO_ALLOCATION);
+            return;
+        }
+        if !a.permitted(peer.ip(), now) {
+            self.metrics.drop(drop_reason::NO_PERMISSION);
+            return;
+        }
+        if let Some(b) = a.bucket.as_mut() {
+            if !b.try_take(data.len() as u64, now) {
+                self.metrics.quota(quota::BANDWIDTH);
+                return;
+            }
+        }
+        let channel = a.channel_of_peer.get(&peer).copied().filter(|n| a.channels.get(n).is_some_and(|c| c.expires > now));
+        let payload = match channel {
+            Some(n) => wire::encode_channel_data(n, data, ft.transport != Transport::Udp),
+            None => {
+                let mut m = Message::new();
+                m.typ = MessageType::new(METHOD_DATA, CLASS_INDICATION);
+                m.transaction_id = TransactionId(self.rng.random());
+                m.write_header();
+                let xa = XorMappedAddress { ip: peer.ip(), port: peer.port() };
+                if xa.add_to_as(&mut m, ATTR_XOR_PEER_ADDRESS).is_err() {
+                    self.metrics.drop(drop_reason::MALFORMED);
+                    return;
+                }
+                m.add(ATTR_DATA, data);
+                m.raw
+            }
+        };
+        self.metrics.relayed(false, data.len());
+        self.out.push_back(Transmit { to: ft, payload });
+    }
+
+    /// A TCP/TLS connection closed: its allocation goes with it.
+    pub fn handle_connection_closed(&mut self, ft: FiveTuple) {
+        self.remove_allocation(&ft);
+    }
+
+    /// Expires allocations, permissions and channels.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.last_sweep = now;
+        let expired: Vec<FiveTuple> =
+            self.allocations.iter().filter(|(_, a)| a.expires <= now).map(|(ft, _)| *ft).collect();
+        for ft in expired {
+            self.remove_allocation(&ft);
+        }
+        let mut removed_perms = 0;
+        let mut removed_chans = 0;
+        for a in self.allocations.values_mut() {
+            let before = a.permissions.len();
+            a.permissions.retain(|_, e| *e > now);
+            removed_perms += before - a.permissions.len();
+            let dead: Vec<u16> = a.channels.iter().filter(|(_, c)| c.expires <= now).map(|(n, _)| *n).collect();
+            for n in dead {
+                if let Some(c) = a.channels.remove(&n) {
+                    a.channel_of_peer.remove(&c.peer);
+                    removed_chans += 1;
+                }
+            }
+        }
+        self.n_permissions -= removed_perms;
+        self.n_channels -= removed_chans;
+        self.sync_gauges();
+    }
+
+    // ------------------------------------------------------------ internals
+
+    fn sync_gauges(&self) {
+        self.metrics.allocations.set(self.allocations.len() as i64);
+        self.metrics.permissions.set(self.n_permissions as i64);
+        self.metrics.channels.set(self.n_channels as i64);
+    }
+
+    fn remove_allocation(&mut self, ft: &FiveTuple) {
+        if let Some(a) = self.allocations.remove(ft) {
+            self.by_relay.remove(&a.relay);
+            self.backend.release(a.relay);
+            self.n_permissions -= a.permissions.len();
+            self.n_channels -= a.channels.len();
+            if let Some(n) = self.per_user.get_mut(&a.username) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_user.remove(&a.username);
+                }
+            }
+            self.sync_gauges();
+        }
+    }
+
+    fn handle_stun(&mut self, ft: FiveTuple, p: Parsed, now: Millis) {
+        let class = p.msg.typ.class;
+        let method = p.msg.typ.method;
+        if class == CLASS_REQUEST {
+            self.metrics.requests.with_label_values(&[method_label(method)]).inc();
+            self.handle_request(ft, p, now);
+        } else if class == CLASS_INDICATION && method == METHOD_SEND {
+            self.handle_send(ft, &p.msg, now);
+        } else {
+            self.metrics.drop(drop_reason::UNEXPECTED);
+        }
+    }
+
+    fn handle_request(&mut self, ft: FiveTuple, p: Parsed, now: Millis) {
+        let method = p.msg.typ.method;
+        let unknown: Vec<AttrType> = p
+            .msg
+            .attributes
+            .0
+            .iter()
+            .map(|a| a.typ)
+            .filter(|t| t.required() && !known_required(*t))
+            .collect();
+        if !unknown.is_empty() {
+            if self.unauth_allowed(ft, now) {
+                self.respond_error(ft, &p.msg, 420, None, |m| {
+                    let _ = UnknownAttributes(unknown).add_to(m);
+                });
+            }
+            return;
+        }
+        match method {
+            METHOD_BINDING => {
+                if self.unauth_allowed(ft, now) {
+                    self.respond(ft, &p.msg, CLASS_SUCCESS_RESPONSE, None, |m| {
+                        let _ = XorMappedAddress { ip: ft.client.ip(), port: ft.client.port() }.add_to(m);
+                    });
+                }
+            }
+            METHOD_ALLOCATE | METHOD_REFRESH | METHOD_CREATE_PERMISSION | METHOD_CHANNEL_BIND => {
+                let Some(auth) = self.authenticate(ft, &p, now) else { return };
+                let result = match method {
+                    METHOD_ALLOCATE => self.allocate(ft, &p.msg, &auth, now),
+                    METHOD_REFRESH => self.refresh(ft, &p.msg, &auth, now),
+                    METHOD_CREATE_PERMISSION => self.create_permission(ft, &p.msg, &auth, now),
+                    _ => self.channel_bind(ft, &p.msg, &auth, now),
+                };
+                if let Err(code) = result {
+                    self.respond_error(ft, &p.msg, code, Some(&auth), |m| {
+                        if code == 420 {
+                            let _ = UnknownAttributes(vec![ATTR_DONT_FRAGMENT]).add_to(m);
+                        }
+                    });
+                }
+            }
+            _ => {
+                if self.unauth_allowed(ft, now) {
+                    self.respond_error(ft, &p.msg, 400, None, |_| {});
+                }
+            }
+        }
+    }
+
+    /// Rate limit for anything answered without valid credentials.
+    fn unauth_allowed(&mut self, ft: FiveTuple, now: Millis) -> bool {
+        if self.limiter.allow(ft.client.ip(), now) {
+            true
+        } else {
+            self.metrics.quota(quota::UNAUTH_RATE);
+            false
+        }
+    }
+
+    fn challenge(&mut self, ft: FiveTuple, req: &Message, code: u16, now: Millis) {
+        if !self.unauth_allowed(ft, now) {
+            return;
+        }
+        let nonce = self.nonce.issue(ft.client.ip(), now / 1000);
+        let realm = self.cfg.realm.clone();
+        self.respond_error(ft, req, code, None, |m| {
+            let _ = TextAttribute::new(ATTR_REALM, realm).add_to(m);
+            let _ = TextAttribute::new(ATTR_NONCE, nonce).add_to(m);
+        });
+    }
+
+    /// Long-term credential check (RFC 8489 §9.2.4). On failure the answer
+    /// is queued (or dropped by the rate limit) and `None` returned. Nothing
+    /// is stored for a request that fails.
+    fn authenticate(&mut self, ft: FiveTuple, p: &Parsed, now: Millis) -> Option<Authed> {
+        let req = &p.msg;
+        let Some(ig) = &p.integrity else {
+            self.challenge(ft, req, 401, now);
+            return None;
+        };
+        let (Some(username), Some(realm), Some(nonce)) =
+            (text_attr(req, ATTR_USERNAME), text_attr(req, ATTR_REALM), text_attr(req, ATTR_NONCE))
+        else {
+            self.metrics.auth_failure(auth_reason::MISSING_ATTRIBUTES);
+            if self.unauth_allowed(ft, now) {
+                self.respond_error(ft, req, 400, None, |_| {});
+            }
+            return None;
+        };
+        match self.nonce.check(&nonce, ft.client.ip(), now / 1000, self.cfg.nonce_ttl_s) {
+            Ok(()) => {}
+            Err(NonceError::Stale) => {
+                self.metrics.auth_failure(auth_reason::STALE_NONCE);
+                self.challenge(ft, req, 438, now);
+                return None;
+            }
+            Err(NonceError::Invalid) => {
+                self.metrics.auth_failure(auth_reason::BAD_NONCE);
+                self.challenge(ft, req, 401, now);
+                return None;
+            }
+        }
+        if realm != self.cfg.realm {
+            self.metrics.auth_failure(auth_reason::WRONG_REALM);
+            self.challenge(ft, req, 401, now);
+            return None;
+        }
+        match proto::turn_cred::check_expiry(&username, now / 1000) {
+            Ok(()) => {}
+            Err(proto::turn_cred::TurnCredError::Expired) => {
+                self.metrics.auth_failure(auth_reason::EXPIRED);
+                self.challenge(ft, req, 401, now);
+                return None;
+            }
+            Err(proto::turn_cred::TurnCredError::Malformed) => {
+                self.metrics.auth_failure(auth_reason::MALFORMED_USERNAME);
+                self.challenge(ft, req, 401, now);
+                return None;
+            }
+        }
+        let key = rest_keys(&self.cfg.secrets, &username, &self.cfg.realm)
+            .find(|k| wire::verify_integrity(&req.raw, ig, k));
+        let Some(key) = key else {
+            self.metrics.auth_failure(auth_reason::BAD_INTEGRITY);
+            self.challenge(ft, req, 401, now);
+            return None;
+        };
+        Some(Authed { username, key, kind: ig.kind })
+    }
+
+    fn desired_lifetime_s(&self, req: &Message) -> Result<u64, u16> {
+        match attr(req, ATTR_LIFETIME) {
+            None => Ok(DEFAULT_LIFETIME_S),
+            Some(v) if v.len() == 4 => {
+                let asked = u64::from(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+                if asked == 0 {
+                    return Ok(0);
+                }
+                Ok(asked.min(self.cfg.max_lifetime_s).max(DEFAULT_LIFETIME_S))
+            }
+            Some(_) => Err(400),
+        }
+    }
+
+    fn allocate(&mut self, ft: FiveTuple, req: &Message, auth: &Authed, now: Millis) -> Handled {
+        if let Some(a) = self.allocations.get(&ft) {
+            if a.alloc_txn == req.transaction_id && a.username == auth.username {
+                // Retransmission: same answer again.
+                let (relay, left) = (a.relay, a.expires.saturating_sub(now) / 1000);
+                self.allocate_success(ft, req, auth, relay, left);
+                return Ok(());
+            }
+            return Err(437);
+        }
+        match attr(req, ATTR_REQUESTED_TRANSPORT) {
+            None => return Err(400),
+            Some(v) if v.len() != 4 => return Err(400),
+            Some(v) if v[0] != PROTO_UDP => return Err(442),
+            Some(_) => {}
+        }
+        if attr(req, ATTR_DONT_FRAGMENT).is_some() {
+            // We cannot set DF on relayed datagrams: treat it as unknown (RFC 8656 §7.2).
+            return Err(420);
+        }
+        let even = attr(req, ATTR_EVEN_PORT);
+        let token = attr(req, ATTR_RESERVATION_TOKEN);
+        let family = attr(req, ATTR_REQUESTED_ADDRESS_FAMILY);
+        if token.is_some() && (even.is_some() || family.is_some()) {
+            return Err(400);
+        }
+        if let Some(t) = token {
+            // We never hand out reservations, so no token is valid.
+            return Err(if t.len() == 8 { 508 } else { 400 });
+        }
+        let even_port = match even {
+            None => false,
+            Some(v) if v.len() != 1 => return Err(400),
+            // R bit: reserve the next port; we keep no reservations.
+            Some(v) if v[0] & 0x80 != 0 => return Err(508),
+            Some(_) => true,
+        };
+        let want_v6 = match family {
+            None => false,
+            Some(v) if v.len() != 4 => return Err(400),
+            Some(v) if v[0] == FAMILY_V4 => false,
+            Some(v) if v[0] == FAMILY_V6 => true,
+            Some(_) => return Err(400),
+        };
+        if attr(req, ATTR_ADDITIONAL_ADDRESS_FAMILY).is_some() && family.is_some() {
+            return Err(400);
+        }
+        if want_v6 != self.backend.relay_ip().is_ipv6() {
+            return Err(440);
+        }
+        let lifetime = match self.desired_lifetime_s(req)? {
+            0 => DEFAULT_LIFETIME_S,
+            l => l,
+        };
+        let q = &self.cfg.quotas;
+        if self.allocations.len() >= q.max_allocations_total as usize {
+            self.metrics.quota(quota::TOTAL_ALLOCATIONS);
+            return Err(508);
+        }
+        if self.per_user.get(&auth.username).copied().unwrap_or(0) >= q.max_allocations_per_user {
+            self.metrics.quota(quota::USER_ALLOCATIONS);
+            return Err(486);
+        }
+        let relay = match self.backend.allocate(even_port) {
+            Ok(r) => r,
+            Err(AllocFailure::NoCapacity) => {
+                self.metrics.quota(quota::RELAY_PORTS);
+                return Err(508);
+            }
+        };
+        if self.by_relay.contains_key(&relay) {
+            // A backend handing out a live address twice would corrupt routing.
+            return Err(500);
+        }
+        let bw = q.bandwidth_bytes_per_sec;
+        let a = Allocation {
+            relay,
+            username: auth.username.clone(),
+            expires: now + lifetime * 1000,
+            alloc_txn: req.transaction_id,
+            permissions: HashMap::new(),
+            channels: HashMap::new(),
+            channel_of_peer: HashMap::new(),
+            bucket: (bw > 0).then(|| TokenBucket::new(bw, bw, now)),
+        };
+        self.allocations.insert(ft, a);
+        self.by_relay.insert(relay, ft);
+        *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
+        self.sync_gauges();
+        self.allocate_success(ft, req, auth, relay, lifetime);
+        Ok(())
+    }
+
+    fn allocate_success(&mut self, ft: FiveTuple, req: &Message, auth: &Authed, relay: SocketAddr, lifetime: u64) {
+        self.respond(ft, req, CLASS_SUCCESS_RESPONSE, Some(auth), |m| {
+            let _ = XorMappedAddress { ip: relay.ip(), port: relay.port() }.add_to_as(m, ATTR_XOR_RELAYED_ADDRESS);
+            m.add(ATTR_LIFETIME, &(lifetime as u32).to_be_bytes());
+            let _ = XorMappedAddress { ip: ft.client.ip(), port: ft.client.port() }.add_to(m);
+        });
+    }
+
+    fn owned_allocation(&self, ft: &FiveTuple, auth: &Authed) -> Result<(), u16> {
+        match self.allocations.get(ft) {
+            None => Err(437),
+            Some(a) if a.username != auth.username => Err(441),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn refresh(&mut self, ft: FiveTuple, req: &Message, auth: &Authed, now: Millis) -> Handled {
+        if let Err(code) = self.owned_allocation(&ft, auth) {
+            if code == 441 {
+                self.metrics.auth_failure(auth_reason::WRONG_CREDENTIALS);
+            }
+            return Err(code);
+        }
+        if let Some(v) = attr(req, ATTR_REQUESTED_ADDRESS_FAMILY) {
+            let relay_v6 = self.backend.relay_ip().is_ipv6();
+            let ok = v.len() == 4 && ((v[0] == FAMILY_V4 && !relay_v6) || (v[0] == FAMILY_V6 && relay_v6));
+            if !ok {
+                return Err(443);
+            }
+        }
+        let lifetime = self.desired_lifetime_s(req)?;
+        if lifetime == 0 {
+            self.remove_allocation(&ft);
+        } else if let Some(a) = self.allocations.get_mut(&ft) {
+            a.expires = now + lifetime * 1000;
+        }
+        self.respond(ft, req, CLASS_SUCCESS_RESPONSE, Some(auth), |m| {
+            m.add(ATTR_LIFETIME, &(lifetime as u32).to_be_bytes());
+        });
+        Ok(())
+    }
+
+    /// Peer addresses of all XOR-PEER-ADDRESS attributes (400 if malformed).
+    fn peer_addrs(req: &Message) -> Result<Vec<SocketAddr>, u16> {
+        let mut out = Vec::new();
+        for a in req.attributes.0.iter().filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS) {
+            out.push(decode_xor_addr(&a.value, &req.transaction_id).ok_or(400u16)?);
+        }
+        if out.is_empty() {
+            return Err(400);
+        }
+        Ok(out)
+    }
+
+    /// Family and policy checks for a peer (443 / 403).
+    fn check_peer(&self, relay: SocketAddr, peer: SocketAddr) -> Result<(), u16> {
+        if !same_family(relay.ip(), peer.ip()) {
+            return Err(443);
+        }
+        if !self.backend.permits(peer.ip()) {
+            self.metrics.policy_denials.inc();
+            return Err(403);
+        }
+        Ok(())
+    }
+
+    fn create_permission(&mut self, ft: FiveTuple, req: &Message, auth: &Authed, now: Millis) -> Handled {
+        if let Err(code) = self.owned_allocation(&ft, auth) {
+            return Err(code);
+        }
+        let peers = Self::peer_addrs(req)?;
+        let relay = self.allocations.get(&ft).map(|a| a.relay).ok_or(437u16)?;
+        for p in &peers {
+            self.check_peer(relay, *p)?;
+        }
+        let max = self.cfg.quotas.max_permissions_per_allocation as usize;
+        let a = self.allocations.get_mut(&ft).ok_or(437u16)?;
+        let mut new_ips: Vec<IpAddr> = peers.iter().map(|p| p.ip()).filter(|ip| !a.permissions.contains_key(ip)).collect();
+        new_ips.sort();
+        new_ips.dedup();
+        if a.permissions.len() + new_ips.len() > max {
+            self.metrics.quota(quota::PERMISSIONS);
+            return Err(508);
+        }
+        let expires = now + PERMISSION_LIFETIME_S * 1000;
+        for p in &peers {
+            a.permissions.insert(p.ip(), expires);
+        }
+        self.n_permissions += new_ips.len();
+        self.sync_gauges();
+        self.respond(ft, req, CLASS_SUCCESS_RESPONSE, Some(auth), |_| {});
+        Ok(())
+    }
+
+    fn channel_bind(&mut self, ft: FiveTuple, req: &Message, auth: &Authed, now: Millis) -> Handled {
+        if let Err(code) = self.owned_allocation(&ft, auth) {
+            return Err(code);
+        }
+        let number = match attr(req, ATTR_CHANNEL_NUMBER) {
+            Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
+            _ => return Err(400),
+        };
+        if !(0x4000..=0x7fff).contains(&number) {
+            return Err(400);
+        }
+        let peers = Self::peer_addrs(req)?;
+        let peer = peers[0];
+        let relay = self.allocations.get(&ft).map(|a| a.relay).ok_or(437u16)?;
+        self.check_peer(relay, peer)?;
+        let q = self.cfg.quotas.clone();
+        let a = self.allocations.get_mut(&ft).ok_or(437u16)?;
+        // Rebinding rules (RFC 8656 §11.2): a number stays with its peer and
+        // a peer with its number while bound.
+        if a.channels.get(&number).is_some_and(|c| c.peer != peer) {
+            return Err(400);
+        }
+        if a.channel_of_peer.get(&peer).is_some_and(|&n| n != number) {
+            return Err(400);
+        }
+        let new_channel = !a.channels.contains_key(&number);
+        let new_perm = !a.permissions.contains_key(&peer.ip());
+        if new_channel && a.channels.len() >= q.max_channels_per_allocation as usize {
+            self.metrics.quota(quota::CHANNELS);
+            return Err(508);
+        }
+        if new_perm && a.permissions.len() >= q.max_permissions_per_allocation as usize {
+            self.metrics.quota(quota::PERMISSIONS);
+            return Err(508);
+        }
+        a.channels.insert(number, Channel { peer, expires: now + CHANNEL_LIFETIME_S * 1000 });
+        a.channel_of_peer.insert(peer, number);
+        a.permissions.insert(peer.ip(), now + PERMISSION_LIFETIME_S * 1000);
+        self.n_channels += usize::from(new_channel);
+        self.n_permissions += usize::from(new_perm);
+        self.sync_gauges();
+        self.respond(ft, req, CLASS_SUCCESS_RESPONSE, Some(auth), |_| {});
+        Ok(())
+    }
+
+    fn relay_to_peer(&mut self, ft: FiveTuple, peer: SocketAddr, data: &[u8], now: Millis) {
+        let Some(a) = self.allocations.get_mut(&ft) else { return };
+        if let Some(b) = a.bucket.as_mut() {
+            if !b.try_take(data.len() as u64, now) {
+                self.metrics.quota(quota::BANDWIDTH);
+                return;
+            }
+        }
+        let relay = a.relay;
+        if !self.backend.reaches(peer) {
+            self.metrics.policy_denials.inc();
+            return;
+        }
+        match self.backend.send(relay, peer, data) {
+            Ok(()) => self.metrics.relayed(true, data.len()),
+            Err(RelaySendError::Unreachable) => self.metrics.policy_denials.inc(),
+            Err(RelaySendError::Congested | RelaySendError::Closed) => self.metrics.drop(drop_reason::BACKEND),
+        }
+    }
+
+    fn handle_send(&mut self, ft: FiveTuple, m: &Message, now: Millis) {
+        let Some(a) = self.allocations.get(&ft) else {
+            self.metrics.drop(drop_reason::NO_ALLOCATION);
+            return;
+        };
+        if a.expires <= now {
+            self.metrics.drop(drop_reason::NO_ALLOCATION);
+            return;
+        }
+        let (Some(peer), Some(data)) = (
+            attr(m, ATTR_XOR_PEER_ADDRESS).and_then(|v| decode_xor_addr(v, &m.transaction_id)),
+            attr(m, ATTR_DATA),
+        ) else {
+            self.metrics.drop(drop_reason::MALFORMED);
+            return;
+        };
+        if !same_family(a.relay.ip(), peer.ip()) || !a.permitted(peer.ip(), now) {
+            self.metrics.drop(drop_reason::NO_PERMISSION);
+            return;
+        }
+        let data = data.to_vec();
+        self.relay_to_peer(ft, peer, &data, now);
+    }
+
+    fn handle_channel_data(&mut self, ft: FiveTuple, raw: &[u8], now: Millis) {
+        let Some(cd) = wire::parse_channel_data(raw) else {
+            self.metrics.drop(drop_reason::MALFORMED);
+            return;
+        };
+        let Some(a) = self.allocations.get(&ft) else {
+            self.metrics.drop(drop_reason::NO_ALLOCATION);
+            return;
+        };
+        if a.expires <= now {
+            self.metrics.drop(drop_reason::NO_ALLOCATION);
+            return;
+        }
+        let Some(peer) = a.channels.get(&cd.number).filter(|c| c.expires > now).map(|c| c.peer) else {
+            self.metrics.drop(drop_reason::NO_CHANNEL);
+            return;
+        };
+        if !a.permitted(peer.ip(), now) {
+            self.metrics.drop(drop_reason::NO_PERMISSION);
+            return;
+        }
+        self.relay_to_peer(ft, peer, cd.data, now);
+    }
+
+    fn respond_error(
+        &mut self,
+        ft: FiveTuple,
+        req: &Message,
+        code: u16,
+        auth: Option<&Authed>,
+        extra: impl FnOnce(&mut Message),
+    ) {
+        self.respond(ft, req, CLASS_ERROR_RESPONSE, auth, |m| {
+            let _ = ErrorCodeAttribute { code: ErrorCode(code), reason: reason(code).as_bytes().to_vec() }.add_to(m);
+            extra(m);
+        });
+    }
+
+    fn respond(
+        &mut self,
+        ft: FiveTuple,
+        req: &Message,
+        class: MessageClass,
+        auth: Option<&Authed>,
+        attrs: impl FnOnce(&mut Message),
+    ) {
+        let mut m = Message::new();
+        m.typ = MessageType::new(req.typ.method, class);
+        m.transaction_id = req.transaction_id;
+        m.write_header();
+        attrs(&mut m);
+        if let Some(sw) = &self.cfg.software {
+            let _ = TextAttribute::new(ATTR_SOFTWARE, sw.clone()).add_to(&mut m);
+        }
+        if let Some(a) = auth {
+            match a.kind {
+                IntegrityKind::Sha1 => wire::add_integrity_sha1(&mut m, &a.key),
+                IntegrityKind::Sha256 => wire::add_integrity_sha256(&mut m, &a.key),
+            }
+        }
+        wire::add_fingerprint(&mut m);
+        self.out.push_back(Transmit { to: ft, payload: m.raw });
+    }
+
+    /// Checks the internal tables for consistency; returns a description of
+    /// the first problem found. Used by tests (property tests run it after
+    /// every step).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.by_relay.len() != self.allocations.len() {
+            return Err(format!("by_relay {} != allocations {}", self.by_relay.len(), self.allocations.len()));
+        }
+        let mut per_user: HashMap<&str, u32> = HashMap::new();
+        let (mut perms, mut chans) = (0, 0);
+        for (ft, a) in &self.allocations {
+            if self.by_relay.get(&a.relay) != Some(ft) {
+                return Err(format!("relay {} does not map back to its 5-tuple", a.relay));
+            }
+            *per_user.entry(a.username.as_str()).or_insert(0) += 1;
+            if a.channels.len() != a.channel_of_peer.len() {
+                return Err("channel maps differ in size".into());
+            }
+            for (n, c) in &a.channels {
+                if !(0x4000..=0x7fff).contains(n) {
+                    return Err(format!("channel number {n:#x} out of range"));
+                }
+                if a.channel_of_peer.get(&c.peer) != Some(n) {
+                    return Err(format!("channel {n:#x} and peer {} disagree", c.peer));
+                }
+                if !same_family(c.peer.ip(), a.relay.ip()) {
+                    return Err("channel peer of the wrong family".into());
+                }
+            }
+            if a.permissions.len() > self.cfg.quotas.max_permissions_per_allocation as usize {
+                return Err("permission quota exceeded".into());
+            }
+            if a.channels.len() > self.cfg.quotas.max_channels_per_allocation as usize {
+                return Err("channel quota exceeded".into());
+            }
+            if a.permissions.keys().any(|ip| !self.backend.permits(*ip)) {
+                return Err("a permission the policy denies".into());
+            }
+            perms += a.permissions.len();
+            chans += a.channels.len();
+        }
+        if perms != self.n_permissions || chans != self.n_channels {
+            return Err(format!("counters {}/{} != tables {perms}/{chans}", self.n_permissions, self.n_channels));
+        }
+        if per_user.len() != self.per_user.len() || per_user.iter().any(|(u, n)| self.per_user.get(*u) != Some(n)) {
+            return Err("per-user counts disagree".into());
+        }
+        if per_user.values().any(|&n| n > self.cfg.quotas.max_allocations_per_user) {
+            return Err("per-user quota exceeded".into());
+        }
+        if self.allocations.len() > self.cfg.quotas.max_allocations_total as usize {
+            return Err("total quota exceeded".into());
+        }
+        if self.metrics.allocations.get() != self.allocations.len() as i64
+            || self.metrics.permissions.get() != self.n_permissions as i64
+            || self.metrics.channels.get() != self.n_channels as i64
+        {
+            return Err("gauges disagree with tables".into());
+        }
+        Ok(())
+    }
+}
