@@ -7,8 +7,8 @@ without kubectl. It supports exactly the kustomization features duet's manifests
 refuses everything else, so the two can never silently disagree:
 
   resources:  files (multi-document YAML) and directories holding a kustomization.yaml
-  patches:    `- path: file.yaml` strategic-merge patches; the target is the patch's own
-              apiVersion/kind/metadata.name (and namespace when given)
+  patches:    `- path: file.yaml` strategic-merge patches, one document per file; the target
+              is the patch's own apiVersion/kind/metadata.name (and namespace when given)
   images:     `- name: X  newName: Y  newTag: Z`
 
 Strategic merge, as kustomize does it for the fields used here: maps merge recursively,
@@ -198,7 +198,10 @@ def build(directory, seen=None):
         if set(p) != {"path"}:
             raise RenderError(f"{kpath}: only `- path: file` patches are supported: {p}")
         ppath = os.path.join(directory, p["path"])
-        for patch in load_docs(ppath):
+        pdocs = load_docs(ppath)
+        if len(pdocs) != 1:
+            raise RenderError(f"{ppath}: one patch per file (found {len(pdocs)} documents)")
+        for patch in pdocs:
             pmd = patch.get("metadata") or {}
             matches = [i for i, d in enumerate(docs)
                        if d["kind"] == patch["kind"] and d["apiVersion"] == patch["apiVersion"]
