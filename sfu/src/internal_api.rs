@@ -1,0 +1,266 @@
+//! The internal API for signaling (`/internal/v1/*`, see
+//! `proto::sfu_api`). Every request needs `Authorization: Bearer <internal
+//! token>`. Errors are JSON `proto::signal::ErrorBody`.
+
+use crate::engine::{ApiError, Command};
+use crate::{Admission, Shared};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use proto::sfu_api::{
+    AdmitRequest, Admitted, KeyframeInterval, LinkRequest, ParticipantList, WatchRequest, PATH_EVENTS,
+    PATH_KEYFRAME_INTERVAL, PATH_LINK, PATH_NODE, PATH_PARTICIPANTS, PATH_UNLINK, PATH_WATCH,
+};
+use proto::signal::ErrorBody;
+use proto::ParticipantId;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, oneshot};
+
+/// Largest JSON body accepted.
+const MAX_BODY: usize = 16 * 1024;
+/// Shortest periodic keyframe interval accepted.
+const MIN_KEYFRAME_INTERVAL_MS: u64 = 250;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(PATH_PARTICIPANTS, post(admit).get(list))
+        .route(&format!("{PATH_PARTICIPANTS}/{{id}}"), delete(kick))
+        .route(&format!("{PATH_PARTICIPANTS}/{{id}}/snapshot"), get(snapshot))
+        .route(PATH_LINK, post(link))
+        .route(PATH_UNLINK, post(unlink))
+        .route(PATH_WATCH, post(watch))
+        .route(PATH_KEYFRAME_INTERVAL, put(keyframe_interval))
+        .route(PATH_EVENTS, get(events))
+        .route(PATH_NODE, get(node))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(shared.clone(), auth))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(ErrorBody { code: code.to_owned(), message: message.into(), ban: None })).into_response()
+}
+
+fn api_error(e: ApiError) -> Response {
+    match e {
+        ApiError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
+        ApiError::BadRequest(m) => error(StatusCode::BAD_REQUEST, "bad_request", m),
+    }
+}
+
+fn json_error(e: JsonRejection) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// Constant-time comparison of the bearer token.
+fn token_ok(expected: &str, headers: &HeaderMap) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (expected.as_bytes(), given.trim().as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    if !token_ok(&shared.config.internal_token, req.headers()) {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", "internal token missing or wrong");
+    }
+    next.run(req).await
+}
+
+async fn ask<T>(shared: &Shared, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Response> {
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "media loop not running");
+    shared.commands.send(make(tx)).await.map_err(|_| unavailable())?;
+    match tokio::time::timeout(Duration::from_secs(5), rx).await {
+        Ok(Ok(v)) => Ok(v),
+        _ => Err(unavailable()),
+    }
+}
+
+async fn admit(State(shared): State<Arc<Shared>>, body: Result<Json<AdmitRequest>, JsonRejection>) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return json_error(e),
+    };
+    if req.participant_id.as_str().is_empty() || req.participant_id.as_str().len() > 64 {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "participant_id must be 1..=64 characters");
+    }
+    if shared.draining.load(Ordering::SeqCst) {
+        return error(StatusCode::CONFLICT, "draining", "node is draining");
+    }
+    {
+        let mut adm = shared.admissions();
+        if let Some(a) = adm.get(&req.participant_id) {
+            if a.role == req.role {
+                // Idempotent: admitting twice is fine.
+                return Json(Admitted { participant_id: req.participant_id }).into_response();
+            }
+            return error(StatusCode::CONFLICT, "conflict", "participant already admitted with another role");
+        }
+        if adm.len() >= shared.config.max_participants as usize {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "full", "node is full");
+        }
+        adm.insert(req.participant_id.clone(), Admission { role: req.role, session: None });
+        shared.metrics.participants.set(adm.len() as i64);
+    }
+    if shared.commands.send(Command::Admit { pid: req.participant_id.clone(), role: req.role }).await.is_err() {
+        shared.admissions().remove(&req.participant_id);
+        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "media loop not running");
+    }
+    Json(Admitted { participant_id: req.participant_id }).into_response()
+}
+
+async fn list(State(shared): State<Arc<Shared>>) -> Response {
+    match ask(&shared, |reply| Command::List { reply }).await {
+        Ok(participants) => Json(ParticipantList { participants }).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn kick(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let pid = ParticipantId::new(id);
+    match ask(&shared, |reply| Command::Kick { pid, reply }).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, "not_found", "unknown participant"),
+        Err(r) => r,
+    }
+}
+
+async fn snapshot(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let pid = ParticipantId::new(id);
+    match ask(&shared, |reply| Command::Snapshot { pid, reply }).await {
+        Ok(Some((webp, age))) => {
+            shared.metrics.snapshot_served_age.observe(age.as_secs_f64());
+            (
+                [
+                    (header::CONTENT_TYPE, "image/webp".to_owned()),
+                    (header::CACHE_CONTROL, "no-store".to_owned()),
+                    (header::HeaderName::from_static("x-snapshot-age-ms"), age.as_millis().to_string()),
+                ],
+                webp,
+            )
+                .into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "no_snapshot", "no keyframe from this participant yet"),
+        Err(r) => r,
+    }
+}
+
+async fn link(State(shared): State<Arc<Shared>>, body: Result<Json<LinkRequest>, JsonRejection>) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return json_error(e),
+    };
+    match ask(&shared, |reply| Command::Link { a: req.a, b: req.b, reply }).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => api_error(e),
+        Err(r) => r,
+    }
+}
+
+async fn unlink(State(shared): State<Arc<Shared>>, body: Result<Json<LinkRequest>, JsonRejection>) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return json_error(e),
+    };
+    match ask(&shared, |reply| Command::Unlink { a: req.a, b: req.b, reply }).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => api_error(e),
+        Err(r) => r,
+    }
+}
+
+async fn watch(State(shared): State<Arc<Shared>>, body: Result<Json<WatchRequest>, JsonRejection>) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return json_error(e),
+    };
+    match ask(&shared, |reply| Command::Watch { req, reply }).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => api_error(e),
+        Err(r) => r,
+    }
+}
+
+async fn keyframe_interval(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<KeyframeInterval>, JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return json_error(e),
+    };
+    if req.interval_ms.is_some_and(|ms| ms < MIN_KEYFRAME_INTERVAL_MS) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("interval_ms must be at least {MIN_KEYFRAME_INTERVAL_MS}"),
+        );
+    }
+    let interval = req.interval_ms.map(Duration::from_millis);
+    if shared.commands.send(Command::KeyframeInterval { interval }).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "media loop not running");
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn events(State(shared): State<Arc<Shared>>) -> Response {
+    let rx = shared.events.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    let data = serde_json::to_string(&ev).unwrap_or_else(|_| "{}".to_owned());
+                    return Some((Ok::<Event, Infallible>(Event::default().data(data)), rx));
+                }
+                // A slow reader missed events; keep going (signaling re-lists on reconnect).
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+async fn node(State(shared): State<Arc<Shared>>) -> Response {
+    Json(crate::SfuHandle { shared }.node_record()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let mut h = HeaderMap::new();
+        assert!(!token_ok("secret-secret-secret", &h));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret-secret-secret"));
+        assert!(token_ok("secret-secret-secret", &h));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret-secret-secreX"));
+        assert!(!token_ok("secret-secret-secret", &h));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic secret-secret-secret"));
+        assert!(!token_ok("secret-secret-secret", &h));
+    }
+}

@@ -1,0 +1,191 @@
+//! Building one participant's `RTCPeerConnection` the way Chromium needs it
+//! (see WEBRTC-NOTES): ICE-lite with our own credentials, DTLS server role,
+//! VP8 (PT 96) + Opus (PT 111) with NACK/PLI/FIR/REMB/TWCC feedback, the
+//! default interceptors, and an interceptor that lets inbound PLI/FIR reach
+//! the application.
+
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::transport::RTCDtlsRole;
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error as RtcError;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+pub const VP8_PT: u8 = 96;
+pub const OPUS_PT: u8 = 111;
+pub const VIDEO_CLOCK: u32 = 90_000;
+pub const AUDIO_CLOCK: u32 = 48_000;
+
+/// Interceptor position: after every default interceptor (the report
+/// generators sit at 10 000 and 11 000), so they have all seen the RTCP.
+const KEYFRAME_MARKER_SLOT: usize = 11_500;
+
+pub fn vp8_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: VIDEO_CLOCK,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![
+            RTCPFeedback { typ: "goog-remb".to_owned(), parameter: String::new() },
+            RTCPFeedback { typ: "ccm".to_owned(), parameter: "fir".to_owned() },
+        ],
+    }
+}
+
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: AUDIO_CLOCK,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// One media engine per peer connection (VP8 + Opus), and the interceptor
+/// registry (defaults: NACK generator/responder, TWCC receiver, RTCP
+/// reports; plus the keyframe request marker).
+pub fn media_engine_and_registry() -> Result<(MediaEngine, Registry), RtcError> {
+    let mut me = MediaEngine::default();
+    me.register_codec(
+        RTCRtpCodecParameters { rtp_codec: vp8_codec(), payload_type: VP8_PT, ..Default::default() },
+        RtpCodecKind::Video,
+    )?;
+    me.register_codec(
+        RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: OPUS_PT, ..Default::default() },
+        RtpCodecKind::Audio,
+    )?;
+    let registry = register_default_interceptors(Registry::new(), &mut me)?;
+    let registry = registry.with(Slot::from(KEYFRAME_MARKER_SLOT), KeyframeRequestMarker::default());
+    Ok((me, registry))
+}
+
+/// The SFU side of one participant: ICE-lite with `ufrag`/`pwd`, DTLS server.
+pub fn build_sfu_peer(ufrag: &str, pwd: &str, now: Instant) -> Result<RTCPeerConnection, RtcError> {
+    let (me, registry) = media_engine_and_registry()?;
+    let se = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .build();
+    RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(se)
+        .with_media_engine(me)
+        .with_interceptor_registry(registry)
+        .build(now)
+}
+
+/// An outgoing track with a fixed SSRC.
+pub fn outgoing_track(stream: &str, track_id: &str, kind: RtpCodecKind, ssrc: u32) -> MediaStreamTrack {
+    let codec = if kind == RtpCodecKind::Video { vp8_codec() } else { opus_codec() };
+    MediaStreamTrack::new(
+        stream.to_owned(),
+        track_id.to_owned(),
+        track_id.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            active: true,
+            codec,
+            ..Default::default()
+        }],
+    )
+}
+
+/// Marks inbound PLI and FIR `DeliverToApplication`, so they come out of
+/// `poll_read` (WEBRTC-NOTES pitfall 1). Other RTCP passes unmarked and
+/// stops at the chain's end as usual.
+#[derive(Default)]
+pub struct KeyframeRequestMarker {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
+    let any = p.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+                packets.retain(|p| is_keyframe_request(p.as_ref()));
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestMarker {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// The `a=ice-ufrag` of an SDP (first one).
+pub fn sdp_ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines().find_map(|l| l.trim().strip_prefix("a=ice-ufrag:")).map(str::trim)
+}
+
+/// A random string of `n` ICE characters (RFC 8839 ice-char: ALPHA / DIGIT / "+" / "/").
+pub fn random_ice_string(n: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..n).map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ufrag_is_found_in_sdp() {
+        assert_eq!(sdp_ice_ufrag("v=0\r\na=ice-ufrag:abcd\r\na=ice-pwd:x\r\n"), Some("abcd"));
+        assert_eq!(sdp_ice_ufrag("v=0\r\n"), None);
+    }
+
+    #[test]
+    fn random_strings_have_the_asked_length_and_charset() {
+        let s = random_ice_string(16);
+        assert_eq!(s.len(), 16);
+        assert!(s.bytes().all(|b| b.is_ascii_alphanumeric()));
+    }
+}
