@@ -424,6 +424,13 @@ class Visit {
     this.media.start();
   }
 
+  afterMediaBack() {
+    if (!this.rejoinQueueOnMedia || !this.signal) return;
+    this.rejoinQueueOnMedia = false;
+    this.join();
+    setStatus('Reconnected — looking for someone…', { tone: 'ok', speak: true });
+  }
+
   onMediaEvent(kind, detail) {
     duet.media.state = kind;
     duet.media.events.push({ t: Math.round(performance.now()), kind, detail });
@@ -435,12 +442,14 @@ class Visit {
     switch (kind) {
       case 'connected':
         duet.marks.mediaConnected = performance.now();
+        if (this.rejoinQueueOnMedia) this.afterMediaBack();
         break;
       case 'reconnecting':
         setStatus('Video connection interrupted — reconnecting…', { tone: 'warn', speak: true });
         if (this.paired) setOverlay('Reconnecting…');
         break;
       case 'recovered':
+        if (this.rejoinQueueOnMedia) { this.afterMediaBack(); break; }
         setStatus(this.paired ? 'Reconnected — you are still with the same stranger' : 'Reconnected — looking for someone…', { tone: 'ok', speak: true });
         if (this.paired) setOverlay(null);
         break;
@@ -475,7 +484,7 @@ class Visit {
     log('recv', m.type);
     switch (m.type) {
       case 'queued':
-        if (!this.paired) setStatus('Looking for someone…');
+        // We show "Looking for someone…" ourselves when we join or press Next.
         break;
       case 'widened':
         if (!this.paired) {
@@ -516,17 +525,23 @@ class Visit {
         showTyping();
         break;
       case 'partner_left': {
+        if (!this.paired) break; // e.g. the confirmation of our own report after we moved on
         this.paired = false;
         duet.pairingId = null;
         setState('left');
         hideTyping();
         setChatEnabled(false);
+        if (m.reason === 'reported') {
+          // Our own report ended the call; submitReport() takes it from here.
+          setStatus('Report sent — the call was ended.', { tone: 'ok' });
+          if (this.mode === 'video') setOverlay('Call ended');
+          break;
+        }
         const why = {
           next: 'Stranger left',
           stop: 'Stranger left',
           disconnected: 'Stranger left (disconnected)',
-          reported: 'Stranger left',
-          ended: 'The chat was ended by a moderator',
+          ended: 'The chat was ended',
         }[m.reason] || 'Stranger left';
         setStatus(`${why}. Press Next (Esc) to meet someone new.`, { speak: true });
         addSystem(`${why}.`);
@@ -555,6 +570,16 @@ class Visit {
     if (m.code === 'banned') {
       this.end();
       showBlocked({ code: 'banned', message: m.message, ban: m.ban });
+    } else if (m.code === 'media_disconnected') {
+      // The server took us out of the queue/pairing because our media left
+      // the SFU; queue again as soon as the media link is back.
+      this.paired = false;
+      duet.pairingId = null;
+      this.rejoinQueueOnMedia = true;
+      setState('reconnecting');
+      setStatus('Video connection lost — reconnecting…', { tone: 'warn', speak: true });
+      setOverlay('Reconnecting…');
+      if (this.media && this.media.pc && this.media.pc.connectionState === 'connected') this.afterMediaBack();
     } else if (m.code === 'rate_limited') {
       setStatus(`Slow down: ${m.message || 'too many messages'}. Try again in a moment.`, { tone: 'warn', speak: true });
     } else {
@@ -740,9 +765,9 @@ async function submitReport(e) {
     duet.lastReport = { status: res.status, id: res.data && res.data.report_id, category: cat.value };
     log('report', duet.lastReport);
     $('report-dialog').close();
-    const wasPaired = visit.paired;
+    // The server ended the call; go on to the next stranger (never this one again).
+    if (duet.state !== 'queued') visit.next();
     addSystem('Thanks — your report was sent to the moderators.');
-    if (wasPaired) visit.next();
     setStatus('Thanks — your report was sent. You won’t meet this person again. Looking for someone…', { tone: 'ok', speak: true });
   } catch (ex) {
     const msg = ex instanceof ApiError

@@ -67,7 +67,8 @@ const server = http.createServer(async (req, res) => {
     const p = s.partner;
     if (!p) return json(res, 409, { code: 'no_partner', message: 'No one to report' });
     reported.add(`${s.device}|${p.device}`);
-    leave(s, 'reported');
+    leave(s, 'ended');
+    send(s, { type: 'partner_left', reason: 'reported' });
     return json(res, 201, { report_id: randomUUID() });
   }
   if (url.pathname === '/api/appeals') return json(res, 201, { ok: true });
