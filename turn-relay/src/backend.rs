@@ -42,6 +42,12 @@ pub trait RelayBackend: Send {
     fn relay_ip(&self) -> IpAddr;
     /// Reserves a relay address (an even port if `even_port`).
     fn allocate(&mut self, even_port: bool) -> Result<SocketAddr, AllocFailure>;
+    /// Reserves an even port P and P+1 (EVEN-PORT with the R bit, RFC 8656
+    /// §7.2): P is for the allocation, P+1 is held for a later Allocate with
+    /// the RESERVATION-TOKEN. Both are given back with `release`.
+    fn allocate_pair(&mut self) -> Result<(SocketAddr, SocketAddr), AllocFailure> {
+        Err(AllocFailure::NoCapacity)
+    }
     /// Gives a relay address back.
     fn release(&mut self, relay: SocketAddr);
     /// Whether a permission for `peer` may be installed; `false` answers 403.
@@ -93,6 +99,19 @@ impl RelayBackend for InProcessRelay {
             self.used.insert(candidate);
             self.next = port;
             return Ok(SocketAddr::new(self.relay_ip, candidate));
+        }
+        Err(AllocFailure::NoCapacity)
+    }
+
+    fn allocate_pair(&mut self) -> Result<(SocketAddr, SocketAddr), AllocFailure> {
+        let mut p = *VIRTUAL_PORTS.start();
+        while p < *VIRTUAL_PORTS.end() {
+            if !self.used.contains(&p) && !self.used.contains(&(p + 1)) {
+                self.used.insert(p);
+                self.used.insert(p + 1);
+                return Ok((SocketAddr::new(self.relay_ip, p), SocketAddr::new(self.relay_ip, p + 1)));
+            }
+            p += 2;
         }
         Err(AllocFailure::NoCapacity)
     }
@@ -185,10 +204,40 @@ impl SocketRelay {
         }
     }
 
-    fn bind(&self, port: u16) -> std::io::Result<tokio::net::UdpSocket> {
+    /// Binds `port` and starts its reader task.
+    fn open(&mut self, port: u16) -> std::io::Result<()> {
         let std_sock = std::net::UdpSocket::bind(SocketAddr::new(self.relay_ip, port))?;
         std_sock.set_nonblocking(true)?;
-        tokio::net::UdpSocket::from_std(std_sock)
+        let socket = Arc::new(tokio::net::UdpSocket::from_std(std_sock)?);
+        let addr = SocketAddr::new(self.relay_ip, port);
+        let reader_sock = Arc::clone(&socket);
+        let tx = self.from_peers.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; PEER_READ_BUF];
+            loop {
+                match reader_sock.recv_from(&mut buf).await {
+                    Ok((n, peer)) => {
+                        let pkt = PeerPacket { relay: addr, peer, payload: Bytes::copy_from_slice(&buf[..n]) };
+                        match tx.try_send(pkt) {
+                            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        }
+                    }
+                    // ICMP errors surface as receive errors on Linux; keep reading.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                        ) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, relay = %addr, "relay socket read failed");
+                        return;
+                    }
+                }
+            }
+        });
+        self.sockets.insert(addr, RelaySocket { socket, reader });
+        Ok(())
     }
 }
 
@@ -215,34 +264,44 @@ impl RelayBackend for SocketRelay {
             if attempts > BIND_ATTEMPTS {
                 break;
             }
-            let Ok(sock) = self.bind(candidate) else { continue };
-            let socket = Arc::new(sock);
-            let reader_sock = Arc::clone(&socket);
-            let tx = self.from_peers.clone();
-            let reader = tokio::spawn(async move {
-                let mut buf = vec![0u8; PEER_READ_BUF];
-                loop {
-                    match reader_sock.recv_from(&mut buf).await {
-                        Ok((n, peer)) => {
-                            let pkt = PeerPacket { relay: addr, peer, payload: Bytes::copy_from_slice(&buf[..n]) };
-                            match tx.try_send(pkt) {
-                                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-                                Err(mpsc::error::TrySendError::Closed(_)) => return,
-                            }
-                        }
-                        // ICMP errors surface as recv errors on some systems; keep reading.
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-                        Err(e) => {
-                            tracing::debug!(error = %e, relay = %addr, "relay socket read failed");
-                            return;
-                        }
-                    }
-                }
-            });
-            self.sockets.insert(addr, RelaySocket { socket, reader });
-            self.next = port;
-            return Ok(addr);
+            if self.open(candidate).is_ok() {
+                self.next = port;
+                return Ok(addr);
+            }
+        }
+        Err(AllocFailure::NoCapacity)
+    }
+
+    fn allocate_pair(&mut self) -> Result<(SocketAddr, SocketAddr), AllocFailure> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(AllocFailure::NoCapacity);
+        }
+        let mut port = self.next;
+        let span = u32::from(self.ports.end().saturating_sub(*self.ports.start())) + 1;
+        let mut attempts = 0;
+        for _ in 0..span {
+            let p = port;
+            port = self.advance(port);
+            if p % 2 != 0 || p == u16::MAX || p + 1 > *self.ports.end() {
+                continue;
+            }
+            let (a, b) = (SocketAddr::new(self.relay_ip, p), SocketAddr::new(self.relay_ip, p + 1));
+            if self.sockets.contains_key(&a) || self.sockets.contains_key(&b) {
+                continue;
+            }
+            attempts += 1;
+            if attempts > BIND_ATTEMPTS {
+                break;
+            }
+            if self.open(p).is_err() {
+                continue;
+            }
+            if self.open(p + 1).is_err() {
+                self.release(a);
+                continue;
+            }
+            self.next = self.advance(p + 1);
+            return Ok((a, b));
         }
         Err(AllocFailure::NoCapacity)
     }

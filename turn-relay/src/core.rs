@@ -102,6 +102,8 @@ struct Allocation {
     /// Transaction of the Allocate that created it (retransmissions get the
     /// same success response again).
     alloc_txn: TransactionId,
+    /// RESERVATION-TOKEN handed out with this allocation (EVEN-PORT R=1).
+    token: Option<[u8; 8]>,
     permissions: HashMap<IpAddr, Millis>,
     channels: HashMap<u16, Channel>,
     channel_of_peer: HashMap<SocketAddr, u16>,
@@ -113,6 +115,16 @@ impl Allocation {
         self.permissions.get(&ip).is_some_and(|&e| e > now)
     }
 }
+
+#[derive(Debug)]
+struct Reservation {
+    relay: SocketAddr,
+    username: String,
+    expires: Millis,
+}
+
+/// How long a reserved relay address (EVEN-PORT R=1) is held.
+pub const RESERVATION_LIFETIME_S: u64 = 30;
 
 /// The key and attribute kind that authenticated a request; responses are
 /// protected the same way.
@@ -142,6 +154,8 @@ pub struct TurnCore {
     allocations: HashMap<FiveTuple, Allocation>,
     by_relay: HashMap<SocketAddr, FiveTuple>,
     per_user: HashMap<String, u32>,
+    /// Relay addresses held for a later Allocate with RESERVATION-TOKEN.
+    reservations: HashMap<[u8; 8], Reservation>,
     n_permissions: usize,
     n_channels: usize,
     out: VecDeque<Transmit>,
@@ -277,6 +291,7 @@ impl TurnCore {
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
             per_user: HashMap::new(),
+            reservations: HashMap::new(),
             n_permissions: 0,
             n_channels: 0,
             out: VecDeque::new(),
@@ -381,6 +396,13 @@ impl TurnCore {
             self.allocations.iter().filter(|(_, a)| a.expires <= now).map(|(ft, _)| *ft).collect();
         for ft in expired {
             self.remove_allocation(&ft);
+        }
+        let stale: Vec<[u8; 8]> =
+            self.reservations.iter().filter(|(_, r)| r.expires <= now).map(|(t, _)| *t).collect();
+        for t in stale {
+            if let Some(r) = self.reservations.remove(&t) {
+                self.backend.release(r.relay);
+            }
         }
         let mut removed_perms = 0;
         let mut removed_chans = 0;
@@ -587,8 +609,8 @@ impl TurnCore {
         if let Some(a) = self.allocations.get(&ft) {
             if a.alloc_txn == req.transaction_id && a.username == auth.username {
                 // Retransmission: same answer again.
-                let (relay, left) = (a.relay, a.expires.saturating_sub(now) / 1000);
-                self.allocate_success(ft, req, auth, relay, left);
+                let (relay, left, token) = (a.relay, a.expires.saturating_sub(now) / 1000, a.token);
+                self.allocate_success(ft, req, auth, relay, left, token);
                 return Ok(());
             }
             return Err(437);
@@ -609,16 +631,20 @@ impl TurnCore {
         if token.is_some() && (even.is_some() || family.is_some()) {
             return Err(400);
         }
-        if let Some(t) = token {
-            // We never hand out reservations, so no token is valid.
-            return Err(if t.len() == 8 { 508 } else { 400 });
+        let token: Option<[u8; 8]> = match token {
+            None => None,
+            Some(t) => Some(t.try_into().map_err(|_| 400u16)?),
+        };
+        if let Some(t) = &token {
+            // Only a live reservation of the same user is valid.
+            if !self.reservations.get(t).is_some_and(|r| r.expires > now && r.username == auth.username) {
+                return Err(508);
+            }
         }
-        let even_port = match even {
-            None => false,
+        let (even_port, reserve_next) = match even {
+            None => (false, false),
             Some(v) if v.len() != 1 => return Err(400),
-            // R bit: reserve the next port; we keep no reservations.
-            Some(v) if v[0] & 0x80 != 0 => return Err(508),
-            Some(_) => true,
+            Some(v) => (true, v[0] & 0x80 != 0),
         };
         let want_v6 = match family {
             None => false,
@@ -638,7 +664,7 @@ impl TurnCore {
             l => l,
         };
         let q = &self.cfg.quotas;
-        if self.allocations.len() >= q.max_allocations_total as usize {
+        if self.allocations.len() + self.reservations.len() >= q.max_allocations_total as usize {
             self.metrics.quota(quota::TOTAL_ALLOCATIONS);
             return Err(508);
         }
@@ -646,11 +672,27 @@ impl TurnCore {
             self.metrics.quota(quota::USER_ALLOCATIONS);
             return Err(486);
         }
-        let relay = match self.backend.allocate(even_port) {
-            Ok(r) => r,
-            Err(AllocFailure::NoCapacity) => {
-                self.metrics.quota(quota::RELAY_PORTS);
-                return Err(508);
+        let mut new_token = None;
+        let relay = if let Some(r) = token.and_then(|t| self.reservations.remove(&t)) {
+            r.relay
+        } else {
+            let got = if reserve_next {
+                self.backend.allocate_pair().map(|(a, b)| {
+                    let t: [u8; 8] = self.rng.random();
+                    let expires = now + RESERVATION_LIFETIME_S * 1000;
+                    self.reservations.insert(t, Reservation { relay: b, username: auth.username.clone(), expires });
+                    new_token = Some(t);
+                    a
+                })
+            } else {
+                self.backend.allocate(even_port)
+            };
+            match got {
+                Ok(r) => r,
+                Err(AllocFailure::NoCapacity) => {
+                    self.metrics.quota(quota::RELAY_PORTS);
+                    return Err(508);
+                }
             }
         };
         if self.by_relay.contains_key(&relay) {
@@ -663,6 +705,7 @@ impl TurnCore {
             username: auth.username.clone(),
             expires: now + lifetime * 1000,
             alloc_txn: req.transaction_id,
+            token: new_token,
             permissions: HashMap::new(),
             channels: HashMap::new(),
             channel_of_peer: HashMap::new(),
@@ -672,14 +715,25 @@ impl TurnCore {
         self.by_relay.insert(relay, ft);
         *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
         self.sync_gauges();
-        self.allocate_success(ft, req, auth, relay, lifetime);
+        self.allocate_success(ft, req, auth, relay, lifetime, new_token);
         Ok(())
     }
 
-    fn allocate_success(&mut self, ft: FiveTuple, req: &Message, auth: &Authed, relay: SocketAddr, lifetime: u64) {
+    fn allocate_success(
+        &mut self,
+        ft: FiveTuple,
+        req: &Message,
+        auth: &Authed,
+        relay: SocketAddr,
+        lifetime: u64,
+        token: Option<[u8; 8]>,
+    ) {
         self.respond(ft, req, CLASS_SUCCESS_RESPONSE, Some(auth), |m| {
             let _ = XorMappedAddress { ip: relay.ip(), port: relay.port() }.add_to_as(m, ATTR_XOR_RELAYED_ADDRESS);
             m.add(ATTR_LIFETIME, &(lifetime as u32).to_be_bytes());
+            if let Some(t) = token {
+                m.add(ATTR_RESERVATION_TOKEN, &t);
+            }
             let _ = XorMappedAddress { ip: ft.client.ip(), port: ft.client.port() }.add_to(m);
         });
     }
@@ -972,7 +1026,10 @@ impl TurnCore {
         if per_user.values().any(|&n| n > self.cfg.quotas.max_allocations_per_user) {
             return Err("per-user quota exceeded".into());
         }
-        if self.allocations.len() > self.cfg.quotas.max_allocations_total as usize {
+        if self.reservations.values().any(|r| self.by_relay.contains_key(&r.relay)) {
+            return Err("a reserved relay address is also allocated".into());
+        }
+        if self.allocations.len() + self.reservations.len() > self.cfg.quotas.max_allocations_total as usize {
             return Err("total quota exceeded".into());
         }
         if self.metrics.allocations.get() != self.allocations.len() as i64
