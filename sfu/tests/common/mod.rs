@@ -1,0 +1,413 @@
+//! Test harness: a real SFU node on 127.0.0.1 (UDP port 0, HTTP on port-0
+//! listeners) and sans-IO `rtc` clients driven by a small UDP loop each.
+#![allow(dead_code)]
+
+pub mod vp8enc;
+
+use bytes::{Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
+use proto::sfu_ws::{SfuClientMsg, SfuServerMsg};
+use proto::token::{SfuClaims, SfuRole, TokenKey, AUD_SFU};
+use proto::{NodeId, ParticipantId};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use sfu::{Sfu, SfuConfig, SfuHandle};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &[u8] = b"test-secret-0123456789";
+pub const INTERNAL_TOKEN: &str = "internal-token-0123456789";
+
+pub struct Node {
+    pub handle: SfuHandle,
+    pub ws_url: String,
+    pub internal: String,
+    pub http: reqwest::Client,
+    pub registry: prometheus::Registry,
+    pub shutdown: CancellationToken,
+    pub node_id: NodeId,
+}
+
+impl Node {
+    pub async fn start() -> Node {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(f: impl FnOnce(&mut SfuConfig)) -> Node {
+        let mut config = SfuConfig {
+            token_secret: SECRET.to_vec(),
+            internal_token: INTERNAL_TOKEN.to_owned(),
+            ..SfuConfig::default()
+        };
+        f(&mut config);
+        let node_id = config.node_id.clone();
+        let registry = prometheus::Registry::new();
+        let sfu = Sfu::bind(config, None, &registry).await.expect("bind");
+        let handle = sfu.handle();
+        let shutdown = CancellationToken::new();
+        let client = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ws_url = format!("ws://{}/sfu/ws", client.local_addr().unwrap());
+        let internal_url = format!("http://{}", internal.local_addr().unwrap());
+        for (listener, router) in [(client, sfu.client_router()), (internal, sfu.internal_router())] {
+            let s = shutdown.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, router).with_graceful_shutdown(async move { s.cancelled().await }).await.unwrap();
+            });
+        }
+        let s = shutdown.clone();
+        tokio::spawn(async move { sfu.run(s).await.unwrap() });
+        Node { handle, ws_url, internal: internal_url, http: reqwest::Client::new(), registry, shutdown, node_id }
+    }
+
+    pub fn token(&self, pid: &str, role: SfuRole, exp_offset: i64) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        TokenKey::new(SECRET)
+            .mint(&SfuClaims {
+                sub: ParticipantId::new(pid),
+                aud: AUD_SFU.to_owned(),
+                exp: (now + exp_offset) as u64,
+                iat: now as u64,
+                node: self.node_id.clone(),
+                role,
+            })
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http.post(format!("{}{}", self.internal, path)).bearer_auth(INTERNAL_TOKEN).json(&body).send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{}", self.internal, path)).bearer_auth(INTERNAL_TOKEN).send().await.unwrap()
+    }
+
+    pub async fn admit(&self, pid: &str, role: SfuRole) {
+        let role = serde_json::to_value(role).unwrap();
+        let r = self.post("/internal/v1/participants", serde_json::json!({"participant_id": pid, "role": role})).await;
+        assert_eq!(r.status(), 200, "admit {pid}: {}", r.text().await.unwrap());
+    }
+
+    pub async fn link(&self, a: &str, b: &str) {
+        let r = self.post("/internal/v1/link", serde_json::json!({"a": a, "b": b})).await;
+        assert_eq!(r.status(), 204, "link: {}", r.text().await.unwrap());
+    }
+
+    pub fn metric(&self, name: &str, label: Option<(&str, &str)>) -> f64 {
+        for mf in self.registry.gather() {
+            if mf.name() != name {
+                continue;
+            }
+            for m in mf.get_metric() {
+                let ok = match label {
+                    None => true,
+                    Some((k, v)) => m.get_label().iter().any(|l| l.name() == k && l.value() == v),
+                };
+                if ok {
+                    return m.get_counter().get_value() + m.get_gauge().get_value();
+                }
+            }
+        }
+        0.0
+    }
+}
+
+/// One RTP packet a client received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub video: bool,
+    pub seq: u16,
+    pub ts: u32,
+    pub ssrc: u32,
+    pub payload: Bytes,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+pub struct ClientState {
+    pub connected: bool,
+    pub failed: bool,
+    pub received: Vec<Received>,
+    pub plis: usize,
+    pub ws_messages: Vec<SfuServerMsg>,
+}
+
+pub enum ClientCmd {
+    /// Send this VP8 frame (split into RTP packets of at most `mtu` payload bytes).
+    Frame { frame: Vec<u8>, mtu: usize },
+    Stop,
+}
+
+pub struct Client {
+    pub name: String,
+    pub state: Arc<Mutex<ClientState>>,
+    pub cmd: mpsc::Sender<ClientCmd>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    /// Connects through the node's WebSocket and starts sending media:
+    /// every 20 ms one audio packet and one one-packet VP8 frame whose
+    /// payload names the client; a keyframe whenever a PLI arrived.
+    pub async fn connect(node: &Node, name: &str, auto_media: bool) -> Client {
+        let token = node.token(name, SfuRole::User, 300);
+        let (ws, _) = tokio_tungstenite::connect_async(format!("{}?token={}", node.ws_url, token)).await.expect("ws connect");
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let (me, registry) = sfu::peer::media_engine_and_registry().unwrap();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(SettingEngineBuilder::new().build())
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .build(Instant::now())
+            .unwrap();
+        let audio_ssrc = rand::random::<u32>();
+        let video_ssrc = rand::random::<u32>();
+        let a = pc.add_track(sfu::peer::outgoing_track(name, &format!("{name}-a"), RtpCodecKind::Audio, audio_ssrc)).unwrap();
+        let v = pc.add_track(sfu::peer::outgoing_track(name, &format!("{name}-v"), RtpCodecKind::Video, video_ssrc)).unwrap();
+        let offer = pc.create_offer(None).unwrap();
+        pc.set_local_description(Instant::now(), offer.clone()).unwrap();
+        let cand = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: local.ip().to_string(),
+                port: local.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .unwrap();
+        pc.add_local_candidate(RTCIceCandidate::from(&cand).to_json().unwrap()).unwrap();
+        let state = Arc::new(Mutex::new(ClientState::default()));
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let (mut ws_tx, mut ws_rx) = ws.split();
+        let offer_msg = serde_json::to_string(&SfuClientMsg::Offer { sdp: offer.sdp }).unwrap();
+        ws_tx.send(Message::Text(offer_msg.into())).await.unwrap();
+        // Wait for the answer.
+        let answer = loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), ws_rx.next()).await.expect("answer in time");
+            let Some(Ok(Message::Text(t))) = m else { panic!("ws closed before answer: {m:?}") };
+            let msg: SfuServerMsg = serde_json::from_str(&t).unwrap();
+            state.lock().unwrap().ws_messages.push(msg.clone());
+            match msg {
+                SfuServerMsg::Answer { sdp } => break sdp,
+                SfuServerMsg::Error { code, message } => panic!("{name}: error {code}: {message}"),
+                _ => {}
+            }
+        };
+        pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(answer).unwrap()).unwrap();
+        let st = state.clone();
+        let name2 = name.to_owned();
+        let task = tokio::spawn(async move {
+            drive(pc, socket, local, a, v, audio_ssrc, video_ssrc, st, cmd_rx, ws_tx, ws_rx, name2, auto_media).await;
+        });
+        Client { name: name.to_owned(), state, cmd: cmd_tx, task }
+    }
+
+    pub async fn wait_connected(&self) {
+        wait_for(&format!("{} connected", self.name), Duration::from_secs(15), || self.state.lock().unwrap().connected).await;
+    }
+
+    pub fn received_from(&self, who: &str, video: bool) -> Vec<Received> {
+        let tag = format!("from-{who}:");
+        self.state
+            .lock()
+            .unwrap()
+            .received
+            .iter()
+            .filter(|r| r.video == video && contains(&r.payload, tag.as_bytes()))
+            .cloned()
+            .collect()
+    }
+
+    pub async fn stop(self) {
+        let _ = self.cmd.send(ClientCmd::Stop).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A one-packet VP8 frame: descriptor (S=1, PID=0) + a frame tag whose P
+/// bit says key or delta, then a label.
+fn labelled_frame(keyframe: bool, label: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x10, if keyframe { 0x10 } else { 0x11 }, 0, 0];
+    p.extend_from_slice(label);
+    p
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    mut pc: RTCPeerConnection,
+    socket: UdpSocket,
+    local: SocketAddr,
+    a: RTCRtpSenderId,
+    v: RTCRtpSenderId,
+    audio_ssrc: u32,
+    video_ssrc: u32,
+    state: Arc<Mutex<ClientState>>,
+    mut cmd_rx: mpsc::Receiver<ClientCmd>,
+    mut ws_tx: futures::stream::SplitSink<
+        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        Message,
+    >,
+    mut ws_rx: futures::stream::SplitStream<
+        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    >,
+    name: String,
+    auto_media: bool,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    let (mut aseq, mut vseq) = (rand::random::<u16>(), rand::random::<u16>());
+    let (mut ats, mut vts) = (rand::random::<u32>(), rand::random::<u32>());
+    let mut want_key = true;
+    let mut counter = 0u64;
+    let mut ws_open = true;
+    loop {
+        while let Some(w) = pc.poll_write() {
+            let _ = socket.send_to(&w.message, w.transport.peer_addr).await;
+        }
+        while let Some(e) = pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = e {
+                let mut st = state.lock().unwrap();
+                match s {
+                    RTCPeerConnectionState::Connected => st.connected = true,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => st.failed = true,
+                    _ => {}
+                }
+            }
+        }
+        while let Some(m) = pc.poll_read() {
+            match m.message {
+                RTCMessage::RtpPacket(_, p) => {
+                    let mut st = state.lock().unwrap();
+                    st.received.push(Received {
+                        video: p.header.payload_type == sfu::peer::VP8_PT,
+                        seq: p.header.sequence_number,
+                        ts: p.header.timestamp,
+                        ssrc: p.header.ssrc,
+                        payload: p.payload.clone(),
+                        at: Instant::now(),
+                    });
+                }
+                RTCMessage::RtcpPacket(_, _) => {
+                    state.lock().unwrap().plis += 1;
+                    want_key = true;
+                }
+                _ => {}
+            }
+        }
+        let deadline = pc.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+        tokio::select! {
+            _ = sleep => { let _ = pc.handle_timeout(Instant::now()); }
+            r = socket.recv_from(&mut buf) => {
+                if let Ok((n, peer)) = r {
+                    let _ = pc.handle_read(TaggedBytesMut {
+                        now: Instant::now(),
+                        transport: TransportContext { local_addr: local, peer_addr: peer, ecn: None, transport_protocol: TransportProtocol::UDP },
+                        message: BytesMut::from(&buf[..n]),
+                    });
+                }
+            }
+            m = ws_rx.next(), if ws_open => {
+                match m {
+                    Some(Ok(Message::Text(t))) => {
+                        if let Ok(msg) = serde_json::from_str::<SfuServerMsg>(&t) {
+                            if let SfuServerMsg::Candidate { candidate } = &msg {
+                                let _ = pc.add_remote_candidate(RTCIceCandidateInit {
+                                    candidate: candidate.candidate.clone(),
+                                    sdp_mid: candidate.sdp_mid.clone(),
+                                    sdp_mline_index: candidate.sdp_mline_index,
+                                    ..Default::default()
+                                });
+                            }
+                            state.lock().unwrap().ws_messages.push(msg);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => ws_open = false,
+                }
+            }
+            c = cmd_rx.recv() => {
+                match c {
+                    Some(ClientCmd::Frame { frame, mtu }) => {
+                        let chunks: Vec<&[u8]> = frame.chunks(mtu).collect();
+                        vts = vts.wrapping_add(3000);
+                        for (i, c) in chunks.iter().enumerate() {
+                            let mut payload = vec![if i == 0 { 0x10 } else { 0x00 }];
+                            payload.extend_from_slice(c);
+                            vseq = vseq.wrapping_add(1);
+                            send_rtp(&mut pc, v, video_ssrc, sfu::peer::VP8_PT, vseq, vts, i + 1 == chunks.len(), payload);
+                        }
+                    }
+                    Some(ClientCmd::Stop) | None => break,
+                }
+            }
+            _ = ticker.tick(), if auto_media => {
+                counter += 1;
+                let label = format!("from-{name}:{counter}");
+                aseq = aseq.wrapping_add(1);
+                ats = ats.wrapping_add(960);
+                send_rtp(&mut pc, a, audio_ssrc, sfu::peer::OPUS_PT, aseq, ats, false, label.clone().into_bytes());
+                vseq = vseq.wrapping_add(1);
+                vts = vts.wrapping_add(1800);
+                let key = std::mem::take(&mut want_key);
+                send_rtp(&mut pc, v, video_ssrc, sfu::peer::VP8_PT, vseq, vts, true, labelled_frame(key, label.as_bytes()));
+            }
+        }
+    }
+    let _ = pc.close();
+    while let Some(w) = pc.poll_write() {
+        let _ = socket.send_to(&w.message, w.transport.peer_addr).await;
+    }
+    let _ = ws_tx.send(Message::Close(None)).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_rtp(pc: &mut RTCPeerConnection, sender: RTCRtpSenderId, ssrc: u32, pt: u8, seq: u16, ts: u32, marker: bool, payload: Vec<u8>) {
+    let pkt = rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            ..Default::default()
+        },
+        payload: Bytes::from(payload),
+    };
+    if let Some(mut s) = pc.rtp_sender(sender) {
+        let _ = s.write_rtp(Instant::now(), pkt);
+    }
+}
