@@ -148,13 +148,16 @@ impl RoutingTable {
             // A known path may start naming another participant's ufrag
             // (address reuse, ICE restart): the binding request decides.
             if stun::is_stun(datagram) {
-                if let Some(owner) =
-                    stun::binding_request_local_ufrag(datagram).and_then(|u| self.ufrags.get(u).copied())
-                {
-                    if owner != entry.key {
-                        let old = *entry;
-                        self.remove_path(path, old);
-                        return self.add_candidate(path, owner, now);
+                if let Some(ufrag) = stun::binding_request_local_ufrag(datagram) {
+                    match self.ufrags.get(ufrag).copied() {
+                        // Nobody's ufrag (any more): no agent would accept it.
+                        None => return Route::Unknown(UnknownReason::NoUfrag),
+                        Some(owner) if owner != entry.key => {
+                            let old = *entry;
+                            self.remove_path(path, old);
+                            return self.add_candidate(path, owner, now);
+                        }
+                        Some(_) => {}
                     }
                 }
             }
