@@ -39,6 +39,11 @@ const duet = {
   relocations: 0,
   events: [],
   status: '',
+  // For the e2e suite: exercise the recovery paths on demand.
+  test: {
+    restartIce: () => visit && visit.media && visit.media._iceRestart('requested by test'),
+    dropMediaSocket: () => visit && visit.media && visit.media.ws && visit.media.ws.close(4000, 'test'),
+  },
 };
 window.duet = duet;
 
@@ -424,39 +429,85 @@ class Visit {
     this.media.start();
   }
 
-  afterMediaBack() {
-    if (!this.rejoinQueueOnMedia || !this.signal) return;
-    this.rejoinQueueOnMedia = false;
-    this.join();
-    setStatus('Reconnected — looking for someone…', { tone: 'ok', speak: true });
+  /**
+   * The SFU dropped us (its WebSocket closed, or signaling said our media
+   * left): start over with a new session — new placement, new peer
+   * connection, new signaling socket — and queue again. Says so on screen.
+   */
+  async recoverVisit(why) {
+    if (this.ended || this.recovering) return;
+    this.recovering = true;
+    this.paired = false;
+    duet.pairingId = null;
+    log('recover', why);
+    setState('reconnecting');
+    setStatus('Connection to the server lost — reconnecting…', { tone: 'warn', speak: true });
+    setOverlay('Reconnecting…');
+    setChatEnabled(false);
+    $('report-btn').disabled = true;
+    if (this.media) { this.media.close(); this.media = null; }
+    for (let attempt = 0; !this.ended; attempt++) {
+      await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 8000)));
+      if (this.ended) break;
+      try {
+        const session = await createSession(deviceId());
+        if (this.ended) break;
+        if (this.signal) this.signal.close();
+        this.session = session;
+        duet.media.rejoins++;
+        this.awaitingRecovery = true;
+        this.signal = new Signal(session.token, (m) => this.onSignal(m), (k, d) => this.onSignalConn(k, d));
+        this.signal.open();
+        this.join();
+        if (this.mode === 'video') this.startMedia(session.sfu);
+        setStatus('Reconnecting — looking for someone…', { tone: 'warn' });
+        break;
+      } catch (e) {
+        if (e instanceof ApiError && e.code === 'banned') {
+          this.end();
+          showBlocked(e);
+          break;
+        }
+        setStatus(`Still reconnecting (${e.message})…`, { tone: 'warn' });
+        if (attempt >= 8) {
+          setStatus('We could not reconnect. Check your network, then press Stop and Start again.', { tone: 'error', speak: true });
+          duet.lastError = { code: 'reconnect_failed', message: e.message };
+          break;
+        }
+      }
+    }
+    this.recovering = false;
   }
 
   onMediaEvent(kind, detail) {
     duet.media.state = kind;
     duet.media.events.push({ t: Math.round(performance.now()), kind, detail });
-    if (this.media) {
-      duet.media.iceRestarts = this.media.iceRestarts;
-      duet.media.rejoins = this.media.rejoins;
-    }
+    if (this.media && kind === 'reconnecting') duet.media.iceRestarts++;
     log('media', { kind, detail });
     switch (kind) {
       case 'connected':
         duet.marks.mediaConnected = performance.now();
-        if (this.rejoinQueueOnMedia) this.afterMediaBack();
+        if (this.awaitingRecovery) {
+          this.awaitingRecovery = false;
+          if (!this.paired) setStatus('Reconnected — looking for someone…', { tone: 'ok', speak: true });
+        }
         break;
       case 'reconnecting':
         setStatus('Video connection interrupted — reconnecting…', { tone: 'warn', speak: true });
         if (this.paired) setOverlay('Reconnecting…');
         break;
       case 'recovered':
-        if (this.rejoinQueueOnMedia) { this.afterMediaBack(); break; }
         setStatus(this.paired ? 'Reconnected — you are still with the same stranger' : 'Reconnected — looking for someone…', { tone: 'ok', speak: true });
         if (this.paired) setOverlay(null);
         break;
       case 'failed':
         duet.lastError = { code: 'media_failed', message: detail && detail.why };
-        setStatus('We couldn’t connect your video. Check your network; you can still chat by text, or press Stop and try again.', { tone: 'error', speak: true });
+        setStatus('We couldn’t connect your video. Check your network; retrying…', { tone: 'error', speak: true });
         setOverlay('Video connection failed');
+        break;
+      case 'lost':
+        this.media = null;
+        this.recoverVisit(detail && detail.why);
         break;
       case 'error':
         duet.lastError = detail;
@@ -476,7 +527,7 @@ class Visit {
       setStatus('Reconnected — looking for someone…', { tone: 'ok', speak: true });
     } else if (kind === 'failed') {
       duet.lastError = { code: 'signal_failed', message: `closed ${detail && detail.code}` };
-      setStatus('Could not reconnect to the server. Press Stop and try again.', { tone: 'error', speak: true });
+      this.recoverVisit('signaling closed');
     }
   }
 
@@ -571,15 +622,8 @@ class Visit {
       this.end();
       showBlocked({ code: 'banned', message: m.message, ban: m.ban });
     } else if (m.code === 'media_disconnected') {
-      // The server took us out of the queue/pairing because our media left
-      // the SFU; queue again as soon as the media link is back.
-      this.paired = false;
-      duet.pairingId = null;
-      this.rejoinQueueOnMedia = true;
-      setState('reconnecting');
-      setStatus('Video connection lost — reconnecting…', { tone: 'warn', speak: true });
-      setOverlay('Reconnecting…');
-      if (this.media && this.media.pc && this.media.pc.connectionState === 'connected') this.afterMediaBack();
+      // Our media left the SFU; the server took us out of the queue/pairing.
+      if (this.mode === 'video') this.recoverVisit('media_disconnected');
     } else if (m.code === 'rate_limited') {
       setStatus(`Slow down: ${m.message || 'too many messages'}. Try again in a moment.`, { tone: 'warn', speak: true });
     } else {

@@ -2,15 +2,16 @@
 // WebSocket (`/sfu/ws?token=…`, proto/src/sfu_ws.rs): the browser offers once
 // (sendrecv audio + video), the SFU answers, candidates trickle both ways.
 // Partner switches happen inside the SFU, so the connection is kept across
-// Next. When the connection drops it recovers by itself: first an ICE restart
-// offer over the same WebSocket, then, if that does not bring it back (or the
-// WebSocket itself is gone), a rejoin: a fresh peer connection and WebSocket
-// to the same node with the same token.
+// Next. When the connection drops it recovers by itself with ICE restart
+// offers over the same WebSocket (the SFU answers them in place). If the
+// WebSocket itself is gone, the SFU has dropped the participant and its
+// admission, so the link reports 'lost' and the page starts a new session
+// (new placement, new peer connection) — see main.js recoverVisit().
 
 const PING_MS = 15000;
 const DISCONNECTED_GRACE_MS = 2500;
 const RESTART_TIMEOUT_MS = 8000;
-const MAX_REJOINS = 6;
+const MAX_RESTARTS = 6;
 
 export class MediaLink {
   /**
@@ -21,15 +22,15 @@ export class MediaLink {
    * @param {MediaStream|null} o.stream   local camera/mic (null: receive only)
    * @param {(pc: RTCPeerConnection) => void} o.onPc           a new peer connection was made
    * @param {(track: MediaStreamTrack) => void} o.onTrack      a remote track arrived
-   * @param {(kind: string, detail?: any) => void} o.onEvent  connecting|connected|reconnecting|recovered|failed|error
+   * @param {(kind: string, detail?: any) => void} o.onEvent  connecting|connected|reconnecting|recovered|failed|lost|error
    */
   constructor(o) {
     this.o = o;
     this.pc = null;
     this.ws = null;
     this.closed = false;
-    this.rejoins = 0;
     this.iceRestarts = 0;
+    this.totalIceRestarts = 0;
     this.everConnected = false;
     this.recovering = false;
     this.timers = new Set();
@@ -131,7 +132,7 @@ export class MediaLink {
     try {
       ws = new WebSocket(url);
     } catch (e) {
-      this._rejoinLater(`cannot open ${url}: ${e.message}`);
+      this._lost(`cannot open the media server's WebSocket: ${e.message}`);
       return;
     }
     this.ws = ws;
@@ -149,7 +150,7 @@ export class MediaLink {
     ws.onclose = (ev) => {
       if (gen !== this.generation || this.closed) return;
       this.ws = null;
-      this._rejoinLater(`media server closed the connection (${ev.code}${ev.reason ? ' ' + ev.reason : ''})`);
+      this._lost(`media server closed the connection (${ev.code}${ev.reason ? ' ' + ev.reason : ''})`);
     };
     ws.onerror = () => { /* onclose follows */ };
   }
@@ -215,7 +216,7 @@ export class MediaLink {
       if (this.discTimer) { clearTimeout(this.discTimer); this.timers.delete(this.discTimer); this.discTimer = null; }
       const wasRecovering = this.recovering;
       this.recovering = false;
-      this.rejoins = 0;
+      this.iceRestarts = 0;
       this.everConnected = true;
       this.o.onEvent(wasRecovering ? 'recovered' : 'connected');
     } else if (s === 'disconnected') {
@@ -226,45 +227,38 @@ export class MediaLink {
         });
       }
     } else if (s === 'failed') {
-      if (this.everConnected && !this.recovering) this._iceRestart('connection failed');
-      else this._rejoinLater('could not connect to the media server');
+      if (!this.restartTimer) this._iceRestart(this.everConnected ? 'connection failed' : 'could not connect to the media server');
     }
   }
 
   _iceRestart(why) {
     if (this.closed) return;
-    this.recovering = true;
-    this.o.onEvent('reconnecting', { why, how: 'ice-restart' });
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
-      this._rejoinLater(why);
+      this._lost(why);
       return;
     }
+    if (this.iceRestarts >= MAX_RESTARTS) {
+      this.o.onEvent('failed', { why });
+      this._lost(why);
+      return;
+    }
+    this.recovering = true;
     this.iceRestarts++;
+    this.totalIceRestarts++;
+    this.o.onEvent('reconnecting', { why, how: 'ice-restart', attempt: this.iceRestarts });
     const pc = this.pc;
-    this._offer(true).catch(() => this._rejoinLater('ICE restart failed'));
+    this._offer(true).catch((e) => this._lost(`ICE restart failed: ${e}`));
     if (this.restartTimer) { clearTimeout(this.restartTimer); this.timers.delete(this.restartTimer); }
     this.restartTimer = this._later(RESTART_TIMEOUT_MS, () => {
       this.restartTimer = null;
-      if (this.pc === pc && pc.connectionState !== 'connected') this._rejoinLater('ICE restart did not reconnect');
+      if (this.pc === pc && pc.connectionState !== 'connected') this._iceRestart('ICE restart did not reconnect');
     });
   }
 
-  _rejoinLater(why) {
+  /** The SFU no longer has us: stop, and let the page start over. */
+  _lost(why) {
     if (this.closed) return;
-    if (this.rejoinPending) return;
-    if (this.rejoins >= MAX_REJOINS) {
-      this._teardown();
-      this.o.onEvent('failed', { why });
-      return;
-    }
-    const delay = Math.min(500 * 2 ** this.rejoins, 8000);
-    this.rejoins++;
-    this.recovering = true;
-    this.rejoinPending = true;
-    this.o.onEvent('reconnecting', { why, how: 'rejoin', inMs: delay });
-    this._later(delay, () => {
-      this.rejoinPending = false;
-      if (!this.closed) this._connect();
-    });
+    this.close();
+    this.o.onEvent('lost', { why });
   }
 }

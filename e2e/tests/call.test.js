@@ -75,25 +75,22 @@ test('two users are paired and each decodes the other\'s video and receives audi
   console.log(`screenshot: ${await screenshot(a, 'call-screen')}`);
 
   // More Start → first-frame runs: B waits again, a fresh user (new device) starts.
+  let cur = a;
   for (let run = 0; run < 2; run++) {
-    await a.click('#stop-btn');
+    await cur.click('#stop-btn');
     await waitState(b, 'left');
     await b.click('#next-btn');
     await waitState(b, 'queued');
-    await a.context().close();
-    const a2 = await openPage(browsers.red, server.base + '?relay=1');
-    await sampleRemoteFrames(a2);
-    await start(a2);
-    await waitMatchedCount(a2, 1);
-    const hit = await waitRemoteColor(a2, 'blue');
-    const m = await a2.evaluate(() => window.duet.marks);
+    await cur.context().close();
+    cur = await openPage(browsers.red, server.base + '?relay=1');
+    await sampleRemoteFrames(cur);
+    await start(cur);
+    await waitMatchedCount(cur, 1);
+    const hit = await waitRemoteColor(cur, 'blue');
+    const m = await cur.evaluate(() => window.duet.marks);
     startTimes.push(hit.t - m.start);
-    await a2.click('#stop-btn');
-    await waitState(b, 'left');
-    await b.click('#next-btn');
-    await waitState(b, 'queued');
-    await a2.context().close();
   }
+  await cur.context().close();
   const ms = startTimes.map((x) => Math.round(x));
   console.log(`TIMING start_to_first_frame_ms median=${median(ms)} runs=[${ms.join(', ')}] (relay via TURN/UDP on loopback)`);
   await b.context().close();
@@ -153,4 +150,40 @@ test('Next switches A to a waiting third user inside the SFU with no new peer co
   }
   await previous.context().close();
   await a.context().close();
+});
+
+test('the page recovers by itself: an ICE restart keeps the same call, and a lost media server connection rejoins with a new session', async () => {
+  const a = await waitingUser(browsers.red);
+  const b = await openPage(browsers.blue, server.base);
+  await sampleRemoteFrames(b);
+  await start(b);
+  await Promise.all([waitMatchedCount(a, 1), waitMatchedCount(b, 1)]);
+  await waitRemoteColor(a, 'blue');
+
+  // ICE restart over the SFU WebSocket: same peer connection, media goes on.
+  const s0 = await rtcStats(a);
+  await a.evaluate(() => window.duet.test.restartIce());
+  await a.waitForFunction(() => window.duet.media.events.some((e) => e.kind === 'reconnecting' && e.detail && e.detail.how === 'ice-restart'));
+  const s1 = await waitStats(a, (s) => s.connectionState === 'connected' && s.video.framesDecoded > s0.video.framesDecoded + 20, { what: 'frames after the ICE restart' });
+  assert.equal(await a.evaluate(() => window.duet.pcCreatedCount), 1, 'an ICE restart keeps the peer connection');
+  assert.equal(await a.evaluate(() => window.duet.state), 'matched', 'still with the same partner');
+  console.log(`ICE restart: framesDecoded ${s0.video.framesDecoded} → ${s1.video.framesDecoded}, still connected`);
+
+  // The media server's WebSocket goes away: the SFU forgets A; the page starts over and says so.
+  await a.evaluate(() => window.duet.test.dropMediaSocket());
+  await a.waitForFunction(() => /reconnect/i.test(window.duet.status), null, { timeout: 10000 });
+  console.log(`status while recovering: "${await a.evaluate(() => window.duet.status)}"`);
+  await waitState(b, 'left');
+  await b.context().close();
+  await a.waitForFunction(() => window.duet.pcCreatedCount === 2 && window.duet.marks.mediaConnected && window.duet.state === 'queued', null, { timeout: 20000 })
+    .catch(async (e) => { throw new Error(`A did not rejoin: ${e.message}\n${await pageLog(a)}`); });
+  // And it works: a new user meets A and each sees the other.
+  const c = await openPage(browsers.yellow, server.base);
+  await sampleRemoteFrames(c);
+  await start(c);
+  await Promise.all([waitMatchedCount(a, 2), waitMatchedCount(c, 1)]);
+  await waitRemoteColor(a, 'yellow', { after: await a.evaluate(() => window.duet.marks.matched) });
+  await waitRemoteColor(c, 'red');
+  await a.context().close();
+  await c.context().close();
 });
