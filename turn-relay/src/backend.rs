@@ -9,7 +9,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use proto::handoff::{HandoffError, HandoffSender, RelayedDatagram};
@@ -150,7 +149,9 @@ pub struct PeerPacket {
 }
 
 struct RelaySocket {
-    socket: Arc<tokio::net::UdpSocket>,
+    /// A clone of the socket used for sends: a plain non-blocking `sendto`
+    /// that does not depend on tokio's write-readiness state.
+    sender: std::net::UdpSocket,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -208,9 +209,10 @@ impl SocketRelay {
     fn open(&mut self, port: u16) -> std::io::Result<()> {
         let std_sock = std::net::UdpSocket::bind(SocketAddr::new(self.relay_ip, port))?;
         std_sock.set_nonblocking(true)?;
-        let socket = Arc::new(tokio::net::UdpSocket::from_std(std_sock)?);
+        let sender = std_sock.try_clone()?;
+        let socket = tokio::net::UdpSocket::from_std(std_sock)?;
         let addr = SocketAddr::new(self.relay_ip, port);
-        let reader_sock = Arc::clone(&socket);
+        let reader_sock = socket;
         let tx = self.from_peers.clone();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; PEER_READ_BUF];
@@ -236,7 +238,7 @@ impl SocketRelay {
                 }
             }
         });
-        self.sockets.insert(addr, RelaySocket { socket, reader });
+        self.sockets.insert(addr, RelaySocket { sender, reader });
         Ok(())
     }
 }
@@ -321,7 +323,7 @@ impl RelayBackend for SocketRelay {
             return Err(RelaySendError::Unreachable);
         }
         let Some(s) = self.sockets.get(&relay) else { return Err(RelaySendError::Closed) };
-        match s.socket.try_send_to(payload, peer) {
+        match s.sender.send_to(payload, peer) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(RelaySendError::Congested),
             Err(_) => Err(RelaySendError::Unreachable),

@@ -664,7 +664,10 @@ impl TurnCore {
             l => l,
         };
         let q = &self.cfg.quotas;
-        if self.allocations.len() + self.reservations.len() >= q.max_allocations_total as usize {
+        // A claimed reservation turns into an allocation (net zero); EVEN-PORT
+        // with R takes two relay addresses.
+        let needed = if token.is_some() { 0 } else if reserve_next { 2 } else { 1 };
+        if self.allocations.len() + self.reservations.len() + needed > q.max_allocations_total as usize {
             self.metrics.quota(quota::TOTAL_ALLOCATIONS);
             return Err(508);
         }
@@ -1041,3 +1044,7 @@ impl TurnCore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -39,7 +39,9 @@ fn now_ms() -> Millis {
 
 struct Shared {
     core: Mutex<TurnCore>,
-    udp: Option<Arc<UdpSocket>>,
+    /// Send side of the UDP listener: a clone of the socket used with plain
+    /// non-blocking `sendto` (independent of tokio's readiness tracking).
+    udp_tx: Option<std::net::UdpSocket>,
     streams: Mutex<HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>>,
     metrics: Metrics,
 }
@@ -66,8 +68,8 @@ impl Shared {
         for t in out {
             match t.to.transport {
                 Transport::Udp => {
-                    if let Some(udp) = &self.udp {
-                        if udp.try_send_to(&t.payload, t.to.client).is_err() {
+                    if let Some(udp) = &self.udp_tx {
+                        if udp.send_to(&t.payload, t.to.client).is_err() {
                             self.metrics.drop(drop_reason::BACKEND);
                         }
                     }
@@ -88,6 +90,7 @@ impl Shared {
 /// A bound TURN server; [`TurnServer::run`] serves until shut down.
 pub struct TurnServer {
     shared: Arc<Shared>,
+    udp: Option<Arc<UdpSocket>>,
     tcp: Option<TcpListener>,
     tls: Option<(TcpListener, TlsAcceptor)>,
     peer_rx: Option<mpsc::Receiver<PeerPacket>>,
@@ -122,9 +125,15 @@ impl TurnServer {
             (Some(_), Some(c), Some(k)) => Some(TlsAcceptor::from(crate::tls::server_config(c, k)?)),
             _ => None,
         };
-        let udp = match config.listen_udp {
-            Some(a) => Some(Arc::new(UdpSocket::bind(a).await.map_err(|e| TurnError::io(format!("UDP {a}"), e))?)),
-            None => None,
+        let (udp, udp_tx) = match config.listen_udp {
+            Some(a) => {
+                let s = std::net::UdpSocket::bind(a).map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
+                s.set_nonblocking(true).map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
+                let tx = s.try_clone().map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
+                let rx = UdpSocket::from_std(s).map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
+                (Some(Arc::new(rx)), Some(tx))
+            }
+            None => (None, None),
         };
         let tcp = match config.listen_tcp {
             Some(a) => Some(TcpListener::bind(a).await.map_err(|e| TurnError::io(format!("TCP {a}"), e))?),
@@ -176,10 +185,11 @@ impl TurnServer {
         Ok(TurnServer {
             shared: Arc::new(Shared {
                 core: Mutex::new(core),
-                udp,
+                udp_tx,
                 streams: Mutex::new(HashMap::new()),
                 metrics: m,
             }),
+            udp,
             tcp,
             tls,
             peer_rx,
@@ -205,10 +215,10 @@ impl TurnServer {
     /// Serves until `shutdown` is cancelled; then closes every listener,
     /// connection and relay socket.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), TurnError> {
-        let TurnServer { shared, tcp, tls, peer_rx, from_sfu, .. } = self;
+        let TurnServer { shared, udp, tcp, tls, peer_rx, from_sfu, .. } = self;
         let mut tasks = JoinSet::new();
         let conns = Arc::new(Semaphore::new(MAX_STREAMS));
-        if let Some(udp) = shared.udp.clone() {
+        if let Some(udp) = udp {
             tasks.spawn(udp_loop(Arc::clone(&shared), udp));
         }
         if let Some(l) = tcp {
