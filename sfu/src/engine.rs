@@ -8,7 +8,7 @@ use crate::munger::{Munger, Throttle};
 use crate::peer::{self, AUDIO_CLOCK, OPUS_PT, VIDEO_CLOCK, VP8_PT};
 use crate::routing::{Key, PathAddr, Route, RoutingTable, UnknownReason};
 use crate::vp8::{self, KeyframeAssembler};
-use crate::{Shared, SfuError};
+use crate::{SfuError, Shared};
 use bytes::BytesMut;
 use proto::handoff::{HandoffError, HandoffReceiver, HandoffSender, RelayedDatagram, SfuEnd};
 use proto::sfu_api::{ParticipantInfo, SfuEvent, WatchRequest};
@@ -19,7 +19,9 @@ use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -48,26 +50,70 @@ pub enum ApiError {
 /// What the routers ask of the media loop.
 pub enum Command {
     /// A participant was admitted (slot reserved).
-    Admit { pid: ParticipantId, role: SfuRole },
+    Admit {
+        pid: ParticipantId,
+        role: SfuRole,
+    },
     /// A WebSocket session attached to an admitted participant.
-    Join { pid: ParticipantId, session: u64, tx: mpsc::Sender<SfuServerMsg> },
-    Offer { pid: ParticipantId, session: u64, sdp: String },
-    Candidate { pid: ParticipantId, session: u64, candidate: IceCandidate },
+    Join {
+        pid: ParticipantId,
+        session: u64,
+        tx: mpsc::Sender<SfuServerMsg>,
+    },
+    Offer {
+        pid: ParticipantId,
+        session: u64,
+        sdp: String,
+    },
+    Candidate {
+        pid: ParticipantId,
+        session: u64,
+        candidate: IceCandidate,
+    },
     /// The WebSocket session ended.
-    Leave { pid: ParticipantId, session: u64, reason: &'static str },
-    Kick { pid: ParticipantId, reply: oneshot::Sender<bool> },
-    Link { a: ParticipantId, b: ParticipantId, reply: oneshot::Sender<Result<(), ApiError>> },
-    Unlink { a: ParticipantId, b: ParticipantId, reply: oneshot::Sender<Result<(), ApiError>> },
-    Watch { req: WatchRequest, reply: oneshot::Sender<Result<(), ApiError>> },
-    KeyframeInterval { interval: Option<Duration> },
-    List { reply: oneshot::Sender<Vec<ParticipantInfo>> },
+    Leave {
+        pid: ParticipantId,
+        session: u64,
+        reason: &'static str,
+    },
+    Kick {
+        pid: ParticipantId,
+        reply: oneshot::Sender<bool>,
+    },
+    Link {
+        a: ParticipantId,
+        b: ParticipantId,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    Unlink {
+        a: ParticipantId,
+        b: ParticipantId,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    Watch {
+        req: WatchRequest,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    KeyframeInterval {
+        interval: Option<Duration>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<ParticipantInfo>>,
+    },
     /// Latest keyframe as WebP, and its age.
-    Snapshot { pid: ParticipantId, reply: oneshot::Sender<Option<(Vec<u8>, Duration)>> },
+    Snapshot {
+        pid: ParticipantId,
+        reply: oneshot::Sender<Option<(Vec<u8>, Duration)>>,
+    },
 }
 
 /// Binds the node's one UDP socket (non-blocking, large buffers).
 pub fn bind_media_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, SfuError> {
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     let _ = s.set_recv_buffer_size(4 * 1024 * 1024);
     let _ = s.set_send_buffer_size(4 * 1024 * 1024);
@@ -132,10 +178,16 @@ struct Participant {
 
 impl Participant {
     fn video_ssrc(&self) -> Option<u32> {
-        self.incoming.iter().find(|i| i.kind == Kind::Video).map(|i| i.ssrc)
+        self.incoming
+            .iter()
+            .find(|i| i.kind == Kind::Video)
+            .map(|i| i.ssrc)
     }
     fn kind_of(&self, track_id: &str) -> Option<Kind> {
-        self.incoming.iter().find(|i| i.track_id == track_id).map(|i| i.kind)
+        self.incoming
+            .iter()
+            .find(|i| i.track_id == track_id)
+            .map(|i| i.kind)
     }
 }
 
@@ -178,18 +230,30 @@ impl Engine {
         handoff: Option<SfuEnd>,
         commands: mpsc::Receiver<Command>,
     ) -> Result<Self, SfuError> {
-        Ok(Self { shared, socket: Some(socket), handoff, commands })
+        Ok(Self {
+            shared,
+            socket: Some(socket),
+            handoff,
+            commands,
+        })
     }
 
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Result<(), SfuError> {
         let socket = self.socket.take().ok_or(SfuError::AlreadyRunning)?;
         let socket = UdpSocket::from_std(socket)?;
         let state = quinn_udp::UdpSocketState::new((&socket).into())?;
-        let (mut from_turn, to_turn): (Option<HandoffReceiver>, Option<HandoffSender>) = match self.handoff.take() {
-            Some(end) => (Some(end.from_turn), Some(end.to_turn)),
-            None => (None, None),
+        let (mut from_turn, to_turn): (Option<HandoffReceiver>, Option<HandoffSender>) =
+            match self.handoff.take() {
+                Some(end) => (Some(end.from_turn), Some(end.to_turn)),
+                None => (None, None),
+            };
+        let mut io = Io {
+            socket,
+            state,
+            to_turn,
+            out: Vec::with_capacity(256),
+            gso: Vec::with_capacity(64 * 1024),
         };
-        let mut io = Io { socket, state, to_turn, out: Vec::with_capacity(256), gso: Vec::with_capacity(64 * 1024) };
         let shared = self.shared.clone();
         let mut lp = Loop {
             local: shared.advertised,
@@ -213,7 +277,11 @@ impl Engine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!(media = %lp.local, "sfu media loop running");
         loop {
-            let next_timer = lp.timers.peek().map(|Reverse((t, _))| *t).unwrap_or_else(|| Instant::now() + FAR);
+            let next_timer = lp
+                .timers
+                .peek()
+                .map(|Reverse((t, _))| *t)
+                .unwrap_or_else(|| Instant::now() + FAR);
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next_timer));
             tokio::select! {
                 biased;
@@ -298,13 +366,15 @@ impl Io {
                 segment_size: (j - i > 1).then_some(seg),
                 src_ip: None,
             };
-            let mut ok = self.socket.try_io(Interest::WRITABLE, || self.state.try_send((&self.socket).into(), &transmit));
-            if matches!(&ok, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
-                if self.socket.writable().await.is_ok() {
-                    ok = self
-                        .socket
-                        .try_io(Interest::WRITABLE, || self.state.try_send((&self.socket).into(), &transmit));
-                }
+            let mut ok = self.socket.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &transmit)
+            });
+            if matches!(&ok, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                && self.socket.writable().await.is_ok()
+            {
+                ok = self.socket.try_io(Interest::WRITABLE, || {
+                    self.state.try_send((&self.socket).into(), &transmit)
+                });
             }
             if ok.is_err() {
                 debug!("udp send failed");
@@ -325,7 +395,9 @@ impl Loop {
     fn read_socket(&mut self, io: &mut Io, bufs: &mut [Vec<u8>], metas: &mut [quinn_udp::RecvMeta]) {
         loop {
             let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-            let r = io.socket.try_io(Interest::READABLE, || io.state.recv((&io.socket).into(), &mut slices, metas));
+            let r = io.socket.try_io(Interest::READABLE, || {
+                io.state.recv((&io.socket).into(), &mut slices, metas)
+            });
             let n = match r {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -435,8 +507,11 @@ impl Loop {
                 self.dirty = keys;
             }
         }
-        let removed: Vec<(Key, &'static str)> =
-            self.participants.values().filter_map(|p| p.removed.map(|r| (p.key, r))).collect();
+        let removed: Vec<(Key, &'static str)> = self
+            .participants
+            .values()
+            .filter_map(|p| p.removed.map(|r| (p.key, r)))
+            .collect();
         for (key, reason) in removed {
             self.remove(key, reason, io, now);
         }
@@ -450,7 +525,9 @@ impl Loop {
     }
 
     fn schedule(&mut self, key: Key) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let Some(pc) = p.pc.as_mut() else { return };
         if let Some(t) = pc.poll_timeout() {
             if p.scheduled.is_none_or(|s| t < s) {
@@ -466,7 +543,9 @@ impl Loop {
                 break;
             }
             self.timers.pop();
-            let Some(p) = self.participants.get_mut(&key) else { continue };
+            let Some(p) = self.participants.get_mut(&key) else {
+                continue;
+            };
             if p.scheduled != Some(t) {
                 continue;
             }
@@ -490,7 +569,9 @@ impl Loop {
     fn drain_events(&mut self, key: Key, _now: Instant) {
         let mut events = Vec::new();
         {
-            let Some(p) = self.participants.get_mut(&key) else { return };
+            let Some(p) = self.participants.get_mut(&key) else {
+                return;
+            };
             let Some(pc) = p.pc.as_mut() else { return };
             while let Some(e) = pc.poll_event() {
                 events.push(e);
@@ -503,7 +584,9 @@ impl Loop {
                     self.mark_removed(key, "ice_failed");
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                    let Some(p) = self.participants.get_mut(&key) else { continue };
+                    let Some(p) = self.participants.get_mut(&key) else {
+                        continue;
+                    };
                     let Some(pc) = p.pc.as_mut() else { continue };
                     let kind = match pc.rtp_receiver(init.receiver_id) {
                         Some(r) if r.track().kind() == RtpCodecKind::Video => Kind::Video,
@@ -511,7 +594,11 @@ impl Loop {
                         None => continue,
                     };
                     p.incoming.retain(|i| i.track_id != init.track_id);
-                    p.incoming.push(Incoming { track_id: init.track_id, kind, ssrc: init.ssrc });
+                    p.incoming.push(Incoming {
+                        track_id: init.track_id,
+                        kind,
+                        ssrc: init.ssrc,
+                    });
                     if kind == Kind::Video {
                         // Subscribers already pointed at this publisher wait for a keyframe.
                         self.request_keyframe(key, "switch", true, Instant::now());
@@ -536,14 +623,19 @@ impl Loop {
         }
         match state {
             RTCPeerConnectionState::Connected => {
-                let Some(p) = self.participants.get_mut(&key) else { return };
+                let Some(p) = self.participants.get_mut(&key) else {
+                    return;
+                };
                 if !p.connected {
                     p.connected = true;
                     p.via_turn = p.remotes.first().is_some_and(PathAddr::is_turn);
-                    let _ = self.shared.events.send(SfuEvent::Connected { participant_id: p.pid.clone() });
+                    let _ = self.shared.events.send(SfuEvent::Connected {
+                        participant_id: p.pid.clone(),
+                    });
                     // Whatever this participant receives starts with a keyframe.
-                    let sources: Vec<Key> =
-                        (0..p.slots.len() as u8).filter_map(|s| self.graph.source((key, s))).collect();
+                    let sources: Vec<Key> = (0..p.slots.len() as u8)
+                        .filter_map(|s| self.graph.source((key, s)))
+                        .collect();
                     let now = Instant::now();
                     for s in sources {
                         self.request_keyframe(s, "switch", true, now);
@@ -602,14 +694,22 @@ impl Loop {
 
     fn forward_rtp(&mut self, key: Key, track_id: &str, mut pkt: rtc::rtp::Packet, now: Instant) {
         let kind = {
-            let Some(p) = self.participants.get_mut(&key) else { return };
+            let Some(p) = self.participants.get_mut(&key) else {
+                return;
+            };
             if p.role == SfuRole::Watcher {
                 // Watchers send nothing anyone receives.
                 return;
             }
             let Some(kind) = p.kind_of(track_id) else { return };
             if kind == Kind::Video {
-                p.snapshot.push(pkt.header.sequence_number, pkt.header.timestamp, pkt.header.marker, &pkt.payload, now);
+                p.snapshot.push(
+                    pkt.header.sequence_number,
+                    pkt.header.timestamp,
+                    pkt.header.marker,
+                    &pkt.payload,
+                    now,
+                );
             }
             kind
         };
@@ -631,9 +731,17 @@ impl Loop {
         let mut need_keyframe = false;
         let n = sinks.len();
         for (i, (sink, slot)) in sinks.iter().copied().enumerate() {
-            let Some(sp) = self.participants.get_mut(&sink) else { continue };
-            let Some(out) = sp.slots.get_mut(slot as usize) else { continue };
-            let track = if kind == Kind::Video { &mut out.video } else { &mut out.audio };
+            let Some(sp) = self.participants.get_mut(&sink) else {
+                continue;
+            };
+            let Some(out) = sp.slots.get_mut(slot as usize) else {
+                continue;
+            };
+            let track = if kind == Kind::Video {
+                &mut out.video
+            } else {
+                &mut out.audio
+            };
             let munged = match track.munger.munge(key, src_ssrc, seq, ts, keyframe, now) {
                 Ok(m) => m,
                 Err(e) => {
@@ -648,12 +756,19 @@ impl Loop {
             if !sp.connected {
                 continue;
             }
-            let mut out_pkt = if i + 1 == n { std::mem::take(&mut pkt) } else { pkt.clone() };
+            let mut out_pkt = if i + 1 == n {
+                std::mem::take(&mut pkt)
+            } else {
+                pkt.clone()
+            };
             out_pkt.header.ssrc = munged.ssrc;
             out_pkt.header.payload_type = munged.payload_type;
             out_pkt.header.sequence_number = munged.sequence_number;
             out_pkt.header.timestamp = munged.timestamp;
-            let msg = TaggedRTCMessage { now, message: RTCMessage::RtpPacket(String::new(), out_pkt) };
+            let msg = TaggedRTCMessage {
+                now,
+                message: RTCMessage::RtpPacket(String::new(), out_pkt),
+            };
             if pc.handle_write(msg).is_ok() {
                 self.shared.metrics.rtp_forwarded.inc();
                 if !self.dirty.contains(&sink) {
@@ -671,7 +786,9 @@ impl Loop {
 
     /// Sends a PLI to `source`'s video stream (throttled unless `force`).
     fn request_keyframe(&mut self, source: Key, cause: &'static str, force: bool, now: Instant) {
-        let Some(p) = self.participants.get_mut(&source) else { return };
+        let Some(p) = self.participants.get_mut(&source) else {
+            return;
+        };
         if !p.connected {
             return;
         }
@@ -684,10 +801,20 @@ impl Loop {
         }
         let sender_ssrc = p.slots.first().map(|s| s.video.munger.out_ssrc()).unwrap_or(0);
         let Some(pc) = p.pc.as_mut() else { return };
-        let pli: Box<dyn rtc::rtcp::Packet> = Box::new(PictureLossIndication { sender_ssrc, media_ssrc });
-        let msg = TaggedRTCMessage { now, message: RTCMessage::RtcpPacket(String::new(), vec![pli]) };
+        let pli: Box<dyn rtc::rtcp::Packet> = Box::new(PictureLossIndication {
+            sender_ssrc,
+            media_ssrc,
+        });
+        let msg = TaggedRTCMessage {
+            now,
+            message: RTCMessage::RtcpPacket(String::new(), vec![pli]),
+        };
         if pc.handle_write(msg).is_ok() {
-            self.shared.metrics.keyframe_requests.with_label_values(&[cause]).inc();
+            self.shared
+                .metrics
+                .keyframe_requests
+                .with_label_values(&[cause])
+                .inc();
             self.mark_dirty(source);
         }
     }
@@ -709,10 +836,17 @@ impl Loop {
         }
         for w in writes.drain(..) {
             let addr = w.transport.peer_addr;
-            let Some(p) = self.participants.get_mut(&key) else { break };
+            let Some(p) = self.participants.get_mut(&key) else {
+                break;
+            };
             // Which path does this address belong to? A TURN relay address
             // and a UDP address may be equal: the most recent wins.
-            let path = p.remotes.iter().copied().find(|r| r.addr() == addr).unwrap_or(PathAddr::Udp(addr));
+            let path = p
+                .remotes
+                .iter()
+                .copied()
+                .find(|r| r.addr() == addr)
+                .unwrap_or(PathAddr::Udp(addr));
             if w.message.first().is_some_and(|b| *b <= 3) {
                 // A STUN answer: the agent accepted this path.
                 self.routing.confirm(path, key, now);
@@ -729,7 +863,11 @@ impl Loop {
                         m.drop("write_failed");
                         continue;
                     };
-                    let d = RelayedDatagram { relay_addr, sfu_addr: self.local, payload: w.message.freeze() };
+                    let d = RelayedDatagram {
+                        relay_addr,
+                        sfu_addr: self.local,
+                        payload: w.message.freeze(),
+                    };
                     match to_turn.send(d) {
                         Ok(()) => m.handoff_out.inc(),
                         Err(HandoffError::Full) => m.drop("handoff_full"),
@@ -748,7 +886,9 @@ impl Loop {
             Command::Admit { pid, role } => self.admit(pid, role, now),
             Command::Join { pid, session, tx } => {
                 let Some(&key) = self.by_pid.get(&pid) else { return };
-                let Some(p) = self.participants.get_mut(&key) else { return };
+                let Some(p) = self.participants.get_mut(&key) else {
+                    return;
+                };
                 if p.ws.is_some() {
                     return;
                 }
@@ -760,7 +900,11 @@ impl Loop {
                     self.offer(key, sdp, now);
                 }
             }
-            Command::Candidate { pid, session, candidate } => {
+            Command::Candidate {
+                pid,
+                session,
+                candidate,
+            } => {
                 if let Some(key) = self.session_key(&pid, session) {
                     if let Some(pc) = self.participants.get_mut(&key).and_then(|p| p.pc.as_mut()) {
                         let init = RTCIceCandidateInit {
@@ -821,7 +965,12 @@ impl Loop {
                     .get(&pid)
                     .and_then(|k| self.participants.get(k))
                     .and_then(|p| p.snapshot.latest())
-                    .map(|k| (vp8::webp_from_keyframe(&k.data), now.saturating_duration_since(k.at)));
+                    .map(|k| {
+                        (
+                            vp8::webp_from_keyframe(&k.data),
+                            now.saturating_duration_since(k.at),
+                        )
+                    });
                 let _ = reply.send(snap);
             }
         }
@@ -840,8 +989,14 @@ impl Loop {
         }
         let mut keys = [0; 2];
         for (i, pid) in [a, b].into_iter().enumerate() {
-            let key = *self.by_pid.get(pid).ok_or_else(|| ApiError::NotFound(format!("unknown participant {pid}")))?;
-            let p = self.participants.get(&key).ok_or_else(|| ApiError::NotFound(format!("unknown participant {pid}")))?;
+            let key = *self
+                .by_pid
+                .get(pid)
+                .ok_or_else(|| ApiError::NotFound(format!("unknown participant {pid}")))?;
+            let p = self
+                .participants
+                .get(&key)
+                .ok_or_else(|| ApiError::NotFound(format!("unknown participant {pid}")))?;
             if p.role != SfuRole::User {
                 return Err(ApiError::BadRequest(format!("{pid} is not a user")));
             }
@@ -856,7 +1011,9 @@ impl Loop {
             .get(&req.watcher)
             .ok_or_else(|| ApiError::NotFound(format!("unknown participant {}", req.watcher)))?;
         if self.participants.get(&w).map(|p| p.role) != Some(SfuRole::Watcher) {
-            return Err(ApiError::BadRequest("watcher must be admitted with role watcher".into()));
+            return Err(ApiError::BadRequest(
+                "watcher must be admitted with role watcher".into(),
+            ));
         }
         if req.stop {
             let c = self.graph.unwatch(w);
@@ -872,7 +1029,11 @@ impl Loop {
     /// Applies a graph change to the mungers and asks new sources for keyframes.
     fn apply(&mut self, change: Change, now: Instant) {
         for ((sink, slot), src) in change.switched {
-            if let Some(out) = self.participants.get_mut(&sink).and_then(|p| p.slots.get_mut(slot as usize)) {
+            if let Some(out) = self
+                .participants
+                .get_mut(&sink)
+                .and_then(|p| p.slots.get_mut(slot as usize))
+            {
                 out.audio.munger.switch_source(src);
                 out.video.munger.switch_source(src);
             }
@@ -944,7 +1105,13 @@ impl Loop {
             }
             Err(message) => {
                 debug!(%message, "offer refused");
-                self.send_ws(key, SfuServerMsg::Error { code: "bad_offer".into(), message });
+                self.send_ws(
+                    key,
+                    SfuServerMsg::Error {
+                        code: "bad_offer".into(),
+                        message,
+                    },
+                );
             }
         }
     }
@@ -967,7 +1134,11 @@ impl Loop {
 
     fn host_candidate(&self) -> Option<IceCandidate> {
         let init = self.host_candidate_init().ok()?;
-        Some(IceCandidate { candidate: init.candidate, sdp_mid: init.sdp_mid, sdp_mline_index: init.sdp_mline_index })
+        Some(IceCandidate {
+            candidate: init.candidate,
+            sdp_mid: init.sdp_mid,
+            sdp_mline_index: init.sdp_mline_index,
+        })
     }
 
     fn first_offer(&mut self, key: Key, sdp: String, now: Instant) -> Result<String, String> {
@@ -993,14 +1164,19 @@ impl Loop {
         pc.set_remote_description(now, offer).map_err(|e| e.to_string())?;
         pc.add_local_candidate(cand).map_err(|e| e.to_string())?;
         let answer = pc.create_answer(None).map_err(|e| e.to_string())?;
-        pc.set_local_description(now, answer.clone()).map_err(|e| e.to_string())?;
+        pc.set_local_description(now, answer.clone())
+            .map_err(|e| e.to_string())?;
         let mut slots = Vec::new();
         for (a, a_ssrc, v, v_ssrc, v_id) in senders {
             let a_pt = negotiated_pt(&mut pc, a, "audio/opus").unwrap_or(OPUS_PT);
             let v_pt = negotiated_pt(&mut pc, v, "video/vp8").unwrap_or(VP8_PT);
             slots.push(OutSlot {
-                audio: OutTrack { munger: Munger::new(a_ssrc, a_pt, AUDIO_CLOCK, false) },
-                video: OutTrack { munger: Munger::new(v_ssrc, v_pt, VIDEO_CLOCK, true) },
+                audio: OutTrack {
+                    munger: Munger::new(a_ssrc, a_pt, AUDIO_CLOCK, false),
+                },
+                video: OutTrack {
+                    munger: Munger::new(v_ssrc, v_pt, VIDEO_CLOCK, true),
+                },
                 video_track_id: v_id,
             });
         }
@@ -1023,7 +1199,8 @@ impl Loop {
         let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
         pc.set_remote_description(now, offer).map_err(|e| e.to_string())?;
         let answer = pc.create_answer(None).map_err(|e| e.to_string())?;
-        pc.set_local_description(now, answer.clone()).map_err(|e| e.to_string())?;
+        pc.set_local_description(now, answer.clone())
+            .map_err(|e| e.to_string())?;
         Ok(answer.sdp)
     }
 
@@ -1045,10 +1222,9 @@ impl Loop {
                 packets_out: p.packets_out,
                 bytes_in: p.bytes_in,
                 bytes_out: p.bytes_out,
-                snapshot_age_ms: p
-                    .snapshot
-                    .latest()
-                    .map(|k| u64::try_from(now.saturating_duration_since(k.at).as_millis()).unwrap_or(u64::MAX)),
+                snapshot_age_ms: p.snapshot.latest().map(|k| {
+                    u64::try_from(now.saturating_duration_since(k.at).as_millis()).unwrap_or(u64::MAX)
+                }),
             })
             .collect();
         v.sort_by(|a, b| a.participant_id.cmp(&b.participant_id));
@@ -1093,7 +1269,10 @@ impl Loop {
         for k in periodic {
             self.request_keyframe(k, "periodic", false, now);
         }
-        self.shared.metrics.snapshot_age_seconds.set(oldest_snapshot.as_secs() as i64);
+        self.shared
+            .metrics
+            .snapshot_age_seconds
+            .set(oldest_snapshot.as_secs() as i64);
         // Admissions the loop never heard of (raced with removal) are dropped too.
         let n = self.shared.admissions().len();
         self.shared.metrics.participants.set(n as i64);
@@ -1105,7 +1284,9 @@ impl Loop {
             let _ = pc.close();
         }
         self.drain_writes(key, io, now);
-        let Some(p) = self.participants.remove(&key) else { return };
+        let Some(p) = self.participants.remove(&key) else {
+            return;
+        };
         self.by_pid.remove(&p.pid);
         self.routing.remove_participant(key);
         let change = self.graph.remove(key);
@@ -1116,11 +1297,16 @@ impl Loop {
             self.shared.metrics.participants.set(adm.len() as i64);
         }
         if let Some((_, tx)) = &p.ws {
-            let _ = tx.try_send(SfuServerMsg::State { state: PeerState::Closed });
+            let _ = tx.try_send(SfuServerMsg::State {
+                state: PeerState::Closed,
+            });
         }
         self.shared.metrics.links.set(self.graph.link_count() as i64);
         debug!(participant = %p.pid, reason, "participant removed");
-        let _ = self.shared.events.send(SfuEvent::Disconnected { participant_id: p.pid, reason: reason.to_owned() });
+        let _ = self.shared.events.send(SfuEvent::Disconnected {
+            participant_id: p.pid,
+            reason: reason.to_owned(),
+        });
     }
 
     fn shutdown(&mut self, io: &mut Io) {

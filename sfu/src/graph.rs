@@ -146,11 +146,13 @@ impl ForwardingGraph {
 
     /// Checks the two indexes agree (for tests).
     pub fn is_consistent(&self) -> bool {
-        let forward = self.source_of.iter().all(|(slot, src)| self.sinks(*src).contains(slot));
-        let backward = self
-            .sinks_of
+        let forward = self
+            .source_of
             .iter()
-            .all(|(src, sinks)| !sinks.is_empty() && sinks.iter().all(|s| self.source_of.get(s) == Some(src)));
+            .all(|(slot, src)| self.sinks(*src).contains(slot));
+        let backward = self.sinks_of.iter().all(|(src, sinks)| {
+            !sinks.is_empty() && sinks.iter().all(|s| self.source_of.get(s) == Some(src))
+        });
         forward && backward
     }
 }
@@ -202,7 +204,9 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0..6u64, 0..6u64).prop_filter("distinct", |(a, b)| a != b).prop_map(|(a, b)| Op::Link(a, b)),
+            (0..6u64, 0..6u64)
+                .prop_filter("distinct", |(a, b)| a != b)
+                .prop_map(|(a, b)| Op::Link(a, b)),
             (0..6u64, 0..6u64).prop_map(|(a, b)| Op::Unlink(a, b)),
             (6..8u64, 0..6u64, 0..6u64).prop_map(|(w, a, b)| Op::Watch(w, a, b)),
             (6..8u64).prop_map(Op::Unwatch),

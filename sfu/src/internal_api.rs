@@ -47,7 +47,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(ErrorBody { code: code.to_owned(), message: message.into(), ban: None })).into_response()
+    (
+        status,
+        Json(ErrorBody {
+            code: code.to_owned(),
+            message: message.into(),
+            ban: None,
+        }),
+    )
+        .into_response()
 }
 
 fn api_error(e: ApiError) -> Response {
@@ -83,14 +91,24 @@ fn token_ok(expected: &str, headers: &HeaderMap) -> bool {
 
 async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     if !token_ok(&shared.config.internal_token, req.headers()) {
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", "internal token missing or wrong");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "internal token missing or wrong",
+        );
     }
     next.run(req).await
 }
 
 async fn ask<T>(shared: &Shared, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Response> {
     let (tx, rx) = oneshot::channel();
-    let unavailable = || error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "media loop not running");
+    let unavailable = || {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "media loop not running",
+        )
+    };
     shared.commands.send(make(tx)).await.map_err(|_| unavailable())?;
     match tokio::time::timeout(Duration::from_secs(5), rx).await {
         Ok(Ok(v)) => Ok(v),
@@ -98,13 +116,20 @@ async fn ask<T>(shared: &Shared, make: impl FnOnce(oneshot::Sender<T>) -> Comman
     }
 }
 
-async fn admit(State(shared): State<Arc<Shared>>, body: Result<Json<AdmitRequest>, JsonRejection>) -> Response {
+async fn admit(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<AdmitRequest>, JsonRejection>,
+) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
         Err(e) => return json_error(e),
     };
     if req.participant_id.as_str().is_empty() || req.participant_id.as_str().len() > 64 {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "participant_id must be 1..=64 characters");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "participant_id must be 1..=64 characters",
+        );
     }
     if shared.draining.load(Ordering::SeqCst) {
         return error(StatusCode::CONFLICT, "draining", "node is draining");
@@ -114,21 +139,49 @@ async fn admit(State(shared): State<Arc<Shared>>, body: Result<Json<AdmitRequest
         if let Some(a) = adm.get(&req.participant_id) {
             if a.role == req.role {
                 // Idempotent: admitting twice is fine.
-                return Json(Admitted { participant_id: req.participant_id }).into_response();
+                return Json(Admitted {
+                    participant_id: req.participant_id,
+                })
+                .into_response();
             }
-            return error(StatusCode::CONFLICT, "conflict", "participant already admitted with another role");
+            return error(
+                StatusCode::CONFLICT,
+                "conflict",
+                "participant already admitted with another role",
+            );
         }
         if adm.len() >= shared.config.max_participants as usize {
             return error(StatusCode::SERVICE_UNAVAILABLE, "full", "node is full");
         }
-        adm.insert(req.participant_id.clone(), Admission { role: req.role, session: None });
+        adm.insert(
+            req.participant_id.clone(),
+            Admission {
+                role: req.role,
+                session: None,
+            },
+        );
         shared.metrics.participants.set(adm.len() as i64);
     }
-    if shared.commands.send(Command::Admit { pid: req.participant_id.clone(), role: req.role }).await.is_err() {
+    if shared
+        .commands
+        .send(Command::Admit {
+            pid: req.participant_id.clone(),
+            role: req.role,
+        })
+        .await
+        .is_err()
+    {
         shared.admissions().remove(&req.participant_id);
-        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "media loop not running");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "media loop not running",
+        );
     }
-    Json(Admitted { participant_id: req.participant_id }).into_response()
+    Json(Admitted {
+        participant_id: req.participant_id,
+    })
+    .into_response()
 }
 
 async fn list(State(shared): State<Arc<Shared>>) -> Response {
@@ -156,13 +209,20 @@ async fn snapshot(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> 
                 [
                     (header::CONTENT_TYPE, "image/webp".to_owned()),
                     (header::CACHE_CONTROL, "no-store".to_owned()),
-                    (header::HeaderName::from_static("x-snapshot-age-ms"), age.as_millis().to_string()),
+                    (
+                        header::HeaderName::from_static("x-snapshot-age-ms"),
+                        age.as_millis().to_string(),
+                    ),
                 ],
                 webp,
             )
                 .into_response()
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, "no_snapshot", "no keyframe from this participant yet"),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "no_snapshot",
+            "no keyframe from this participant yet",
+        ),
         Err(r) => r,
     }
 }
@@ -172,26 +232,44 @@ async fn link(State(shared): State<Arc<Shared>>, body: Result<Json<LinkRequest>,
         Ok(b) => b,
         Err(e) => return json_error(e),
     };
-    match ask(&shared, |reply| Command::Link { a: req.a, b: req.b, reply }).await {
+    match ask(&shared, |reply| Command::Link {
+        a: req.a,
+        b: req.b,
+        reply,
+    })
+    .await
+    {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(e)) => api_error(e),
         Err(r) => r,
     }
 }
 
-async fn unlink(State(shared): State<Arc<Shared>>, body: Result<Json<LinkRequest>, JsonRejection>) -> Response {
+async fn unlink(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<LinkRequest>, JsonRejection>,
+) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
         Err(e) => return json_error(e),
     };
-    match ask(&shared, |reply| Command::Unlink { a: req.a, b: req.b, reply }).await {
+    match ask(&shared, |reply| Command::Unlink {
+        a: req.a,
+        b: req.b,
+        reply,
+    })
+    .await
+    {
         Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Ok(Err(e)) => api_error(e),
         Err(r) => r,
     }
 }
 
-async fn watch(State(shared): State<Arc<Shared>>, body: Result<Json<WatchRequest>, JsonRejection>) -> Response {
+async fn watch(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<WatchRequest>, JsonRejection>,
+) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
         Err(e) => return json_error(e),
@@ -219,8 +297,17 @@ async fn keyframe_interval(
         );
     }
     let interval = req.interval_ms.map(Duration::from_millis);
-    if shared.commands.send(Command::KeyframeInterval { interval }).await.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "media loop not running");
+    if shared
+        .commands
+        .send(Command::KeyframeInterval { interval })
+        .await
+        .is_err()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "media loop not running",
+        );
     }
     StatusCode::NO_CONTENT.into_response()
 }
@@ -240,7 +327,9 @@ async fn events(State(shared): State<Arc<Shared>>) -> Response {
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 async fn node(State(shared): State<Arc<Shared>>) -> Response {
@@ -256,11 +345,20 @@ mod tests {
     fn bearer_token_must_match_exactly() {
         let mut h = HeaderMap::new();
         assert!(!token_ok("secret-secret-secret", &h));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret-secret-secret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer secret-secret-secret"),
+        );
         assert!(token_ok("secret-secret-secret", &h));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer secret-secret-secreX"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer secret-secret-secreX"),
+        );
         assert!(!token_ok("secret-secret-secret", &h));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic secret-secret-secret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic secret-secret-secret"),
+        );
         assert!(!token_ok("secret-secret-secret", &h));
     }
 }

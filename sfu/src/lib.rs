@@ -238,7 +238,9 @@ impl Sfu {
             )));
         }
         if config.internal_token.len() < 16 {
-            return Err(SfuError::Config("internal_token must be at least 16 characters".into()));
+            return Err(SfuError::Config(
+                "internal_token must be at least 16 characters".into(),
+            ));
         }
         let metrics = Metrics::new(metrics)?;
         let socket = engine::bind_media_socket(config.media_bind)?;
@@ -265,7 +267,10 @@ impl Sfu {
             next_session: AtomicU64::new(1),
         });
         let engine = Engine::new(shared.clone(), socket, handoff, cmd_rx)?;
-        Ok(Sfu { handle: SfuHandle { shared }, engine })
+        Ok(Sfu {
+            handle: SfuHandle { shared },
+            engine,
+        })
     }
 
     pub fn handle(&self) -> SfuHandle {

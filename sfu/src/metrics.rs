@@ -42,20 +42,38 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let mut m = Self {
-            participants: IntGauge::new("duet_sfu_participants", "Participants on this node (admitted or connected)")?,
+            participants: IntGauge::new(
+                "duet_sfu_participants",
+                "Participants on this node (admitted or connected)",
+            )?,
             links: IntGauge::new("duet_sfu_links", "Linked pairs")?,
-            packets_in: IntCounter::new("duet_sfu_packets_in_total", "Datagrams received (UDP and TURN hand-off)")?,
-            packets_out: IntCounter::new("duet_sfu_packets_out_total", "Datagrams sent (UDP and TURN hand-off)")?,
+            packets_in: IntCounter::new(
+                "duet_sfu_packets_in_total",
+                "Datagrams received (UDP and TURN hand-off)",
+            )?,
+            packets_out: IntCounter::new(
+                "duet_sfu_packets_out_total",
+                "Datagrams sent (UDP and TURN hand-off)",
+            )?,
             bytes_in: IntCounter::new("duet_sfu_bytes_in_total", "Bytes received")?,
             bytes_out: IntCounter::new("duet_sfu_bytes_out_total", "Bytes sent")?,
-            rtp_forwarded: IntCounter::new("duet_sfu_rtp_forwarded_total", "RTP packets forwarded to a subscriber")?,
+            rtp_forwarded: IntCounter::new(
+                "duet_sfu_rtp_forwarded_total",
+                "RTP packets forwarded to a subscriber",
+            )?,
             drops: IntCounterVec::new(
-                Opts::new("duet_sfu_drops_total", "Dropped datagrams/packets/messages by reason"),
+                Opts::new(
+                    "duet_sfu_drops_total",
+                    "Dropped datagrams/packets/messages by reason",
+                ),
                 &["reason"],
             )?,
             drop_handles: Vec::new(),
             keyframe_requests: IntCounterVec::new(
-                Opts::new("duet_sfu_keyframe_requests_total", "Keyframe requests sent to publishers by cause"),
+                Opts::new(
+                    "duet_sfu_keyframe_requests_total",
+                    "Keyframe requests sent to publishers by cause",
+                ),
                 &["cause"],
             )?,
             snapshot_age_seconds: IntGauge::new(
@@ -63,11 +81,20 @@ impl Metrics {
                 "Age of the oldest latest-keyframe among connected video publishers",
             )?,
             snapshot_served_age: Histogram::with_opts(
-                HistogramOpts::new("duet_sfu_snapshot_served_age_seconds", "Age of snapshots when served")
-                    .buckets(vec![0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
+                HistogramOpts::new(
+                    "duet_sfu_snapshot_served_age_seconds",
+                    "Age of snapshots when served",
+                )
+                .buckets(vec![0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
             )?,
-            handoff_in: IntCounter::new("duet_sfu_turn_handoff_in_total", "Datagrams received via the TURN hand-off")?,
-            handoff_out: IntCounter::new("duet_sfu_turn_handoff_out_total", "Datagrams sent via the TURN hand-off")?,
+            handoff_in: IntCounter::new(
+                "duet_sfu_turn_handoff_in_total",
+                "Datagrams received via the TURN hand-off",
+            )?,
+            handoff_out: IntCounter::new(
+                "duet_sfu_turn_handoff_out_total",
+                "Datagrams sent via the TURN hand-off",
+            )?,
             ws_sessions: IntGauge::new("duet_sfu_ws_sessions", "Open client WebSocket sessions")?,
         };
         registry.register(Box::new(m.participants.clone()))?;
@@ -84,7 +111,10 @@ impl Metrics {
         registry.register(Box::new(m.handoff_in.clone()))?;
         registry.register(Box::new(m.handoff_out.clone()))?;
         registry.register(Box::new(m.ws_sessions.clone()))?;
-        m.drop_handles = DROP_REASONS.iter().map(|r| (*r, m.drops.with_label_values(&[*r]))).collect();
+        m.drop_handles = DROP_REASONS
+            .iter()
+            .map(|r| (*r, m.drops.with_label_values(&[*r])))
+            .collect();
         for c in ["switch", "subscriber", "periodic"] {
             m.keyframe_requests.with_label_values(&[c]);
         }

@@ -138,7 +138,10 @@ impl Munger {
             let (out_seq, out_ts) = match self.last_out {
                 Some((last_seq, last_ts, at)) => {
                     let elapsed = now.saturating_duration_since(at);
-                    (last_seq.wrapping_add(1), last_ts.wrapping_add(self.ticks(elapsed).max(1)))
+                    (
+                        last_seq.wrapping_add(1),
+                        last_ts.wrapping_add(self.ticks(elapsed).max(1)),
+                    )
                 }
                 None => (seq, ts),
             };
@@ -155,7 +158,12 @@ impl Munger {
             Some((last_seq, _, _)) if !seq_newer(out_seq, last_seq) => {}
             _ => self.last_out = Some((out_seq, out_ts, now)),
         }
-        Ok(Munged { ssrc: self.out_ssrc, payload_type: self.out_pt, sequence_number: out_seq, timestamp: out_ts })
+        Ok(Munged {
+            ssrc: self.out_ssrc,
+            payload_type: self.out_pt,
+            sequence_number: out_seq,
+            timestamp: out_ts,
+        })
     }
 
     fn ticks(&self, d: Duration) -> u32 {
@@ -173,7 +181,10 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(min_interval: Duration) -> Self {
-        Self { min_interval, last: None }
+        Self {
+            min_interval,
+            last: None,
+        }
     }
 
     /// Whether an event may pass now (and records it if so).
@@ -203,15 +214,26 @@ mod tests {
         let t0 = Instant::now();
         let mut m = Munger::new(1111, 96, 90_000, true);
         m.switch_source(Some(1));
-        assert_eq!(m.munge(1, 10, 100, 5000, false, t0), Err(MungeDrop::WaitingKeyframe));
+        assert_eq!(
+            m.munge(1, 10, 100, 5000, false, t0),
+            Err(MungeDrop::WaitingKeyframe)
+        );
         let a = m.munge(1, 10, 101, 5000, true, t0).unwrap();
         assert_eq!((a.ssrc, a.payload_type), (1111, 96));
         let b = m.munge(1, 10, 102, 8000, false, t0).unwrap();
         assert_eq!(b.sequence_number, a.sequence_number.wrapping_add(1));
         m.switch_source(Some(2));
-        assert_eq!(m.munge(1, 10, 103, 9000, false, t0), Err(MungeDrop::NotCurrentSource));
-        assert_eq!(m.munge(2, 20, 60000, 1, false, t0), Err(MungeDrop::WaitingKeyframe));
-        let c = m.munge(2, 20, 60001, 2, true, t0 + Duration::from_millis(100)).unwrap();
+        assert_eq!(
+            m.munge(1, 10, 103, 9000, false, t0),
+            Err(MungeDrop::NotCurrentSource)
+        );
+        assert_eq!(
+            m.munge(2, 20, 60000, 1, false, t0),
+            Err(MungeDrop::WaitingKeyframe)
+        );
+        let c = m
+            .munge(2, 20, 60001, 2, true, t0 + Duration::from_millis(100))
+            .unwrap();
         assert_eq!(c.sequence_number, b.sequence_number.wrapping_add(1));
         assert_eq!(c.timestamp, b.timestamp.wrapping_add(9000), "100 ms at 90 kHz");
         assert_eq!(m.munge(2, 20, 59999, 1, false, t0), Err(MungeDrop::BeforeSwitch));
@@ -224,7 +246,9 @@ mod tests {
         m.switch_source(Some(1));
         let a = m.munge(1, 1, 7, 960, false, t0).unwrap();
         m.switch_source(Some(2));
-        let b = m.munge(2, 2, 30000, 77, false, t0 + Duration::from_millis(20)).unwrap();
+        let b = m
+            .munge(2, 2, 30000, 77, false, t0 + Duration::from_millis(20))
+            .unwrap();
         assert_eq!(b.sequence_number, a.sequence_number.wrapping_add(1));
         assert_eq!(b.timestamp, a.timestamp.wrapping_add(960));
     }

@@ -39,8 +39,14 @@ pub fn vp8_codec() -> RTCRtpCodec {
         channels: 0,
         sdp_fmtp_line: String::new(),
         rtcp_feedback: vec![
-            RTCPFeedback { typ: "goog-remb".to_owned(), parameter: String::new() },
-            RTCPFeedback { typ: "ccm".to_owned(), parameter: "fir".to_owned() },
+            RTCPFeedback {
+                typ: "goog-remb".to_owned(),
+                parameter: String::new(),
+            },
+            RTCPFeedback {
+                typ: "ccm".to_owned(),
+                parameter: "fir".to_owned(),
+            },
         ],
     }
 }
@@ -61,11 +67,17 @@ pub fn opus_codec() -> RTCRtpCodec {
 pub fn media_engine_and_registry() -> Result<(MediaEngine, Registry), RtcError> {
     let mut me = MediaEngine::default();
     me.register_codec(
-        RTCRtpCodecParameters { rtp_codec: vp8_codec(), payload_type: VP8_PT, ..Default::default() },
+        RTCRtpCodecParameters {
+            rtp_codec: vp8_codec(),
+            payload_type: VP8_PT,
+        },
         RtpCodecKind::Video,
     )?;
     me.register_codec(
-        RTCRtpCodecParameters { rtp_codec: opus_codec(), payload_type: OPUS_PT, ..Default::default() },
+        RTCRtpCodecParameters {
+            rtp_codec: opus_codec(),
+            payload_type: OPUS_PT,
+        },
         RtpCodecKind::Audio,
     )?;
     let registry = register_default_interceptors(Registry::new(), &mut me)?;
@@ -91,14 +103,21 @@ pub fn build_sfu_peer(ufrag: &str, pwd: &str, now: Instant) -> Result<RTCPeerCon
 
 /// An outgoing track with a fixed SSRC.
 pub fn outgoing_track(stream: &str, track_id: &str, kind: RtpCodecKind, ssrc: u32) -> MediaStreamTrack {
-    let codec = if kind == RtpCodecKind::Video { vp8_codec() } else { opus_codec() };
+    let codec = if kind == RtpCodecKind::Video {
+        vp8_codec()
+    } else {
+        opus_codec()
+    };
     MediaStreamTrack::new(
         stream.to_owned(),
         track_id.to_owned(),
         track_id.to_owned(),
         kind,
         vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
             active: true,
             codec,
             ..Default::default()
@@ -161,7 +180,9 @@ impl Interceptor for KeyframeRequestMarker {
 
 /// The `a=ice-ufrag` of an SDP (first one).
 pub fn sdp_ice_ufrag(sdp: &str) -> Option<&str> {
-    sdp.lines().find_map(|l| l.trim().strip_prefix("a=ice-ufrag:")).map(str::trim)
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(str::trim)
 }
 
 /// A random string of `n` ICE characters (RFC 8839 ice-char: ALPHA / DIGIT / "+" / "/").
@@ -169,7 +190,9 @@ pub fn random_ice_string(n: usize) -> String {
     use rand::Rng;
     const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..n).map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())])).collect()
+    (0..n)
+        .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -178,7 +201,10 @@ mod tests {
 
     #[test]
     fn ufrag_is_found_in_sdp() {
-        assert_eq!(sdp_ice_ufrag("v=0\r\na=ice-ufrag:abcd\r\na=ice-pwd:x\r\n"), Some("abcd"));
+        assert_eq!(
+            sdp_ice_ufrag("v=0\r\na=ice-ufrag:abcd\r\na=ice-pwd:x\r\n"),
+            Some("abcd")
+        );
         assert_eq!(sdp_ice_ufrag("v=0\r\n"), None);
     }
 

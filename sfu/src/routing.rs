@@ -88,7 +88,12 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn new(rate_per_sec: u32, burst: u32) -> Self {
-        Self { rate_per_sec: f64::from(rate_per_sec), burst: f64::from(burst), tokens: f64::from(burst), last: None }
+        Self {
+            rate_per_sec: f64::from(rate_per_sec),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: None,
+        }
     }
 
     /// Takes one token; false if the bucket is empty.
@@ -162,7 +167,11 @@ impl RoutingTable {
                 }
             }
             entry.last_seen = now;
-            return if entry.pinned { Route::Pinned(entry.key) } else { Route::Candidate(entry.key) };
+            return if entry.pinned {
+                Route::Pinned(entry.key)
+            } else {
+                Route::Candidate(entry.key)
+            };
         }
         if !self.unknown.take(now) {
             return Route::Unknown(UnknownReason::RateLimited);
@@ -179,7 +188,14 @@ impl RoutingTable {
             return Route::Unknown(UnknownReason::TooManyCandidates);
         }
         *n += 1;
-        self.paths.insert(path, Entry { key, pinned: false, last_seen: now });
+        self.paths.insert(
+            path,
+            Entry {
+                key,
+                pinned: false,
+                last_seen: now,
+            },
+        );
         Route::Candidate(key)
     }
 
@@ -265,8 +281,14 @@ mod tests {
         let now = Instant::now();
         let mut t = RoutingTable::default();
         t.register_ufrag("aaaa", 1);
-        assert_eq!(t.route(udp(1), b"garbage", now), Route::Unknown(UnknownReason::NoUfrag));
-        assert_eq!(t.route(udp(1), &binding_request("aaaa:x"), now), Route::Candidate(1));
+        assert_eq!(
+            t.route(udp(1), b"garbage", now),
+            Route::Unknown(UnknownReason::NoUfrag)
+        );
+        assert_eq!(
+            t.route(udp(1), &binding_request("aaaa:x"), now),
+            Route::Candidate(1)
+        );
         assert_eq!(t.route(udp(1), b"dtls", now), Route::Candidate(1));
         assert!(t.confirm(udp(1), 1, now));
         assert_eq!(t.route(udp(1), b"dtls", now), Route::Pinned(1));
@@ -278,8 +300,14 @@ mod tests {
         let now = Instant::now();
         let mut t = RoutingTable::default();
         t.register_ufrag("aaaa", 1);
-        assert_eq!(t.route(udp(1), &binding_request("aaaa:x"), now), Route::Candidate(1));
-        assert_eq!(t.route(udp(2), &binding_request("aaaa:x"), now), Route::Candidate(1));
+        assert_eq!(
+            t.route(udp(1), &binding_request("aaaa:x"), now),
+            Route::Candidate(1)
+        );
+        assert_eq!(
+            t.route(udp(2), &binding_request("aaaa:x"), now),
+            Route::Candidate(1)
+        );
         assert!(t.confirm(udp(2), 1, now));
         assert_eq!(t.route(udp(1), b"x", now), Route::Candidate(1));
         assert_eq!(t.route(udp(2), b"x", now), Route::Pinned(1));
@@ -292,8 +320,14 @@ mod tests {
         t.register_ufrag("aaaa", 1);
         t.register_ufrag("bbbb", 2);
         let a = SocketAddr::from(([127, 0, 0, 1], 5000));
-        assert_eq!(t.route(PathAddr::Udp(a), &binding_request("aaaa:x"), now), Route::Candidate(1));
-        assert_eq!(t.route(PathAddr::Turn(a), &binding_request("bbbb:x"), now), Route::Candidate(2));
+        assert_eq!(
+            t.route(PathAddr::Udp(a), &binding_request("aaaa:x"), now),
+            Route::Candidate(1)
+        );
+        assert_eq!(
+            t.route(PathAddr::Turn(a), &binding_request("bbbb:x"), now),
+            Route::Candidate(2)
+        );
         t.confirm(PathAddr::Udp(a), 1, now);
         t.confirm(PathAddr::Turn(a), 2, now);
         assert_eq!(t.route(PathAddr::Udp(a), b"x", now), Route::Pinned(1));

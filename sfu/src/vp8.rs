@@ -44,7 +44,11 @@ pub fn parse_descriptor(p: &[u8]) -> Option<Descriptor> {
     if at > p.len() {
         return None;
     }
-    Some(Descriptor { start, pid, header_len: at })
+    Some(Descriptor {
+        start,
+        pid,
+        header_len: at,
+    })
 }
 
 /// Whether an RTP payload starts a VP8 keyframe (first packet of the
@@ -117,7 +121,12 @@ impl KeyframeAssembler {
             self.collecting = false;
             let data = self.buf.split().freeze();
             if let Some((width, height)) = keyframe_size(&data) {
-                self.latest = Some(Keyframe { data, width, height, at: now });
+                self.latest = Some(Keyframe {
+                    data,
+                    width,
+                    height,
+                    at: now,
+                });
             }
         }
     }
@@ -164,7 +173,14 @@ mod tests {
         // X=1,S=1,PID=0; I=1,L=1,T=1; M=1 picture id (2 bytes); tl0; tid.
         let p = [0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x10];
         let d = parse_descriptor(&p).unwrap();
-        assert_eq!(d, Descriptor { start: true, pid: 0, header_len: 6 });
+        assert_eq!(
+            d,
+            Descriptor {
+                start: true,
+                pid: 0,
+                header_len: 6
+            }
+        );
         assert!(is_keyframe_start(&p));
         assert!(parse_descriptor(&p[..3]).is_none());
     }

@@ -35,7 +35,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().route("/sfu/ws", get(upgrade)).with_state(shared)
 }
 
-async fn upgrade(State(shared): State<Arc<Shared>>, Query(q): Query<WsQuery>, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let admitted = authorize(&shared, q.token.as_deref());
     let shared2 = shared.clone();
     ws.max_message_size(MAX_SFU_WS_MESSAGE_BYTES)
@@ -77,12 +81,20 @@ fn authorize(shared: &Shared, token: Option<&str>) -> Result<(ParticipantId, u64
         return Err(("wrong_node", "token is for another node".to_owned()));
     }
     let mut adm = shared.admissions();
-    let a = adm.get_mut(&claims.sub).ok_or(("not_admitted", "participant not admitted on this node".to_owned()))?;
+    let a = adm
+        .get_mut(&claims.sub)
+        .ok_or(("not_admitted", "participant not admitted on this node".to_owned()))?;
     if a.role != claims.role {
-        return Err(("wrong_role", "token role differs from the admitted role".to_owned()));
+        return Err((
+            "wrong_role",
+            "token role differs from the admitted role".to_owned(),
+        ));
     }
     if a.session.is_some() {
-        return Err(("already_connected", "participant already has a session".to_owned()));
+        return Err((
+            "already_connected",
+            "participant already has a session".to_owned(),
+        ));
     }
     let session = shared.next_session.fetch_add(1, Ordering::SeqCst);
     a.session = Some(session);
@@ -91,17 +103,38 @@ fn authorize(shared: &Shared, token: Option<&str>) -> Result<(ParticipantId, u64
 
 fn text(msg: &SfuServerMsg) -> Message {
     // Serializing these plain enums cannot fail; an empty object is a safe fallback.
-    Message::Text(Utf8Bytes::from(serde_json::to_string(msg).unwrap_or_else(|_| "{}".to_owned())))
+    Message::Text(Utf8Bytes::from(
+        serde_json::to_string(msg).unwrap_or_else(|_| "{}".to_owned()),
+    ))
 }
 
 async fn refuse(mut socket: WebSocket, code: &'static str, message: String) {
-    let _ = socket.send(text(&SfuServerMsg::Error { code: code.to_owned(), message })).await;
-    let _ = socket.send(Message::Close(Some(CloseFrame { code: 4401, reason: Utf8Bytes::from_static("refused") }))).await;
+    let _ = socket
+        .send(text(&SfuServerMsg::Error {
+            code: code.to_owned(),
+            message,
+        }))
+        .await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 4401,
+            reason: Utf8Bytes::from_static("refused"),
+        })))
+        .await;
 }
 
 async fn session_loop(shared: Arc<Shared>, mut socket: WebSocket, pid: ParticipantId, session: u64) {
     let (tx, mut rx) = mpsc::channel::<SfuServerMsg>(64);
-    if shared.commands.send(Command::Join { pid: pid.clone(), session, tx }).await.is_err() {
+    if shared
+        .commands
+        .send(Command::Join {
+            pid: pid.clone(),
+            session,
+            tx,
+        })
+        .await
+        .is_err()
+    {
         return;
     }
     let mut bad = 0u32;
@@ -159,5 +192,8 @@ async fn session_loop(shared: Arc<Shared>, mut socket: WebSocket, pid: Participa
         }
     }
     // The loop removes the participant and its admission.
-    let _ = shared.commands.send(Command::Leave { pid, session, reason }).await;
+    let _ = shared
+        .commands
+        .send(Command::Leave { pid, session, reason })
+        .await;
 }

@@ -23,35 +23,81 @@ async fn link_forwards_both_ways_and_relink_switches_continuously() {
     // link(A,B): each receives the other's RTP with the payload that was sent.
     node.link("A", "B").await;
     let limit = Duration::from_secs(15);
-    wait_for("A gets B's video", limit, || a.received_from("B", true).len() >= 5).await;
-    wait_for("A gets B's audio", limit, || a.received_from("B", false).len() >= 5).await;
-    wait_for("B gets A's video", limit, || b.received_from("A", true).len() >= 5).await;
-    wait_for("B gets A's audio", limit, || b.received_from("A", false).len() >= 5).await;
+    wait_for("A gets B's video", limit, || {
+        a.received_from("B", true).len() >= 5
+    })
+    .await;
+    wait_for("A gets B's audio", limit, || {
+        a.received_from("B", false).len() >= 5
+    })
+    .await;
+    wait_for("B gets A's video", limit, || {
+        b.received_from("A", true).len() >= 5
+    })
+    .await;
+    wait_for("B gets A's audio", limit, || {
+        b.received_from("A", false).len() >= 5
+    })
+    .await;
     assert!(a.received_from("C", true).is_empty() && c.received_from("A", true).is_empty());
     // The payload arrives exactly as sent: "from-B:<n>" after the 4-byte VP8 header.
     let sample = &a.received_from("B", true)[0];
     let text = std::str::from_utf8(&sample.payload[4..]).unwrap();
-    assert!(text.starts_with("from-B:") && text[7..].parse::<u64>().is_ok(), "payload {text:?}");
+    assert!(
+        text.starts_with("from-B:") && text[7..].parse::<u64>().is_ok(),
+        "payload {text:?}"
+    );
 
     // link(A,C).
     let c_plis_before = c.state.lock().unwrap().plis;
     node.link("A", "C").await;
     let switched_at = Instant::now();
-    wait_for("A gets C's video", limit, || a.received_from("C", true).len() >= 10).await;
-    wait_for("a keyframe request reaches C", limit, || c.state.lock().unwrap().plis > c_plis_before).await;
+    wait_for("A gets C's video", limit, || {
+        a.received_from("C", true).len() >= 10
+    })
+    .await;
+    wait_for("a keyframe request reaches C", limit, || {
+        c.state.lock().unwrap().plis > c_plis_before
+    })
+    .await;
     // Give stray B packets a chance to show up.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let video: Vec<_> = a.state.lock().unwrap().received.iter().filter(|r| r.video).cloned().collect();
+    let video: Vec<_> = a
+        .state
+        .lock()
+        .unwrap()
+        .received
+        .iter()
+        .filter(|r| r.video)
+        .cloned()
+        .collect();
     assert!(video.len() > 15);
-    assert!(video.windows(2).all(|w| w[0].ssrc == w[1].ssrc), "one outgoing SSRC for the whole visit");
+    assert!(
+        video.windows(2).all(|w| w[0].ssrc == w[1].ssrc),
+        "one outgoing SSRC for the whole visit"
+    );
     for w in video.windows(2) {
-        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "sequence numbers continue across the switch");
-        assert!(w[1].ts.wrapping_sub(w[0].ts) < 0x8000_0000, "timestamps never go backwards");
+        assert_eq!(
+            w[1].seq,
+            w[0].seq.wrapping_add(1),
+            "sequence numbers continue across the switch"
+        );
+        assert!(
+            w[1].ts.wrapping_sub(w[0].ts) < 0x8000_0000,
+            "timestamps never go backwards"
+        );
     }
     let first_c = a.received_from("C", true)[0].at;
     assert!(first_c >= switched_at);
-    let late_b = a.state.lock().unwrap().received.iter().filter(|r| r.at > first_c && common::contains(&r.payload, b"from-B:")).count();
+    let late_b = a
+        .state
+        .lock()
+        .unwrap()
+        .received
+        .iter()
+        .filter(|r| r.at > first_c && common::contains(&r.payload, b"from-B:"))
+        .count();
     assert_eq!(late_b, 0, "nothing from B reaches A after the switch");
     // The first C frame A sees is a keyframe (P bit 0).
     assert_eq!(a.received_from("C", true)[0].payload[1] & 0x01, 0);
@@ -72,6 +118,9 @@ async fn link_forwards_both_ways_and_relink_switches_continuously() {
     for cl in [a, b, c] {
         cl.stop().await;
     }
-    wait_for("participants gone", Duration::from_secs(10), || node.handle.participant_count() == 0).await;
+    wait_for("participants gone", Duration::from_secs(10), || {
+        node.handle.participant_count() == 0
+    })
+    .await;
     node.shutdown.cancel();
 }

@@ -15,14 +15,22 @@ use tokio_tungstenite::tungstenite::Message;
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws(node: &Node, token: &str) -> Ws {
-    tokio_tungstenite::connect_async(format!("{}?token={}", node.ws_url, token)).await.expect("ws").0
+    tokio_tungstenite::connect_async(format!("{}?token={}", node.ws_url, token))
+        .await
+        .expect("ws")
+        .0
 }
 
 /// Next server message, or `None` once the server closed.
 async fn next_msg(ws: &mut Ws) -> Option<SfuServerMsg> {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("server answers in time") {
-            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).expect("server sends valid JSON")),
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("server answers in time")
+        {
+            Some(Ok(Message::Text(t))) => {
+                return Some(serde_json::from_str(&t).expect("server sends valid JSON"))
+            }
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
             Some(Ok(_)) => {}
         }
@@ -122,16 +130,27 @@ async fn garbage_datagrams_and_bad_ws_messages_leave_the_node_serving() {
     w.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
     assert_eq!(error_code(next_msg(&mut w).await), "bad_message");
     // An offer that is not SDP: a clear error, session stays.
-    w.send(Message::Text(r#"{"type":"offer","sdp":"v=garbage"}"#.into())).await.unwrap();
+    w.send(Message::Text(r#"{"type":"offer","sdp":"v=garbage"}"#.into()))
+        .await
+        .unwrap();
     assert_eq!(error_code(next_msg(&mut w).await), "bad_offer");
     w.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
     assert_eq!(next_msg(&mut w).await, Some(SfuServerMsg::Pong));
     // Oversized message: the server closes.
-    let huge = format!(r#"{{"type":"offer","sdp":"{}"}}"#, "a".repeat(proto::sfu_ws::MAX_SFU_WS_MESSAGE_BYTES + 10));
+    let huge = format!(
+        r#"{{"type":"offer","sdp":"{}"}}"#,
+        "a".repeat(proto::sfu_ws::MAX_SFU_WS_MESSAGE_BYTES + 10)
+    );
     let _ = w.send(Message::Text(huge.into())).await;
-    assert!(next_msg(&mut w).await.is_none(), "oversized message closes the session");
+    assert!(
+        next_msg(&mut w).await.is_none(),
+        "oversized message closes the session"
+    );
     assert!(node.metric("duet_sfu_drops_total", Some(("reason", "bad_ws_message"))) >= 6.0);
-    wait_for("mal removed", Duration::from_secs(10), || node.handle.participant_count() == 1).await;
+    wait_for("mal removed", Duration::from_secs(10), || {
+        node.handle.participant_count() == 1
+    })
+    .await;
 
     // Still serving: the victim still has its connection, a newcomer connects.
     assert!(!victim.state.lock().unwrap().failed);
@@ -139,10 +158,16 @@ async fn garbage_datagrams_and_bad_ws_messages_leave_the_node_serving() {
     let newcomer = Client::connect(&node, "new", true).await;
     newcomer.wait_connected().await;
     node.link("victim", "new").await;
-    wait_for("media after the flood", Duration::from_secs(10), || newcomer.received_from("victim", true).len() > 3).await;
+    wait_for("media after the flood", Duration::from_secs(10), || {
+        newcomer.received_from("victim", true).len() > 3
+    })
+    .await;
     victim.stop().await;
     newcomer.stop().await;
-    wait_for("all gone", Duration::from_secs(10), || node.handle.participant_count() == 0).await;
+    wait_for("all gone", Duration::from_secs(10), || {
+        node.handle.participant_count() == 0
+    })
+    .await;
     node.shutdown.cancel();
 }
 
@@ -158,8 +183,20 @@ async fn thousand_join_leave_cycles_leak_nothing() {
             .with_interceptor_registry(reg)
             .build(std::time::Instant::now())
             .unwrap();
-        pc.add_track(sfu::peer::outgoing_track("s", "a", rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio, 1)).unwrap();
-        pc.add_track(sfu::peer::outgoing_track("s", "v", rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video, 2)).unwrap();
+        pc.add_track(sfu::peer::outgoing_track(
+            "s",
+            "a",
+            rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio,
+            1,
+        ))
+        .unwrap();
+        pc.add_track(sfu::peer::outgoing_track(
+            "s",
+            "v",
+            rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video,
+            2,
+        ))
+        .unwrap();
         pc.create_offer(None).unwrap().sdp
     };
     let offer_msg = serde_json::to_string(&proto::sfu_ws::SfuClientMsg::Offer { sdp: offer_sdp }).unwrap();
@@ -171,7 +208,7 @@ async fn thousand_join_leave_cycles_leak_nothing() {
             let pid = format!("p{i}");
             node.admit(&pid, SfuRole::User).await;
             let mut w = ws(node, &node.token(&pid, SfuRole::User, 60)).await;
-            if i % 4 == 0 {
+            if i.is_multiple_of(4) {
                 w.send(Message::Text(offer_msg.into())).await.unwrap();
                 match next_msg(&mut w).await {
                     Some(SfuServerMsg::Answer { sdp }) => assert!(sdp.contains("a=ice-lite")),
@@ -185,7 +222,10 @@ async fn thousand_join_leave_cycles_leak_nothing() {
     };
     // Warm up (pools, lazily created runtime threads), then take baselines.
     futures::future::join_all((0..10).map(|j| cycle(1_000_000 + j))).await;
-    wait_for("warm-up gone", Duration::from_secs(10), || node.handle.participant_count() == 0).await;
+    wait_for("warm-up gone", Duration::from_secs(10), || {
+        node.handle.participant_count() == 0
+    })
+    .await;
     let tasks0 = node.handle.task_count();
     let fds0 = fd_count();
 
@@ -200,8 +240,14 @@ async fn thousand_join_leave_cycles_leak_nothing() {
         c.wait_connected().await;
         c.stop().await;
     }
-    wait_for("0 participants", Duration::from_secs(20), || node.handle.participant_count() == 0).await;
-    wait_for("tasks back to baseline", Duration::from_secs(20), || node.handle.task_count() <= tasks0).await;
+    wait_for("0 participants", Duration::from_secs(20), || {
+        node.handle.participant_count() == 0
+    })
+    .await;
+    wait_for("tasks back to baseline", Duration::from_secs(20), || {
+        node.handle.task_count() <= tasks0
+    })
+    .await;
     let fds = || {
         let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
             .unwrap()
@@ -214,7 +260,12 @@ async fn thousand_join_leave_cycles_leak_nothing() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while fd_count() > fds0 {
-        assert!(std::time::Instant::now() < deadline, "socket growth: {} > {fds0}: {:?}", fd_count(), fds());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "socket growth: {} > {fds0}: {:?}",
+            fd_count(),
+            fds()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(node.metric("duet_sfu_participants", None), 0.0);

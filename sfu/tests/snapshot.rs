@@ -36,7 +36,13 @@ async fn snapshot_returns_the_sent_keyframe_as_webp() {
     s.wait_connected().await;
     let frame = vp8enc::grey_keyframe(176, 144);
     // Small packets, so the depacketizer has to reassemble.
-    s.cmd.send(ClientCmd::Frame { frame: frame.clone(), mtu: 40 }).await.unwrap();
+    s.cmd
+        .send(ClientCmd::Frame {
+            frame: frame.clone(),
+            mtu: 40,
+        })
+        .await
+        .unwrap();
 
     let mut webp = Vec::new();
     for _ in 0..250 {
@@ -51,7 +57,11 @@ async fn snapshot_returns_the_sent_keyframe_as_webp() {
     assert!(!webp.is_empty(), "snapshot never appeared");
     assert_eq!(&webp[0..4], b"RIFF");
     assert_eq!(&webp[8..16], b"WEBPVP8 ");
-    assert_eq!(&webp[20..20 + frame.len()], &frame[..], "the keyframe itself, no transcoding");
+    assert_eq!(
+        &webp[20..20 + frame.len()],
+        &frame[..],
+        "the keyframe itself, no transcoding"
+    );
     let (w, h, pixels) = decode(&webp);
     assert_eq!((w, h), (176, 144));
     assert!(!pixels.is_empty());
@@ -70,7 +80,10 @@ async fn snapshot_returns_the_sent_keyframe_as_webp() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    wait_for("periodic PLIs", Duration::from_secs(10), || s.state.lock().unwrap().plis >= plis + 2).await;
+    wait_for("periodic PLIs", Duration::from_secs(10), || {
+        s.state.lock().unwrap().plis >= plis + 2
+    })
+    .await;
     assert!(node.metric("duet_sfu_keyframe_requests_total", Some(("cause", "periodic"))) >= 2.0);
     s.stop().await;
     node.shutdown.cancel();

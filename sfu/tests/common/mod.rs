@@ -1,6 +1,8 @@
 //! Test harness: a real SFU node on 127.0.0.1 (UDP port 0, HTTP on port-0
 //! listeners) and sans-IO `rtc` clients driven by a small UDP loop each.
 #![allow(dead_code)]
+// Test-only harness code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 pub mod vp8enc;
 
@@ -15,7 +17,9 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::RTCRtpSenderId;
@@ -67,16 +71,30 @@ impl Node {
         for (listener, router) in [(client, sfu.client_router()), (internal, sfu.internal_router())] {
             let s = shutdown.clone();
             tokio::spawn(async move {
-                axum::serve(listener, router).with_graceful_shutdown(async move { s.cancelled().await }).await.unwrap();
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { s.cancelled().await })
+                    .await
+                    .unwrap();
             });
         }
         let s = shutdown.clone();
         tokio::spawn(async move { sfu.run(s).await.unwrap() });
-        Node { handle, ws_url, internal: internal_url, http: reqwest::Client::new(), registry, shutdown, node_id }
+        Node {
+            handle,
+            ws_url,
+            internal: internal_url,
+            http: reqwest::Client::new(),
+            registry,
+            shutdown,
+            node_id,
+        }
     }
 
     pub fn token(&self, pid: &str, role: SfuRole, exp_offset: i64) -> String {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         TokenKey::new(SECRET)
             .mint(&SfuClaims {
                 sub: ParticipantId::new(pid),
@@ -90,21 +108,39 @@ impl Node {
     }
 
     pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
-        self.http.post(format!("{}{}", self.internal, path)).bearer_auth(INTERNAL_TOKEN).json(&body).send().await.unwrap()
+        self.http
+            .post(format!("{}{}", self.internal, path))
+            .bearer_auth(INTERNAL_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(format!("{}{}", self.internal, path)).bearer_auth(INTERNAL_TOKEN).send().await.unwrap()
+        self.http
+            .get(format!("{}{}", self.internal, path))
+            .bearer_auth(INTERNAL_TOKEN)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn admit(&self, pid: &str, role: SfuRole) {
         let role = serde_json::to_value(role).unwrap();
-        let r = self.post("/internal/v1/participants", serde_json::json!({"participant_id": pid, "role": role})).await;
+        let r = self
+            .post(
+                "/internal/v1/participants",
+                serde_json::json!({"participant_id": pid, "role": role}),
+            )
+            .await;
         assert_eq!(r.status(), 200, "admit {pid}: {}", r.text().await.unwrap());
     }
 
     pub async fn link(&self, a: &str, b: &str) {
-        let r = self.post("/internal/v1/link", serde_json::json!({"a": a, "b": b})).await;
+        let r = self
+            .post("/internal/v1/link", serde_json::json!({"a": a, "b": b}))
+            .await;
         assert_eq!(r.status(), 204, "link: {}", r.text().await.unwrap());
     }
 
@@ -149,7 +185,10 @@ pub struct ClientState {
 
 pub enum ClientCmd {
     /// Send this VP8 frame (split into RTP packets of at most `mtu` payload bytes).
-    Frame { frame: Vec<u8>, mtu: usize },
+    Frame {
+        frame: Vec<u8>,
+        mtu: usize,
+    },
     Stop,
 }
 
@@ -166,7 +205,9 @@ impl Client {
     /// payload names the client; a keyframe whenever a PLI arrived.
     pub async fn connect(node: &Node, name: &str, auto_media: bool) -> Client {
         let token = node.token(name, SfuRole::User, 300);
-        let (ws, _) = tokio_tungstenite::connect_async(format!("{}?token={}", node.ws_url, token)).await.expect("ws connect");
+        let (ws, _) = tokio_tungstenite::connect_async(format!("{}?token={}", node.ws_url, token))
+            .await
+            .expect("ws connect");
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let local = socket.local_addr().unwrap();
         let (me, registry) = sfu::peer::media_engine_and_registry().unwrap();
@@ -179,8 +220,22 @@ impl Client {
             .unwrap();
         let audio_ssrc = rand::random::<u32>();
         let video_ssrc = rand::random::<u32>();
-        let a = pc.add_track(sfu::peer::outgoing_track(name, &format!("{name}-a"), RtpCodecKind::Audio, audio_ssrc)).unwrap();
-        let v = pc.add_track(sfu::peer::outgoing_track(name, &format!("{name}-v"), RtpCodecKind::Video, video_ssrc)).unwrap();
+        let a = pc
+            .add_track(sfu::peer::outgoing_track(
+                name,
+                &format!("{name}-a"),
+                RtpCodecKind::Audio,
+                audio_ssrc,
+            ))
+            .unwrap();
+        let v = pc
+            .add_track(sfu::peer::outgoing_track(
+                name,
+                &format!("{name}-v"),
+                RtpCodecKind::Video,
+                video_ssrc,
+            ))
+            .unwrap();
         let offer = pc.create_offer(None).unwrap();
         pc.set_local_description(Instant::now(), offer.clone()).unwrap();
         let cand = CandidateHostConfig {
@@ -195,7 +250,8 @@ impl Client {
         }
         .new_candidate_host()
         .unwrap();
-        pc.add_local_candidate(RTCIceCandidate::from(&cand).to_json().unwrap()).unwrap();
+        pc.add_local_candidate(RTCIceCandidate::from(&cand).to_json().unwrap())
+            .unwrap();
         let state = Arc::new(Mutex::new(ClientState::default()));
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (mut ws_tx, mut ws_rx) = ws.split();
@@ -203,8 +259,12 @@ impl Client {
         ws_tx.send(Message::Text(offer_msg.into())).await.unwrap();
         // Wait for the answer.
         let answer = loop {
-            let m = tokio::time::timeout(Duration::from_secs(10), ws_rx.next()).await.expect("answer in time");
-            let Some(Ok(Message::Text(t))) = m else { panic!("ws closed before answer: {m:?}") };
+            let m = tokio::time::timeout(Duration::from_secs(10), ws_rx.next())
+                .await
+                .expect("answer in time");
+            let Some(Ok(Message::Text(t))) = m else {
+                panic!("ws closed before answer: {m:?}")
+            };
             let msg: SfuServerMsg = serde_json::from_str(&t).unwrap();
             state.lock().unwrap().ws_messages.push(msg.clone());
             match msg {
@@ -213,17 +273,31 @@ impl Client {
                 _ => {}
             }
         };
-        pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(answer).unwrap()).unwrap();
+        pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(answer).unwrap())
+            .unwrap();
         let st = state.clone();
         let name2 = name.to_owned();
         let task = tokio::spawn(async move {
-            drive(pc, socket, local, a, v, audio_ssrc, video_ssrc, st, cmd_rx, ws_tx, ws_rx, name2, auto_media).await;
+            drive(
+                pc, socket, local, a, v, audio_ssrc, video_ssrc, st, cmd_rx, ws_tx, ws_rx, name2, auto_media,
+            )
+            .await;
         });
-        Client { name: name.to_owned(), state, cmd: cmd_tx, task }
+        Client {
+            name: name.to_owned(),
+            state,
+            cmd: cmd_tx,
+            task,
+        }
     }
 
     pub async fn wait_connected(&self) {
-        wait_for(&format!("{} connected", self.name), Duration::from_secs(15), || self.state.lock().unwrap().connected).await;
+        wait_for(
+            &format!("{} connected", self.name),
+            Duration::from_secs(15),
+            || self.state.lock().unwrap().connected,
+        )
+        .await;
     }
 
     pub fn received_from(&self, who: &str, video: bool) -> Vec<Received> {
@@ -326,7 +400,9 @@ async fn drive(
                 _ => {}
             }
         }
-        let deadline = pc.poll_timeout().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let deadline = pc
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
         tokio::select! {
             _ = sleep => { let _ = pc.handle_timeout(Instant::now()); }
@@ -394,7 +470,16 @@ async fn drive(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn send_rtp(pc: &mut RTCPeerConnection, sender: RTCRtpSenderId, ssrc: u32, pt: u8, seq: u16, ts: u32, marker: bool, payload: Vec<u8>) {
+fn send_rtp(
+    pc: &mut RTCPeerConnection,
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    marker: bool,
+    payload: Vec<u8>,
+) {
     let pkt = rtc::rtp::Packet {
         header: rtc::rtp::header::Header {
             version: 2,

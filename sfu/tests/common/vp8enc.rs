@@ -1,3 +1,6 @@
+// Test-only code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 //! A tiny VP8 keyframe encoder for tests: a flat mid-grey frame in which
 //! every macroblock is DC-predicted and skipped (no coefficients). Written
 //! from RFC 6386 (boolean encoder: section 7.3; frame header: 9 and 19.2).
@@ -114,7 +117,12 @@ struct BoolEncoder {
 
 impl BoolEncoder {
     fn new() -> Self {
-        Self { out: Vec::new(), range: 255, bottom: 0, bit_count: 24 }
+        Self {
+            out: Vec::new(),
+            range: 255,
+            bottom: 0,
+            bit_count: 24,
+        }
     }
 
     fn add_one_to_output(&mut self) {
@@ -204,7 +212,7 @@ pub fn grey_keyframe(width: u16, height: u16) -> Vec<u8> {
     let mbs = u32::from(width).div_ceil(16) * u32::from(height).div_ceil(16);
     for _ in 0..mbs {
         e.bool(prob_skip_false, true); // skipped: no coefficients
-        // kf_ymode_tree: DC_PRED = 1,0,0 with probabilities 145,156,163
+                                       // kf_ymode_tree: DC_PRED = 1,0,0 with probabilities 145,156,163
         e.bool(145, true);
         e.bool(156, false);
         e.bool(163, false);
@@ -216,7 +224,11 @@ pub fn grey_keyframe(width: u16, height: u16) -> Vec<u8> {
     let size = first.len() as u32;
     // frame tag: keyframe (0), version 0, show_frame 1, first partition size
     let tag = (1u32 << 4) | (size << 5);
-    let mut f = vec![(tag & 0xff) as u8, ((tag >> 8) & 0xff) as u8, ((tag >> 16) & 0xff) as u8];
+    let mut f = vec![
+        (tag & 0xff) as u8,
+        ((tag >> 8) & 0xff) as u8,
+        ((tag >> 16) & 0xff) as u8,
+    ];
     f.extend_from_slice(&[0x9d, 0x01, 0x2a]);
     f.extend_from_slice(&(width & 0x3fff).to_le_bytes());
     f.extend_from_slice(&(height & 0x3fff).to_le_bytes());
