@@ -551,6 +551,7 @@ class Visit {
         duet.commonInterests = m.common_interests || [];
         duet.marks.matched = performance.now();
         duet.marks.firstFrame = null;
+        refreshStats();
         setState('matched');
         clearMessages();
         const common = (m.common_interests || []).length ? ` — you both like ${m.common_interests.join(', ')}` : '';
@@ -990,7 +991,7 @@ function init() {
   show('landing');
   setState('landing');
   refreshStats();
-  statsTimer = setInterval(() => { if (document.body.dataset.screen === 'landing' && !document.hidden) refreshStats(); }, 20000);
+  statsTimer = setInterval(() => { if (!document.hidden) refreshStats(); }, 20000);
 }
 
 init();

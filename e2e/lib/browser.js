@@ -218,9 +218,9 @@ export async function waitRemoteColor(page, name, { after = 0, timeout = 20000 }
   throw new Error(`remote video never showed ${name} (${COLORS[name]}) after t=${after}; last colours seen: ${seen.join(' | ') || 'none'}`);
 }
 
-export async function screenshot(page, name) {
+export async function screenshot(page, name, opts = {}) {
   const path = join(artifactsDir, `${name}.png`);
-  await page.screenshot({ path });
+  await page.screenshot({ path, ...opts });
   return path;
 }
 

@@ -46,8 +46,7 @@ test('two users are paired and each decodes the other\'s video and receives audi
   const b = await waitingUser(browsers.blue, '?relay=1');
   const a = await openPage(browsers.red, server.base + '?relay=1');
   await sampleRemoteFrames(a);
-  await page_fill_landing_for_screenshot(a);
-  console.log(`screenshot: ${await screenshot(a, 'landing')}`);
+  await fillLandingForScreenshot(a);
   await start(a);
   await Promise.all([waitMatchedCount(a, 1), waitMatchedCount(b, 1)]);
   const [pa, pb] = await Promise.all([a.evaluate(() => window.duet.pairingId), b.evaluate(() => window.duet.pairingId)]);
@@ -96,13 +95,14 @@ test('two users are paired and each decodes the other\'s video and receives audi
   await b.context().close();
 });
 
-async function page_fill_landing_for_screenshot(page) {
+async function fillLandingForScreenshot(page) {
   for (const it of ['music', 'travel']) {
     await page.fill('#interest-input', it);
     await page.press('#interest-input', 'Enter');
   }
   await page.waitForFunction(() => window.duet.camera === 'on');
   await page.waitForTimeout(300);
+  console.log(`screenshot: ${await screenshot(page, 'landing', { fullPage: true })}`);
   // Remove them again: interests would delay matching until the widen period.
   await page.evaluate(() => localStorage.removeItem('duet.interests'));
   for (let i = 0; i < 2; i++) await page.click('.chip-x');
