@@ -88,13 +88,26 @@ export async function launch(o = {}) {
   });
 }
 
+const problems = [];
+/** Page errors and CSP refusals seen on any page so far (the page must have none). */
+export function consoleProblems() {
+  return problems.slice();
+}
+
 /** Opens the page in a fresh context (fresh device id), collecting console errors. */
 export async function openPage(browser, url, o = {}) {
   const context = await browser.newContext({ viewport: o.viewport || { width: 1280, height: 800 }, ...(o.context || {}) });
   const page = await context.newPage();
   page.consoleLines = [];
-  page.on('console', (m) => page.consoleLines.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => page.consoleLines.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    const line = `${m.type()}: ${m.text()}`;
+    page.consoleLines.push(line);
+    if (/Content Security Policy|Refused to (execute|apply|load|connect)/i.test(line)) problems.push(line);
+  });
+  page.on('pageerror', (e) => {
+    page.consoleLines.push(`pageerror: ${e.message}`);
+    problems.push(`pageerror: ${e.message}`);
+  });
   await page.goto(url, { waitUntil: 'domcontentloaded' });
   await page.waitForFunction(() => window.duet && window.duet.state === 'landing');
   return page;

@@ -8,6 +8,7 @@ import { startDuet } from '../lib/server.js';
 import {
   launch, openPage, start, waitState, waitMatchedCount, rtcStats, waitStats, sampleRemoteFrames,
   waitRemoteColor, screenshot, pageLog, median,
+  consoleProblems,
 } from '../lib/browser.js';
 
 let server;
@@ -72,6 +73,9 @@ test('two users are paired and each decodes the other\'s video and receives audi
   await a.press('#chat-input', 'Enter');
   await b.waitForSelector('#messages li.them:has-text("hi from A")');
   console.log(`screenshot: ${await screenshot(a, 'call-screen')}`);
+  await b.setViewportSize({ width: 390, height: 844 });
+  await b.waitForTimeout(300);
+  console.log(`screenshot: ${await screenshot(b, 'call-screen-phone')}`);
 
   // More Start → first-frame runs: B waits again, a fresh user (new device) starts.
   let cur = a;
@@ -186,4 +190,8 @@ test('the page recovers by itself: an ICE restart keeps the same call, and a los
   await waitRemoteColor(c, 'red');
   await a.context().close();
   await c.context().close();
+});
+
+test('the page raised no script errors and no Content-Security-Policy refusals', () => {
+  assert.deepEqual(consoleProblems(), []);
 });

@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startDuet } from '../lib/server.js';
-import { launch, openPage, start, waitMatchedCount, screenshot } from '../lib/browser.js';
+import { launch, openPage, start, waitMatchedCount, screenshot, consoleProblems } from '../lib/browser.js';
 
 let server;
 let denied;
@@ -49,4 +49,8 @@ test('a user who denies the camera sees a clear message and can still chat by te
   await b.press('#chat-input', 'Enter');
   await a.waitForSelector('#messages li.them:has-text("text is fine")');
   assert.equal(await a.evaluate(() => window.duet.pcCreatedCount), 0);
+});
+
+test('the page raised no script errors and no Content-Security-Policy refusals', () => {
+  assert.deepEqual(consoleProblems(), []);
 });

@@ -12,6 +12,7 @@ import { startDuet } from '../lib/server.js';
 import { createTopology, canUseNetns } from '../lib/netns.js';
 import {
   launch, openPage, start, waitState, waitMatchedCount, waitStats, sampleRemoteFrames, waitRemoteColor, pageLog, screenshot,
+  consoleProblems,
 } from '../lib/browser.js';
 
 const why = canUseNetns();
@@ -79,4 +80,8 @@ test('a browser whose network drops UDP connects through TURN over TCP, and one 
   await waitRemoteColor(u, 'blue');
   await waitRemoteColor(t, 'red');
   console.log(`screenshot: ${await screenshot(t, 'firewalled-call')}`);
+});
+
+test('the page raised no script errors and no Content-Security-Policy refusals', () => {
+  assert.deepEqual(consoleProblems(), []);
 });

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { startDuet } from '../lib/server.js';
 import {
   launch, openPage, start, waitState, waitMatchedCount, sampleRemoteFrames, waitRemoteColor, screenshot, pageLog,
+  consoleProblems,
 } from '../lib/browser.js';
 
 const WIDEN_SECS = 1;
@@ -88,4 +89,8 @@ test('a report is accepted (201), separates the pair, and the reporter is never 
   const bp = await b.evaluate(() => window.duet.pairingId);
   assert.ok(cp === ap || cp === bp, 'C is paired with A or B');
   assert.notEqual(ap && bp && ap === bp, true, 'A and B are not paired together');
+});
+
+test('the page raised no script errors and no Content-Security-Policy refusals', () => {
+  assert.deepEqual(consoleProblems(), []);
 });

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startDuet } from '../lib/server.js';
-import { launch, openPage, start, waitMatchedCount, screenshot } from '../lib/browser.js';
+import { launch, openPage, start, waitMatchedCount, screenshot, consoleProblems } from '../lib/browser.js';
 
 let server;
 let browser;
@@ -50,4 +50,8 @@ test('text mode: messages go both ways and the typing indicator is shown', async
     assert.equal(await p.evaluate(() => window.duet.mode), 'text');
   }
   console.log(`screenshot: ${await screenshot(a, 'text-call')}`);
+});
+
+test('the page raised no script errors and no Content-Security-Policy refusals', () => {
+  assert.deepEqual(consoleProblems(), []);
 });
