@@ -35,7 +35,9 @@ pub struct NodeParams<'a> {
 }
 
 pub struct RunningNode {
-    pub sfu: sfu::Sfu,
+    /// Control handle (drain, counts, routers, record); the media loop runs separately.
+    pub sfu: sfu::SfuHandle,
+    runner: Option<sfu::Sfu>,
     pub media_addr: SocketAddr,
     pub turn_udp: Option<SocketAddr>,
     pub turn_tcp: Option<SocketAddr>,
@@ -71,12 +73,13 @@ impl RunningNode {
                 }
             }));
         }
-        let sfu = self.sfu.clone();
-        handles.push(tokio::spawn(async move {
-            if let Err(e) = sfu.run(stop_media).await {
-                tracing::error!(error = %e, "SFU media loop stopped with an error");
-            }
-        }));
+        if let Some(sfu) = self.runner.take() {
+            handles.push(tokio::spawn(async move {
+                if let Err(e) = sfu.run(stop_media).await {
+                    tracing::error!(error = %e, "SFU media loop stopped with an error");
+                }
+            }));
+        }
         handles
     }
 }
@@ -113,13 +116,11 @@ pub async fn start_node(p: NodeParams<'_>, metrics: &prometheus::Registry) -> an
         listen_tls: Some(p.turn.turn_listen_tls),
         tls_cert: Some(cert.clone()),
         tls_key: Some(key),
-        realm: p.turn.turn_realm.clone(),
-        auth_secrets: vec![p.turn_secret.as_bytes().to_vec()],
-        relay: turn_relay::RelayConfig::InProcess {
-            relay_ip: p.public_ip,
-            sfu_addrs: vec![announced_media, media_addr],
-        },
-        ..Default::default()
+        ..turn_relay::TurnConfig::new(
+            p.turn.turn_realm.clone(),
+            vec![p.turn_secret.as_bytes().to_vec()],
+            turn_relay::RelayConfig::InProcess { relay_ip: p.public_ip, sfu_addrs: vec![announced_media, media_addr] },
+        )
     };
     let turn = turn_relay::TurnServer::bind(turn_config, Some(turn_end), metrics)
         .await
@@ -132,7 +133,8 @@ pub async fn start_node(p: NodeParams<'_>, metrics: &prometheus::Registry) -> an
         tls_cert: cert,
         turn_host,
         turn: Some(turn),
-        sfu,
+        sfu: sfu.handle(),
+        runner: Some(sfu),
     })
 }
 
@@ -249,7 +251,7 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
 }
 
 /// Takes no new visitors and waits until the node's calls have ended or `limit` passed.
-pub async fn drain(sfu: &sfu::Sfu, limit: Duration) {
+pub async fn drain(sfu: &sfu::SfuHandle, limit: Duration) {
     sfu.drain();
     let started = tokio::time::Instant::now();
     tracing::info!(participants = sfu.participant_count(), ?limit, "draining");

@@ -48,7 +48,10 @@ pub fn config(
             IcePolicy::All => proto::signal::IceTransportPolicy::All,
             IcePolicy::Relay => proto::signal::IceTransportPolicy::Relay,
         },
-        rate_limits_enabled: m.rate_limits == OnOff::On,
+        rate_limits: match m.rate_limits {
+            OnOff::On => signaling::RateLimits::default(),
+            OnOff::Off => signaling::RateLimits::unlimited(),
+        },
         word_filter: m.filter_words.clone(),
         ..Default::default()
     }

@@ -23,21 +23,22 @@ pub async fn run(args: TurnArgs) -> anyhow::Result<()> {
         listen_tls: args.listen_tls,
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
-        realm: args.realm.clone(),
-        auth_secrets: args.auth_secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
-        relay: turn_relay::RelayConfig::Sockets {
-            relay_ip: args.relay_ip,
-            port_range: args.relay_ports.clone(),
-            allow_peers,
-        },
         quotas: turn_relay::Quotas {
             max_allocations_per_user: args.max_allocations_per_user,
-            max_allocations: args.max_allocations,
+            max_allocations_total: args.max_allocations,
             max_permissions_per_allocation: args.max_permissions,
             bandwidth_bytes_per_sec: args.bandwidth_bytes_per_sec,
             ..Default::default()
         },
-        ..Default::default()
+        ..turn_relay::TurnConfig::new(
+            args.realm.clone(),
+            args.auth_secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            turn_relay::RelayConfig::Sockets {
+                relay_ip: args.relay_ip,
+                port_range: args.relay_ports.clone(),
+                allow_peers,
+            },
+        )
     };
     let server = turn_relay::TurnServer::bind(config, None, &metrics).await.context("cannot start TURN")?;
     let udp = server.local_udp_addr();
