@@ -53,6 +53,10 @@ impl Node {
     }
 
     pub async fn start_with(f: impl FnOnce(&mut SfuConfig)) -> Node {
+        Self::start_full(f, None).await
+    }
+
+    pub async fn start_full(f: impl FnOnce(&mut SfuConfig), handoff: Option<proto::handoff::SfuEnd>) -> Node {
         let mut config = SfuConfig {
             token_secret: SECRET.to_vec(),
             internal_token: INTERNAL_TOKEN.to_owned(),
@@ -61,7 +65,7 @@ impl Node {
         f(&mut config);
         let node_id = config.node_id.clone();
         let registry = prometheus::Registry::new();
-        let sfu = Sfu::bind(config, None, &registry).await.expect("bind");
+        let sfu = Sfu::bind(config, handoff, &registry).await.expect("bind");
         let handle = sfu.handle();
         let shutdown = CancellationToken::new();
         let client = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -192,6 +196,52 @@ pub enum ClientCmd {
     Stop,
 }
 
+/// How a client's datagrams reach the SFU: its own UDP socket, or the
+/// in-process TURN hand-off (as if relayed from `relay_addr`).
+pub enum Transport {
+    Udp(UdpSocket),
+    Turn {
+        end: proto::handoff::TurnEnd,
+        relay_addr: SocketAddr,
+    },
+}
+
+impl Transport {
+    fn local(&self) -> SocketAddr {
+        match self {
+            Transport::Udp(s) => s.local_addr().unwrap(),
+            Transport::Turn { relay_addr, .. } => *relay_addr,
+        }
+    }
+
+    async fn send(&self, data: &[u8], to: SocketAddr) {
+        match self {
+            Transport::Udp(s) => {
+                let _ = s.send_to(data, to).await;
+            }
+            Transport::Turn { end, relay_addr } => {
+                let _ = end.to_sfu.send(proto::handoff::RelayedDatagram {
+                    relay_addr: *relay_addr,
+                    sfu_addr: to,
+                    payload: Bytes::copy_from_slice(data),
+                });
+            }
+        }
+    }
+
+    async fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        match self {
+            Transport::Udp(s) => s.recv_from(buf).await.ok(),
+            Transport::Turn { end, .. } => {
+                let d = end.from_sfu.recv().await?;
+                let n = d.payload.len().min(buf.len());
+                buf[..n].copy_from_slice(&d.payload[..n]);
+                Some((n, d.sfu_addr))
+            }
+        }
+    }
+}
+
 pub struct Client {
     pub name: String,
     pub state: Arc<Mutex<ClientState>>,
@@ -204,12 +254,16 @@ impl Client {
     /// every 20 ms one audio packet and one one-packet VP8 frame whose
     /// payload names the client; a keyframe whenever a PLI arrived.
     pub async fn connect(node: &Node, name: &str, auto_media: bool) -> Client {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Self::connect_via(node, name, auto_media, Transport::Udp(socket)).await
+    }
+
+    pub async fn connect_via(node: &Node, name: &str, auto_media: bool, socket: Transport) -> Client {
         let token = node.token(name, SfuRole::User, 300);
         let (ws, _) = tokio_tungstenite::connect_async(format!("{}?token={}", node.ws_url, token))
             .await
             .expect("ws connect");
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let local = socket.local_addr().unwrap();
+        let local = socket.local();
         let (me, registry) = sfu::peer::media_engine_and_registry().unwrap();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -341,7 +395,7 @@ fn labelled_frame(keyframe: bool, label: &[u8]) -> Vec<u8> {
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     mut pc: RTCPeerConnection,
-    socket: UdpSocket,
+    mut socket: Transport,
     local: SocketAddr,
     a: RTCRtpSenderId,
     v: RTCRtpSenderId,
@@ -368,7 +422,7 @@ async fn drive(
     let mut ws_open = true;
     loop {
         while let Some(w) = pc.poll_write() {
-            let _ = socket.send_to(&w.message, w.transport.peer_addr).await;
+            socket.send(&w.message, w.transport.peer_addr).await;
         }
         while let Some(e) = pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = e {
@@ -406,8 +460,8 @@ async fn drive(
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
         tokio::select! {
             _ = sleep => { let _ = pc.handle_timeout(Instant::now()); }
-            r = socket.recv_from(&mut buf) => {
-                if let Ok((n, peer)) = r {
+            r = socket.recv(&mut buf) => {
+                if let Some((n, peer)) = r {
                     let _ = pc.handle_read(TaggedBytesMut {
                         now: Instant::now(),
                         transport: TransportContext { local_addr: local, peer_addr: peer, ecn: None, transport_protocol: TransportProtocol::UDP },
@@ -464,7 +518,7 @@ async fn drive(
     }
     let _ = pc.close();
     while let Some(w) = pc.poll_write() {
-        let _ = socket.send_to(&w.message, w.transport.peer_addr).await;
+        socket.send(&w.message, w.transport.peer_addr).await;
     }
     let _ = ws_tx.send(Message::Close(None)).await;
 }
