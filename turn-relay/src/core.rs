@@ -787,14 +787,15 @@ impl TurnCore {
         Ok(out)
     }
 
-    /// Family and policy checks for a peer (443 / 403).
+    /// Policy and family checks for a peer (403 / 443). The policy comes
+    /// first: a denied address is refused with 403 whatever its family.
     fn check_peer(&self, relay: SocketAddr, peer: SocketAddr) -> Result<(), u16> {
-        if !same_family(relay.ip(), peer.ip()) {
-            return Err(443);
-        }
         if !self.backend.permits(peer.ip()) {
             self.metrics.policy_denials.inc();
             return Err(403);
+        }
+        if !same_family(relay.ip(), peer.ip()) {
+            return Err(443);
         }
         Ok(())
     }
