@@ -865,7 +865,7 @@ function showBlocked(err) {
   } else if (err.code === 'rate_limited') {
     $('blocked-title').textContent = 'Too many attempts';
     const wait = err.retryAfter ? ` (about ${err.retryAfter} s)` : '';
-    $('blocked-msg').textContent = `Too many new chats from your network in a short time. Please wait a moment${wait} and try again.`;
+    $('blocked-msg').textContent = `Too many new chats in a short time. Please wait a moment${wait} and try again.`;
   } else {
     $('blocked-title').textContent = 'Something went wrong';
     $('blocked-msg').textContent = err.message || 'Please try again.';

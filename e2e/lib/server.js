@@ -16,6 +16,7 @@ export function duetBin() {
  * @param {string} [o.ip]           address every listener binds (default 127.0.0.1)
  * @param {string} [o.netns]        run inside this network namespace (`ip netns exec`)
  * @param {string[]} [o.args]       extra flags for `duet up`
+ * @param {boolean} [o.rateLimits]  keep the server's rate limits on (default: off, tests make many sessions)
  * @param {number} [o.readyTimeoutMs]
  */
 export async function startDuet(o = {}) {
@@ -31,7 +32,7 @@ export async function startDuet(o = {}) {
     '--turn-listen-tcp', `${ip}:0`,
     '--turn-listen-tls', `${ip}:0`,
     '--data-dir', dataDir,
-    '--rate-limits', 'off',
+    ...(o.rateLimits ? [] : ['--rate-limits', 'off']),
     '--log-format', 'json',
     ...(o.ip ? ['--public-ip', ip] : []),
     ...(o.args || []),

@@ -52,6 +52,33 @@ test('text mode: messages go both ways and the typing indicator is shown', async
   console.log(`screenshot: ${await screenshot(a, 'text-call')}`);
 });
 
+test('with no shared interest the page says it is widening to everyone, then pairs', async () => {
+  const a = await openPage(browser, server.base);
+  const b = await openPage(browser, server.base);
+  await start(a, { mode: 'text', interests: ['chess'] });
+  await a.waitForFunction(() => window.duet.state === 'queued');
+  await start(b, { mode: 'text', interests: ['painting'] });
+  await a.waitForFunction(() => window.duet.widened === true, null, { timeout: 15000 });
+  assert.ok(await a.evaluate(() => window.duet.events.some((e) => e.kind === 'recv' && e.detail === 'widened')));
+  await Promise.all([waitMatchedCount(a, 1), waitMatchedCount(b, 1)]);
+  assert.deepEqual(await a.evaluate(() => window.duet.commonInterests), []);
+  await a.context().close();
+  await b.context().close();
+});
+
+test('users who share an interest are paired and told what they share', async () => {
+  const a = await openPage(browser, server.base);
+  const b = await openPage(browser, server.base);
+  await start(a, { mode: 'text', interests: ['Jazz', 'hiking'] });
+  await a.waitForFunction(() => window.duet.state === 'queued');
+  await start(b, { mode: 'text', interests: ['jazz'] });
+  await Promise.all([waitMatchedCount(a, 1), waitMatchedCount(b, 1)]);
+  assert.deepEqual(await b.evaluate(() => window.duet.commonInterests), ['jazz']);
+  assert.match(await b.textContent('#status'), /Connected — you both like jazz/);
+  await a.context().close();
+  await b.context().close();
+});
+
 test('the page raised no script errors and no Content-Security-Policy refusals', () => {
   assert.deepEqual(consoleProblems(), []);
 });
