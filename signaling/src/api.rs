@@ -39,9 +39,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 fn json_rejection(rej: JsonRejection) -> ApiError {
     match rej.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body too large")
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body too large",
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -59,11 +61,19 @@ impl FromRequestParts<AppState> for ClientIp {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(client_ip(state, &parts.headers, parts.extensions.get::<ConnectInfo<SocketAddr>>())))
+        Ok(ClientIp(client_ip(
+            state,
+            &parts.headers,
+            parts.extensions.get::<ConnectInfo<SocketAddr>>(),
+        )))
     }
 }
 
-pub(crate) fn client_ip(state: &AppState, headers: &HeaderMap, ci: Option<&ConnectInfo<SocketAddr>>) -> Option<IpAddr> {
+pub(crate) fn client_ip(
+    state: &AppState,
+    headers: &HeaderMap,
+    ci: Option<&ConnectInfo<SocketAddr>>,
+) -> Option<IpAddr> {
     if state.inner.config.trust_forwarded_for {
         if let Some(ip) = headers
             .get("x-forwarded-for")
@@ -82,7 +92,9 @@ pub struct SessionAuth(pub SessionClaims);
 
 pub(crate) fn token_error(e: TokenError) -> ApiError {
     match e {
-        TokenError::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", "session token expired"),
+        TokenError::Expired => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "token_expired", "session token expired")
+        }
         _ => ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", "session token invalid"),
     }
 }
@@ -104,16 +116,34 @@ impl FromRequestParts<AppState> for SessionAuth {
 
 pub(crate) fn verify_session(state: &AppState, token: &str) -> Result<SessionClaims, ApiError> {
     if token.len() > 4096 {
-        state.inner.metrics.bad_input.with_label_values(&["bad_token"]).inc();
+        state
+            .inner
+            .metrics
+            .bad_input
+            .with_label_values(&["bad_token"])
+            .inc();
         return Err(token_error(TokenError::Malformed));
     }
-    state.inner.session_key.verify::<SessionClaims>(token).map_err(|e| {
-        state.inner.metrics.bad_input.with_label_values(&["bad_token"]).inc();
-        token_error(e)
-    })
+    state
+        .inner
+        .session_key
+        .verify::<SessionClaims>(token)
+        .map_err(|e| {
+            state
+                .inner
+                .metrics
+                .bad_input
+                .with_label_values(&["bad_token"])
+                .inc();
+            token_error(e)
+        })
 }
 
-fn limited(state: &AppState, kind: &str, checks: &[(&crate::ratelimit::Limiter, &str)]) -> Result<(), ApiError> {
+fn limited(
+    state: &AppState,
+    kind: &str,
+    checks: &[(&crate::ratelimit::Limiter, &str)],
+) -> Result<(), ApiError> {
     let now = Instant::now();
     for (limiter, key) in checks {
         if let Err(wait) = limiter.check(key, now) {
@@ -125,8 +155,16 @@ fn limited(state: &AppState, kind: &str, checks: &[(&crate::ratelimit::Limiter, 
 }
 
 /// The ban in force for a device/IP, as a refusal.
-pub(crate) async fn check_ban(state: &AppState, device: Option<&str>, ip: Option<IpAddr>) -> Result<(), ApiError> {
-    let ban = state.inner.store.active_ban(device, ip, now_secs() as i64).await?;
+pub(crate) async fn check_ban(
+    state: &AppState,
+    device: Option<&str>,
+    ip: Option<IpAddr>,
+) -> Result<(), ApiError> {
+    let ban = state
+        .inner
+        .store
+        .active_ban(device, ip, now_secs() as i64)
+        .await?;
     match ban {
         Some(ban) => Err(ApiError::banned(ban_notice(state, &ban).await?)),
         None => Ok(()),
@@ -148,7 +186,8 @@ async fn ban_notice(state: &AppState, ban: &Ban) -> Result<BanNotice, ApiError> 
 fn valid_region(r: &str) -> bool {
     !r.is_empty()
         && r.len() <= 32
-        && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// `POST /api/session`.
@@ -160,22 +199,41 @@ pub async fn create_session(
 ) -> Result<Json<SessionResponse>, ApiError> {
     let inner = &state.inner;
     if !req.accept_rules {
-        return Err(ApiError::bad_request("rules_not_accepted", "you must accept the rules (18+) to continue"));
+        return Err(ApiError::bad_request(
+            "rules_not_accepted",
+            "you must accept the rules (18+) to continue",
+        ));
     }
     let device = DeviceId::parse(&req.device_id).ok_or_else(|| {
-        ApiError::bad_request("bad_device_id", "device_id must be 8-64 characters of A-Z a-z 0-9 _ -")
+        ApiError::bad_request(
+            "bad_device_id",
+            "device_id must be 8-64 characters of A-Z a-z 0-9 _ -",
+        )
     })?;
     let ip_key = ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
-    limited(&state, "session", &[(&inner.limits.session_ip, &ip_key), (&inner.limits.session_device, device.as_str())])?;
+    limited(
+        &state,
+        "session",
+        &[
+            (&inner.limits.session_ip, &ip_key),
+            (&inner.limits.session_device, device.as_str()),
+        ],
+    )?;
     check_ban(&state, Some(device.as_str()), ip).await?;
 
-    let region = match (&req.region, headers.get(REGION_HEADER).and_then(|v| v.to_str().ok())) {
+    let region = match (
+        &req.region,
+        headers.get(REGION_HEADER).and_then(|v| v.to_str().ok()),
+    ) {
         (Some(r), _) => r.clone(),
         (None, Some(h)) => h.to_owned(),
         (None, None) => inner.config.region.clone(),
     };
     if !valid_region(&region) {
-        return Err(ApiError::bad_request("bad_region", "region must be 1-32 characters of a-z 0-9 _ -"));
+        return Err(ApiError::bad_request(
+            "bad_region",
+            "region must be 1-32 characters of a-z 0-9 _ -",
+        ));
     }
     let nodes = inner.registry.nodes().await?;
     let order = crate::registry::placement_order(&nodes, &region, &inner.config.region_fallbacks);
@@ -207,7 +265,10 @@ pub async fn create_session(
         participant: participant.clone(),
         node: node.node_id.clone(),
     };
-    let token = inner.session_key.mint(&claims).map_err(crate::SignalingError::from)?;
+    let token = inner
+        .session_key
+        .mint(&claims)
+        .map_err(crate::SignalingError::from)?;
     let sfu = inner.placement(&node, &participant)?;
     let cred = proto::turn_cred::mint(
         &inner.config.turn_secret,
@@ -233,7 +294,11 @@ pub async fn create_session(
         participant_id: participant,
         expires_at: exp,
         sfu,
-        ice_servers: vec![IceServer { urls, username: Some(cred.username), credential: Some(cred.password) }],
+        ice_servers: vec![IceServer {
+            urls,
+            username: Some(cred.username),
+            credential: Some(cred.password),
+        }],
         ice_transport_policy: inner.config.ice_transport_policy,
     }))
 }
@@ -250,7 +315,10 @@ pub async fn create_report(
     limited(
         &state,
         "report",
-        &[(&inner.limits.report_ip, &ip_key), (&inner.limits.report_device, claims.device.as_str())],
+        &[
+            (&inner.limits.report_ip, &ip_key),
+            (&inner.limits.report_device, claims.device.as_str()),
+        ],
     )?;
     if req.text.len() > MAX_REPORT_TEXT_BYTES {
         return Err(ApiError::bad_request(
@@ -260,7 +328,11 @@ pub async fn create_report(
     }
     let user = claims.sub.as_str();
     let pairing = inner.live.last_pairing(user).await?.ok_or_else(|| {
-        ApiError::new(StatusCode::CONFLICT, "no_pairing", "no current or recent pairing to report")
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_pairing",
+            "no current or recent pairing to report",
+        )
     })?;
     let (me, other) = pairing
         .sides_for(user)
@@ -316,7 +388,14 @@ pub async fn create_report(
     // Unlink if still paired; the reported side is told the call ended.
     if let Some(ended) = inner.end_pairing(user, PartnerLeftReason::Ended).await? {
         if ended.pairing_id == pairing.pairing_id {
-            inner.send_local_or_deliver(user, proto::signal::ServerMsg::PartnerLeft { reason: PartnerLeftReason::Reported }).await;
+            inner
+                .send_local_or_deliver(
+                    user,
+                    proto::signal::ServerMsg::PartnerLeft {
+                        reason: PartnerLeftReason::Reported,
+                    },
+                )
+                .await;
         }
     }
     Ok((StatusCode::CREATED, Json(ReportCreated { report_id })).into_response())

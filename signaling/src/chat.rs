@@ -8,7 +8,13 @@ pub struct WordFilter {
 
 impl WordFilter {
     pub fn new(words: &[String]) -> Self {
-        Self { words: words.iter().map(|w| w.trim().to_lowercase()).filter(|w| !w.is_empty()).collect() }
+        Self {
+            words: words
+                .iter()
+                .map(|w| w.trim().to_lowercase())
+                .filter(|w| !w.is_empty())
+                .collect(),
+        }
     }
 
     pub fn apply(&self, text: &str) -> String {
@@ -42,7 +48,11 @@ impl WordFilter {
 
 /// Chat text is trimmed, control characters (other than newline) removed.
 pub fn clean_text(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control() || *c == '\n').collect::<String>().trim().to_owned()
+    text.chars()
+        .filter(|c| !c.is_control() || *c == '\n')
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -52,7 +62,10 @@ mod tests {
     #[test]
     fn filter_masks_whole_words_case_insensitively() {
         let f = WordFilter::new(&["darn".into()]);
-        assert_eq!(f.apply("Darn it, darning is DARN fine"), "**** it, darning is **** fine");
+        assert_eq!(
+            f.apply("Darn it, darning is DARN fine"),
+            "**** it, darning is **** fine"
+        );
         assert_eq!(WordFilter::new(&[]).apply("darn"), "darn");
     }
 

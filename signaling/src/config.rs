@@ -26,7 +26,10 @@ impl RateLimit {
         Self { per_second, burst }
     }
     /// A limit that never refuses (tests, benches).
-    pub const UNLIMITED: RateLimit = RateLimit { per_second: 1.0e9, burst: u32::MAX };
+    pub const UNLIMITED: RateLimit = RateLimit {
+        per_second: 1.0e9,
+        burst: u32::MAX,
+    };
 }
 
 /// Rate limits, each applied per client IP and per device (local to a replica).
@@ -196,7 +199,10 @@ impl SignalingConfig {
     /// Which live-state backend this configuration selects.
     pub fn backends(&self) -> Backends {
         match &self.redis_url {
-            Some(url) => Backends::Redis { url: url.clone(), prefix: self.redis_prefix.clone() },
+            Some(url) => Backends::Redis {
+                url: url.clone(),
+                prefix: self.redis_prefix.clone(),
+            },
             None => Backends::InMemory,
         }
     }

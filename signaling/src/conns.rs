@@ -42,7 +42,9 @@ impl LocalConns {
     pub fn insert(&self, user: &str, entry: ConnEntry) {
         let old = self.map.lock().insert(user.to_owned(), entry);
         if let Some(old) = old {
-            let _ = old.tx.try_send(Outbound::Close(4000, "replaced by a newer connection"));
+            let _ = old
+                .tx
+                .try_send(Outbound::Close(4000, "replaced by a newer connection"));
         }
     }
 
@@ -89,7 +91,9 @@ impl LocalConns {
     /// Hands `msg` to `user`'s socket if it is here; `true` if handed over.
     pub fn deliver(&self, user: &str, msg: ServerMsg) -> bool {
         let mut map = self.map.lock();
-        let Some(entry) = map.get_mut(user) else { return false };
+        let Some(entry) = map.get_mut(user) else {
+            return false;
+        };
         if let ServerMsg::Relocate { sfu } = &msg {
             entry.node = sfu.node_id.clone();
         }

@@ -29,7 +29,7 @@ pub enum SignalingError {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub body: ErrorBody,
+    pub body: Box<ErrorBody>,
     pub retry_after_secs: Option<u64>,
 }
 
@@ -37,7 +37,11 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: ErrorBody { code: code.to_owned(), message: message.into(), ban: None },
+            body: Box::new(ErrorBody {
+                code: code.to_owned(),
+                message: message.into(),
+                ban: None,
+            }),
             retry_after_secs: None,
         }
     }
@@ -53,16 +57,28 @@ impl ApiError {
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         Self {
             retry_after_secs: Some(retry_after_secs.max(1)),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests, slow down")
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests, slow down",
+            )
         }
     }
     pub fn banned(notice: BanNotice) -> Self {
-        let mut e = Self::new(StatusCode::FORBIDDEN, "banned", format!("banned: {}", notice.reason));
+        let mut e = Self::new(
+            StatusCode::FORBIDDEN,
+            "banned",
+            format!("banned: {}", notice.reason),
+        );
         e.body.ban = Some(notice);
         e
     }
     pub fn no_capacity() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_capacity", "no media server has room, try again soon")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_capacity",
+            "no media server has room, try again soon",
+        )
     }
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
@@ -75,7 +91,11 @@ impl From<SignalingError> for ApiError {
             SignalingError::SfuFull { .. } => ApiError::no_capacity(),
             SignalingError::Sfu { .. } | SignalingError::Redis(_) => {
                 tracing::warn!(error = %e, "dependency unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "service temporarily unavailable")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "service temporarily unavailable",
+                )
             }
             other => {
                 tracing::error!(error = %other, "internal error");
@@ -87,7 +107,7 @@ impl From<SignalingError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, axum::Json(self.body)).into_response();
+        let mut resp = (self.status, axum::Json(*self.body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

@@ -17,7 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 impl Inner {
     pub(crate) async fn node(&self, id: &NodeId) -> Result<Option<NodeRecord>, SignalingError> {
-        Ok(self.registry.nodes().await?.into_iter().find(|n| &n.node_id == id))
+        Ok(self
+            .registry
+            .nodes()
+            .await?
+            .into_iter()
+            .find(|n| &n.node_id == id))
     }
 
     pub(crate) fn send_local(&self, user: &str, msg: ServerMsg) {
@@ -25,7 +30,14 @@ impl Inner {
     }
 
     pub(crate) async fn deliver(&self, user: &str, msg: ServerMsg) {
-        if let Err(e) = self.live.deliver(Delivery { user: user.to_owned(), msg }).await {
+        if let Err(e) = self
+            .live
+            .deliver(Delivery {
+                user: user.to_owned(),
+                msg,
+            })
+            .await
+        {
             tracing::warn!(error = %e, "could not deliver a message");
         }
     }
@@ -81,7 +93,10 @@ impl Inner {
         for me in [&p.a, &p.b] {
             self.deliver(
                 &me.user,
-                ServerMsg::Matched { pairing_id: p.pairing_id.clone(), common_interests: p.common_interests.clone() },
+                ServerMsg::Matched {
+                    pairing_id: p.pairing_id.clone(),
+                    common_interests: p.common_interests.clone(),
+                },
             )
             .await;
         }
@@ -91,14 +106,15 @@ impl Inner {
     /// Links the pair on `a`'s node; `b` is relocated there first if its
     /// media is on another node.
     async fn link(&self, p: &Pairing) -> Result<(), SignalingError> {
-        let node = self
-            .node(&p.a.node)
-            .await?
-            .ok_or_else(|| SignalingError::Sfu { node: p.a.node.to_string(), message: "node not registered".into() })?;
+        let node = self.node(&p.a.node).await?.ok_or_else(|| SignalingError::Sfu {
+            node: p.a.node.to_string(),
+            message: "node not registered".into(),
+        })?;
         if p.b.node != p.a.node {
             self.sfu.admit(&node, &p.b.participant).await?;
             let placement = self.placement(&node, &p.b.participant)?;
-            self.deliver(&p.b.user, ServerMsg::Relocate { sfu: placement }).await;
+            self.deliver(&p.b.user, ServerMsg::Relocate { sfu: placement })
+                .await;
         }
         self.sfu.link(&node, &p.a.participant, &p.b.participant).await
     }
@@ -132,7 +148,9 @@ impl Inner {
         user: &str,
         reason: PartnerLeftReason,
     ) -> Result<Option<Pairing>, SignalingError> {
-        let Some(p) = self.live.end_pairing(user, now_ms()).await? else { return Ok(None) };
+        let Some(p) = self.live.end_pairing(user, now_ms()).await? else {
+            return Ok(None);
+        };
         if p.mode == Mode::Video {
             match self.node(&p.a.node).await {
                 Ok(Some(node)) => {
@@ -146,7 +164,8 @@ impl Inner {
             }
         }
         if let Some((_, partner)) = p.sides_for(user) {
-            self.deliver(&partner.user, ServerMsg::PartnerLeft { reason }).await;
+            self.deliver(&partner.user, ServerMsg::PartnerLeft { reason })
+                .await;
         }
         Ok(Some(p))
     }
@@ -154,24 +173,38 @@ impl Inner {
     /// Relays a chat line to the partner and keeps it in the transcript.
     /// `Ok(false)` when not paired.
     pub(crate) async fn chat(&self, user: &str, text: &str) -> Result<bool, SignalingError> {
-        let Some(p) = self.live.current_pairing(user).await? else { return Ok(false) };
-        let Some((me, partner)) = p.sides_for(user) else { return Ok(false) };
+        let Some(p) = self.live.current_pairing(user).await? else {
+            return Ok(false);
+        };
+        let Some((me, partner)) = p.sides_for(user) else {
+            return Ok(false);
+        };
         let filtered = self.filter.apply(text);
         let from = if p.a.user == user { "a" } else { "b" };
         self.live
             .append_chat(
                 &p.pairing_id,
-                ChatLine { at_ms: now_ms(), from: from.into(), device: me.device.to_string(), text: filtered.clone() },
+                ChatLine {
+                    at_ms: now_ms(),
+                    from: from.into(),
+                    device: me.device.to_string(),
+                    text: filtered.clone(),
+                },
             )
             .await?;
         self.metrics.chat_messages.inc();
-        self.deliver(&partner.user, ServerMsg::Chat { text: filtered }).await;
+        self.deliver(&partner.user, ServerMsg::Chat { text: filtered })
+            .await;
         Ok(true)
     }
 
     pub(crate) async fn typing(&self, user: &str) -> Result<bool, SignalingError> {
-        let Some(p) = self.live.current_pairing(user).await? else { return Ok(false) };
-        let Some((_, partner)) = p.sides_for(user) else { return Ok(false) };
+        let Some(p) = self.live.current_pairing(user).await? else {
+            return Ok(false);
+        };
+        let Some((_, partner)) = p.sides_for(user) else {
+            return Ok(false);
+        };
         self.deliver(&partner.user, ServerMsg::Typing).await;
         Ok(true)
     }
@@ -187,7 +220,11 @@ impl Inner {
     }
 
     async fn on_sfu_event(&self, node: &NodeId, ev: SfuEvent) {
-        if let SfuEvent::Disconnected { participant_id, reason } = ev {
+        if let SfuEvent::Disconnected {
+            participant_id,
+            reason,
+        } = ev
+        {
             if let Some((user, _)) = self.conns.find_participant(node, &participant_id) {
                 tracing::debug!(%reason, "participant left its SFU node");
                 self.leave_all(&user, PartnerLeftReason::Disconnected).await;
@@ -298,7 +335,9 @@ fn spawn_subscription(
 ) {
     tokio::spawn(async move {
         loop {
-            let Some(client) = weak.upgrade().map(|i| i.sfu.clone()) else { break };
+            let Some(client) = weak.upgrade().map(|i| i.sfu.clone()) else {
+                break;
+            };
             let id = node.node_id.clone();
             let txc = tx.clone();
             let res = tokio::select! {

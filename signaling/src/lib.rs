@@ -44,7 +44,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Unix seconds now.
@@ -108,7 +111,8 @@ impl AppState {
     pub fn shutdown(&self) {
         for user in self.inner.conns.users() {
             if let Some(c) = self.inner.conns.get(&user) {
-                let _ = c.tx.try_send(conns::Outbound::Close(1001, "server shutting down"));
+                let _ =
+                    c.tx.try_send(conns::Outbound::Close(1001, "server shutting down"));
             }
         }
         self.inner.cancel.cancel();
@@ -117,35 +121,57 @@ impl AppState {
     /// Current `/api/stats` figures.
     pub async fn stats(&self) -> Result<proto::signal::Stats, SignalingError> {
         let (video, text) = self.inner.live.waiting().await?;
-        Ok(proto::signal::Stats { online: self.inner.live.online().await?, waiting_video: video, waiting_text: text })
+        Ok(proto::signal::Stats {
+            online: self.inner.live.online().await?,
+            waiting_video: video,
+            waiting_text: text,
+        })
     }
 }
 
 /// Builds the state: opens the database (running migrations), connects
 /// Redis when configured, registers metrics and starts background tasks.
-pub async fn build_state(config: SignalingConfig, registry: &prometheus::Registry) -> Result<AppState, SignalingError> {
+pub async fn build_state(
+    config: SignalingConfig,
+    registry: &prometheus::Registry,
+) -> Result<AppState, SignalingError> {
     for (name, s) in [
         ("session_secret", &config.session_secret),
         ("sfu_token_secret", &config.sfu_token_secret),
         ("turn_secret", &config.turn_secret),
     ] {
         if s.len() < MIN_SECRET_LEN {
-            return Err(SignalingError::Config(format!("{name} must be at least {MIN_SECRET_LEN} bytes")));
+            return Err(SignalingError::Config(format!(
+                "{name} must be at least {MIN_SECRET_LEN} bytes"
+            )));
         }
     }
     if config.sfu_internal_token.is_empty() {
-        return Err(SignalingError::Config("sfu_internal_token must not be empty".into()));
+        return Err(SignalingError::Config(
+            "sfu_internal_token must not be empty".into(),
+        ));
     }
     let metrics = Metrics::new(registry).map_err(|e| SignalingError::Config(format!("metrics: {e}")))?;
     let store = Store::connect(&config.database_url).await?;
     let conns = Arc::new(LocalConns::default());
     let cancel = CancellationToken::new();
-    let replica_id = config.replica_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let rules = MatchRules { widen_after: config.widen_after, cooldown: config.cooldown };
+    let replica_id = config
+        .replica_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let rules = MatchRules {
+        widen_after: config.widen_after,
+        cooldown: config.cooldown,
+    };
     let window_ms = config.report_window.as_millis() as u64;
     let (live, node_registry): (Arc<dyn LiveState>, Arc<dyn NodeRegistry>) = match config.backends() {
         Backends::InMemory => (
-            Arc::new(live::memory::MemoryLive::new(rules, conns.clone(), config.transcript_max_lines, window_ms)),
+            Arc::new(live::memory::MemoryLive::new(
+                rules,
+                conns.clone(),
+                config.transcript_max_lines,
+                window_ms,
+            )),
             Arc::new(MemoryRegistry::new()),
         ),
         Backends::Redis { url, prefix } => (
@@ -227,9 +253,12 @@ pub async fn run(
         stop.cancelled().await;
         on_stop.shutdown();
     });
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 pub(crate) type WeakInner = Weak<Inner>;

@@ -94,12 +94,16 @@ impl Pairing {
     }
 }
 
+// Events are short-lived; boxing the pairing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MatchEvent {
     Matched(Pairing),
     /// The user waited `widen_after` without an interest match and now
     /// matches anyone.
-    Widened { user: String },
+    Widened {
+        user: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -110,7 +114,10 @@ pub struct MatchRules {
 
 impl Default for MatchRules {
     fn default() -> Self {
-        Self { widen_after: Duration::from_secs(5), cooldown: Duration::from_secs(600) }
+        Self {
+            widen_after: Duration::from_secs(5),
+            cooldown: Duration::from_secs(600),
+        }
     }
 }
 
@@ -190,7 +197,10 @@ impl Matcher {
         let seq = self.next_seq;
         self.next_seq += 1;
         let open = ticket.interests.is_empty();
-        let key = QueueKey { mode: ticket.mode, lang: ticket.lang.clone() };
+        let key = QueueKey {
+            mode: ticket.mode,
+            lang: ticket.lang.clone(),
+        };
         let q = self.queues.entry(key).or_default();
         for i in &ticket.interests {
             q.by_interest.entry(i.clone()).or_default().insert(seq);
@@ -201,16 +211,29 @@ impl Matcher {
         } else {
             self.pending_widen.insert((now_ms, seq));
         }
-        self.by_device.entry(ticket.device.clone()).or_default().insert(ticket.user.clone());
+        self.by_device
+            .entry(ticket.device.clone())
+            .or_default()
+            .insert(ticket.user.clone());
         self.by_seq.insert(seq, ticket.user.clone());
         let user = ticket.user.clone();
-        self.waiting.insert(user.clone(), Waiting { ticket, seq, joined_ms: now_ms, open });
+        self.waiting.insert(
+            user.clone(),
+            Waiting {
+                ticket,
+                seq,
+                joined_ms: now_ms,
+                open,
+            },
+        );
         self.try_match(&user, now_ms);
     }
 
     /// Takes `user` out of the queue; `true` if it was waiting.
     pub fn handle_leave(&mut self, user: &str) -> bool {
-        let Some(w) = self.waiting.remove(user) else { return false };
+        let Some(w) = self.waiting.remove(user) else {
+            return false;
+        };
         self.by_seq.remove(&w.seq);
         self.pending_widen.remove(&(w.joined_ms, w.seq));
         if let Some(set) = self.by_device.get_mut(&w.ticket.device) {
@@ -219,7 +242,10 @@ impl Matcher {
                 self.by_device.remove(&w.ticket.device);
             }
         }
-        let key = QueueKey { mode: w.ticket.mode, lang: w.ticket.lang.clone() };
+        let key = QueueKey {
+            mode: w.ticket.mode,
+            lang: w.ticket.lang.clone(),
+        };
         if let Some(q) = self.queues.get_mut(&key) {
             for i in &w.ticket.interests {
                 if let Some(set) = q.by_interest.get_mut(i) {
@@ -266,10 +292,17 @@ impl Matcher {
                 break;
             }
             self.pending_widen.remove(&(joined, seq));
-            let Some(user) = self.by_seq.get(&seq).cloned() else { continue };
-            let Some(w) = self.waiting.get_mut(&user) else { continue };
+            let Some(user) = self.by_seq.get(&seq).cloned() else {
+                continue;
+            };
+            let Some(w) = self.waiting.get_mut(&user) else {
+                continue;
+            };
             w.open = true;
-            let key = QueueKey { mode: w.ticket.mode, lang: w.ticket.lang.clone() };
+            let key = QueueKey {
+                mode: w.ticket.mode,
+                lang: w.ticket.lang.clone(),
+            };
             let node = w.ticket.node.clone();
             let q = self.queues.entry(key).or_default();
             q.open.insert(seq);
@@ -281,7 +314,9 @@ impl Matcher {
             if *until > now_ms {
                 break;
             }
-            let Some((until, pair)) = self.cooldown_order.pop_front() else { break };
+            let Some((until, pair)) = self.cooldown_order.pop_front() else {
+                break;
+            };
             if self.cooldowns.get(&pair) == Some(&until) {
                 self.cooldowns.remove(&pair);
                 for d in [&pair.0, &pair.1] {
@@ -330,7 +365,10 @@ impl Matcher {
 
     fn try_match(&mut self, user: &str, now_ms: u64) {
         let Some(me) = self.waiting.get(user) else { return };
-        let key = QueueKey { mode: me.ticket.mode, lang: me.ticket.lang.clone() };
+        let key = QueueKey {
+            mode: me.ticket.mode,
+            lang: me.ticket.lang.clone(),
+        };
         let Some(q) = self.queues.get(&key) else { return };
 
         // 1. Shared interests: most shared, then same node, then oldest.
@@ -346,7 +384,9 @@ impl Matcher {
         }
         let mut best: Option<(usize, bool, u64)> = None;
         for (seq, n) in counts {
-            let Some(other) = self.by_seq.get(&seq).and_then(|u| self.waiting.get(u)) else { continue };
+            let Some(other) = self.by_seq.get(&seq).and_then(|u| self.waiting.get(u)) else {
+                continue;
+            };
             if !self.allowed(me, other, now_ms) {
                 continue;
             }
@@ -354,7 +394,9 @@ impl Matcher {
             let cand = (n, same_node, seq);
             let better = match best {
                 None => true,
-                Some((bn, bs, bseq)) => (n, same_node, std::cmp::Reverse(seq)) > (bn, bs, std::cmp::Reverse(bseq)),
+                Some((bn, bs, bseq)) => {
+                    (n, same_node, std::cmp::Reverse(seq)) > (bn, bs, std::cmp::Reverse(bseq))
+                }
             };
             if better {
                 best = Some(cand);
@@ -376,17 +418,27 @@ impl Matcher {
                     })
                     .copied()
             };
-            partner = first_allowed(q.open_by_node.get(&me.ticket.node)).or_else(|| first_allowed(Some(&q.open)));
+            partner =
+                first_allowed(q.open_by_node.get(&me.ticket.node)).or_else(|| first_allowed(Some(&q.open)));
         }
 
         let Some(pseq) = partner else { return };
-        let Some(puser) = self.by_seq.get(&pseq).cloned() else { return };
+        let Some(puser) = self.by_seq.get(&pseq).cloned() else {
+            return;
+        };
         let me_user = user.to_owned();
-        let (Some(w1), Some(w2)) = (self.take(&me_user), self.take(&puser)) else { return };
+        let (Some(w1), Some(w2)) = (self.take(&me_user), self.take(&puser)) else {
+            return;
+        };
         // `a` waited longer.
         let (wa, wb) = if w1.seq < w2.seq { (w1, w2) } else { (w2, w1) };
-        let common: Vec<String> =
-            wa.ticket.interests.iter().filter(|i| wb.ticket.interests.contains(i)).cloned().collect();
+        let common: Vec<String> = wa
+            .ticket
+            .interests
+            .iter()
+            .filter(|i| wb.ticket.interests.contains(i))
+            .cloned()
+            .collect();
         self.handle_met(&wa.ticket.device, &wb.ticket.device, now_ms);
         let side = |w: Waiting| PairSide {
             waited_ms: now_ms.saturating_sub(w.joined_ms),
@@ -415,7 +467,12 @@ impl Matcher {
         let ticket = self.waiting.get(user)?.ticket.clone();
         let open = self.waiting.get(user)?.open;
         self.handle_leave(user);
-        Some(Waiting { ticket, seq, joined_ms: joined, open })
+        Some(Waiting {
+            ticket,
+            seq,
+            joined_ms: joined,
+            open,
+        })
     }
 }
 

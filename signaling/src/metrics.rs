@@ -1,6 +1,8 @@
 //! Prometheus metrics, prefix `duet_signaling_`, bounded labels only.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -31,12 +33,21 @@ impl Metrics {
                 r,
                 IntCounter::new("duet_signaling_sessions_created_total", "Sessions created")?,
             )?,
-            online: reg(r, IntGauge::new("duet_signaling_online", "Open visitor WebSockets on this replica")?)?,
+            online: reg(
+                r,
+                IntGauge::new("duet_signaling_online", "Open visitor WebSockets on this replica")?,
+            )?,
             waiting: reg(
                 r,
-                IntGaugeVec::new(Opts::new("duet_signaling_waiting", "Visitors waiting for a partner"), &["mode"])?,
+                IntGaugeVec::new(
+                    Opts::new("duet_signaling_waiting", "Visitors waiting for a partner"),
+                    &["mode"],
+                )?,
             )?,
-            matches: reg(r, IntCounter::new("duet_signaling_matches_total", "Pairings made")?)?,
+            matches: reg(
+                r,
+                IntCounter::new("duet_signaling_matches_total", "Pairings made")?,
+            )?,
             time_to_match: reg(
                 r,
                 Histogram::with_opts(
@@ -44,12 +55,21 @@ impl Metrics {
                         .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
                 )?,
             )?,
-            chat_messages: reg(r, IntCounter::new("duet_signaling_chat_messages_total", "Chat messages relayed")?)?,
-            reports: reg(r, IntCounter::new("duet_signaling_reports_total", "Reports stored")?)?,
+            chat_messages: reg(
+                r,
+                IntCounter::new("duet_signaling_chat_messages_total", "Chat messages relayed")?,
+            )?,
+            reports: reg(
+                r,
+                IntCounter::new("duet_signaling_reports_total", "Reports stored")?,
+            )?,
             rate_limited: reg(
                 r,
                 IntCounterVec::new(
-                    Opts::new("duet_signaling_rate_limited_total", "Requests refused by a rate limit"),
+                    Opts::new(
+                        "duet_signaling_rate_limited_total",
+                        "Requests refused by a rate limit",
+                    ),
                     &["kind"],
                 )?,
             )?,
@@ -62,7 +82,10 @@ impl Metrics {
             )?,
             sfu_errors: reg(
                 r,
-                IntCounter::new("duet_signaling_sfu_errors_total", "Failed calls to SFU internal APIs")?,
+                IntCounter::new(
+                    "duet_signaling_sfu_errors_total",
+                    "Failed calls to SFU internal APIs",
+                )?,
             )?,
         })
     }

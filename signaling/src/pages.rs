@@ -38,7 +38,11 @@ fn content_type(path: &str) -> &'static str {
 
 fn serve(dir: &'static Dir<'static>, path: &str) -> Response {
     let path = path.trim_start_matches('/');
-    let path = if path.is_empty() || path.ends_with('/') { format!("{path}index.html") } else { path.to_owned() };
+    let path = if path.is_empty() || path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path.to_owned()
+    };
     if path.split('/').any(|seg| seg == ".." || seg.starts_with('.')) {
         return StatusCode::NOT_FOUND.into_response();
     }
@@ -48,9 +52,19 @@ fn serve(dir: &'static Dir<'static>, path: &str) -> Response {
     });
     match file {
         Some(f) => {
-            let cache = if path.ends_with(".html") { "no-cache" } else { "public, max-age=300" };
+            let cache = if path.ends_with(".html") {
+                "no-cache"
+            } else {
+                "public, max-age=300"
+            };
             (
-                [(header::CONTENT_TYPE, content_type(f.path().to_str().unwrap_or(""))), (header::CACHE_CONTROL, cache)],
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        content_type(f.path().to_str().unwrap_or("")),
+                    ),
+                    (header::CACHE_CONTROL, cache),
+                ],
                 f.contents(),
             )
                 .into_response()
@@ -94,7 +108,15 @@ pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::REFERRER_POLICY, "no-referrer");
     set(h, header::X_FRAME_OPTIONS, "DENY");
-    set(h, HeaderName::from_static("permissions-policy"), "camera=(self), microphone=(self), geolocation=(), payment=()");
-    set(h, HeaderName::from_static("cross-origin-opener-policy"), "same-origin");
+    set(
+        h,
+        HeaderName::from_static("permissions-policy"),
+        "camera=(self), microphone=(self), geolocation=(), payment=()",
+    );
+    set(
+        h,
+        HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    );
     resp
 }

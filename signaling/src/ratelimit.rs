@@ -21,7 +21,11 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(limit: RateLimit, max_keys: usize) -> Self {
-        Self { limit, max_keys: max_keys.max(16), buckets: Mutex::new(HashMap::new()) }
+        Self {
+            limit,
+            max_keys: max_keys.max(16),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one token for `key` at `now`: `Ok` or `Err(seconds to wait)`.
@@ -44,7 +48,10 @@ impl Limiter {
                 }
             }
         }
-        let b = map.entry(key.to_owned()).or_insert(Bucket { tokens: burst, at: now });
+        let b = map.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(burst);
         b.at = now;

@@ -57,7 +57,10 @@ pub struct RedisRegistry {
 impl RedisRegistry {
     pub async fn connect(url: &str, prefix: String) -> Result<Self, SignalingError> {
         let client = redis::Client::open(url)?;
-        Ok(Self { conn: ConnectionManager::new(client).await?, prefix })
+        Ok(Self {
+            conn: ConnectionManager::new(client).await?,
+            prefix,
+        })
     }
 }
 
@@ -67,7 +70,11 @@ impl NodeRegistry for RedisRegistry {
         let json = serde_json::to_string(&rec).map_err(|e| SignalingError::Data(e.to_string()))?;
         let mut conn = self.conn.clone();
         redis::pipe()
-            .set_ex(redis_keys::node(&self.prefix, &rec.node_id), json, redis_keys::NODE_TTL_SECS)
+            .set_ex(
+                redis_keys::node(&self.prefix, &rec.node_id),
+                json,
+                redis_keys::NODE_TTL_SECS,
+            )
             .ignore()
             .sadd(redis_keys::node_index(&self.prefix), rec.node_id.as_str())
             .ignore()
@@ -94,8 +101,10 @@ impl NodeRegistry for RedisRegistry {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> =
-            ids.iter().map(|id| redis_keys::node(&self.prefix, &NodeId::new(id.as_str()))).collect();
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| redis_keys::node(&self.prefix, &NodeId::new(id.as_str())))
+            .collect();
         let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
         let mut out = Vec::new();
         let mut gone = Vec::new();

@@ -31,7 +31,11 @@ impl SfuClient {
             .connect_timeout(timeout)
             .build()
             .map_err(|e| SignalingError::Config(format!("http client: {e}")))?;
-        Ok(Self { http, stream_http, token })
+        Ok(Self {
+            http,
+            stream_http,
+            token,
+        })
     }
 
     fn url(node: &NodeRecord, path: &str) -> String {
@@ -39,12 +43,18 @@ impl SfuClient {
     }
 
     fn err(node: &NodeRecord, message: impl std::fmt::Display) -> SignalingError {
-        SignalingError::Sfu { node: node.node_id.to_string(), message: message.to_string() }
+        SignalingError::Sfu {
+            node: node.node_id.to_string(),
+            message: message.to_string(),
+        }
     }
 
     /// Reserves a slot for `participant` on `node`.
     pub async fn admit(&self, node: &NodeRecord, participant: &ParticipantId) -> Result<(), SignalingError> {
-        let body = AdmitRequest { participant_id: participant.clone(), role: SfuRole::User };
+        let body = AdmitRequest {
+            participant_id: participant.clone(),
+            role: SfuRole::User,
+        };
         let resp = self
             .http
             .post(Self::url(node, sfu_api::PATH_PARTICIPANTS))
@@ -55,15 +65,24 @@ impl SfuClient {
             .map_err(|e| Self::err(node, e))?;
         match resp.status() {
             s if s.is_success() => Ok(()),
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT => {
-                Err(SignalingError::SfuFull { node: node.node_id.to_string() })
-            }
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT => Err(SignalingError::SfuFull {
+                node: node.node_id.to_string(),
+            }),
             s => Err(Self::err(node, format!("admit answered {s}"))),
         }
     }
 
-    async fn post_link(&self, node: &NodeRecord, path: &str, a: &ParticipantId, b: &ParticipantId) -> Result<(), SignalingError> {
-        let body = LinkRequest { a: a.clone(), b: b.clone() };
+    async fn post_link(
+        &self,
+        node: &NodeRecord,
+        path: &str,
+        a: &ParticipantId,
+        b: &ParticipantId,
+    ) -> Result<(), SignalingError> {
+        let body = LinkRequest {
+            a: a.clone(),
+            b: b.clone(),
+        };
         let resp = self
             .http
             .post(Self::url(node, path))
@@ -79,11 +98,21 @@ impl SfuClient {
         }
     }
 
-    pub async fn link(&self, node: &NodeRecord, a: &ParticipantId, b: &ParticipantId) -> Result<(), SignalingError> {
+    pub async fn link(
+        &self,
+        node: &NodeRecord,
+        a: &ParticipantId,
+        b: &ParticipantId,
+    ) -> Result<(), SignalingError> {
         self.post_link(node, sfu_api::PATH_LINK, a, b).await
     }
 
-    pub async fn unlink(&self, node: &NodeRecord, a: &ParticipantId, b: &ParticipantId) -> Result<(), SignalingError> {
+    pub async fn unlink(
+        &self,
+        node: &NodeRecord,
+        a: &ParticipantId,
+        b: &ParticipantId,
+    ) -> Result<(), SignalingError> {
         self.post_link(node, sfu_api::PATH_UNLINK, a, b).await
     }
 
@@ -93,8 +122,17 @@ impl SfuClient {
         node: &NodeRecord,
         participant: &ParticipantId,
     ) -> Result<Option<(String, Vec<u8>)>, SignalingError> {
-        let url = Self::url(node, &format!("{}/{}/snapshot", sfu_api::PATH_PARTICIPANTS, participant));
-        let resp = self.http.get(url).bearer_auth(&self.token).send().await.map_err(|e| Self::err(node, e))?;
+        let url = Self::url(
+            node,
+            &format!("{}/{}/snapshot", sfu_api::PATH_PARTICIPANTS, participant),
+        );
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| Self::err(node, e))?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -120,7 +158,11 @@ impl SfuClient {
     }
 
     /// Streams the node's events into `on_event` until the stream ends or fails.
-    pub async fn events<F: FnMut(SfuEvent)>(&self, node: &NodeRecord, mut on_event: F) -> Result<(), SignalingError> {
+    pub async fn events<F: FnMut(SfuEvent)>(
+        &self,
+        node: &NodeRecord,
+        mut on_event: F,
+    ) -> Result<(), SignalingError> {
         let resp = self
             .stream_http
             .get(Self::url(node, sfu_api::PATH_EVENTS))

@@ -130,11 +130,19 @@ impl Store {
                 .create_if_missing(true)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(5));
-            let opts = if memory { opts } else { opts.journal_mode(SqliteJournalMode::Wal) };
+            let opts = if memory {
+                opts
+            } else {
+                opts.journal_mode(SqliteJournalMode::Wal)
+            };
             let mut pool = SqlitePoolOptions::new().acquire_timeout(Duration::from_secs(10));
             if memory {
                 // Every connection would get its own empty in-memory database.
-                pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+                pool = pool
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None);
             } else {
                 pool = pool.max_connections(4);
             }
@@ -148,7 +156,9 @@ impl Store {
                     .await?,
             )
         } else {
-            return Err(SignalingError::Config("database_url must start with sqlite: or postgres:".into()));
+            return Err(SignalingError::Config(
+                "database_url must start with sqlite: or postgres:".into(),
+            ));
         };
         store.migrate().await?;
         Ok(store)
@@ -309,7 +319,12 @@ impl Store {
 
     /// The ban in force for this device or IP at `now` (unix seconds), the
     /// longest-lasting one if several.
-    pub async fn active_ban(&self, device: Option<&str>, ip: Option<IpAddr>, now: i64) -> Result<Option<Ban>, SignalingError> {
+    pub async fn active_ban(
+        &self,
+        device: Option<&str>,
+        ip: Option<IpAddr>,
+        now: i64,
+    ) -> Result<Option<Ban>, SignalingError> {
         let rows: Vec<Ban> = on_pool!(self, p => {
             let rows = sqlx::query(
                 "SELECT id, kind, value, reason, created_by, created_at, expires_at FROM bans \
@@ -359,7 +374,12 @@ impl Store {
         })
     }
 
-    pub async fn insert_moderator(&self, email: &str, password_hash: &str, role: &str) -> Result<String, SignalingError> {
+    pub async fn insert_moderator(
+        &self,
+        email: &str,
+        password_hash: &str,
+        role: &str,
+    ) -> Result<String, SignalingError> {
         let id = new_id();
         on_pool!(self, p => {
             sqlx::query(
@@ -396,7 +416,14 @@ impl Store {
     }
 
     /// Appends to the audit log (which refuses updates and deletes).
-    pub async fn audit(&self, actor: &str, action: &str, target_kind: &str, target_id: &str, details: &serde_json::Value) -> Result<(), SignalingError> {
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target_kind: &str,
+        target_id: &str,
+        details: &serde_json::Value,
+    ) -> Result<(), SignalingError> {
         on_pool!(self, p => {
             sqlx::query(
                 "INSERT INTO audit_log (at, actor, action, target_kind, target_id, details) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -414,7 +441,10 @@ impl Store {
     }
 
     /// Audit entries, newest first: `(at, actor, action, target_kind, target_id)`.
-    pub async fn audit_entries(&self, limit: i64) -> Result<Vec<(i64, String, String, String, String)>, SignalingError> {
+    pub async fn audit_entries(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, String, String, String)>, SignalingError> {
         on_pool!(self, p => {
             let rows = sqlx::query(
                 "SELECT at, actor, action, target_kind, target_id FROM audit_log ORDER BY id DESC LIMIT $1",
@@ -459,7 +489,9 @@ pub fn hash_password(password: &str) -> Result<String, SignalingError> {
 pub fn verify_password(password: &str, hash: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
     match PasswordHash::new(hash) {
-        Ok(parsed) => argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     }
 }

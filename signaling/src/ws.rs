@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use proto::signal::{
-    ClientMsg, ErrorBody, Mode, PartnerLeftReason, ServerMsg, MAX_CHAT_CHARS, MAX_INTERESTS, MAX_INTEREST_CHARS,
-    MAX_WS_MESSAGE_BYTES,
+    ClientMsg, ErrorBody, Mode, PartnerLeftReason, ServerMsg, MAX_CHAT_CHARS, MAX_INTERESTS,
+    MAX_INTEREST_CHARS, MAX_WS_MESSAGE_BYTES,
 };
 use proto::token::SessionClaims;
 use std::net::{IpAddr, SocketAddr};
@@ -51,8 +51,12 @@ pub async fn ws_handler(
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(_) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, "not_websocket", "this endpoint needs a WebSocket upgrade")
-                .into_response()
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "not_websocket",
+                "this endpoint needs a WebSocket upgrade",
+            )
+            .into_response()
         }
     };
     upgrade
@@ -69,7 +73,11 @@ fn url_param(query: &str, name: &str) -> Option<String> {
 }
 
 fn error_msg(code: &str, message: impl Into<String>) -> ServerMsg {
-    ServerMsg::Error(ErrorBody { code: code.into(), message: message.into(), ban: None })
+    ServerMsg::Error(ErrorBody {
+        code: code.into(),
+        message: message.into(),
+        ban: None,
+    })
 }
 
 struct Conn {
@@ -100,7 +108,12 @@ impl Conn {
     }
 
     fn bad_input(&mut self, kind: &str, code: &str, message: impl Into<String>) -> Flow {
-        self.state.inner.metrics.bad_input.with_label_values(&[kind]).inc();
+        self.state
+            .inner
+            .metrics
+            .bad_input
+            .with_label_values(&[kind])
+            .inc();
         self.send(error_msg(code, message));
         self.bad += 1;
         if self.bad >= MAX_BAD_MESSAGES {
@@ -112,8 +125,16 @@ impl Conn {
     }
 
     fn rate_limited(&self, kind: &str, wait: u64) -> Flow {
-        self.state.inner.metrics.rate_limited.with_label_values(&[kind]).inc();
-        self.send(error_msg("rate_limited", format!("too many messages; retry in {wait} s")));
+        self.state
+            .inner
+            .metrics
+            .rate_limited
+            .with_label_values(&[kind])
+            .inc();
+        self.send(error_msg(
+            "rate_limited",
+            format!("too many messages; retry in {wait} s"),
+        ));
         self.close(1008, "rate limited");
         Flow::Close
     }
@@ -124,7 +145,10 @@ impl Conn {
         Ticket {
             user: self.user().to_owned(),
             device: self.claims.device.clone(),
-            participant: entry.as_ref().map(|e| e.participant.clone()).unwrap_or_else(|| self.claims.participant.clone()),
+            participant: entry
+                .as_ref()
+                .map(|e| e.participant.clone())
+                .unwrap_or_else(|| self.claims.participant.clone()),
             node: entry.map(|e| e.node).unwrap_or_else(|| self.claims.node.clone()),
             mode,
             lang,
@@ -134,8 +158,16 @@ impl Conn {
 
     async fn on_text(&mut self, text: &str) -> Flow {
         if text.len() > MAX_WS_MESSAGE_BYTES {
-            self.state.inner.metrics.bad_input.with_label_values(&["too_large"]).inc();
-            self.send(error_msg("message_too_large", format!("messages are limited to {MAX_WS_MESSAGE_BYTES} bytes")));
+            self.state
+                .inner
+                .metrics
+                .bad_input
+                .with_label_values(&["too_large"])
+                .inc();
+            self.send(error_msg(
+                "message_too_large",
+                format!("messages are limited to {MAX_WS_MESSAGE_BYTES} bytes"),
+            ));
             self.close(1009, "message too large");
             return Flow::Close;
         }
@@ -151,15 +183,24 @@ impl Conn {
             Ok(m) => m,
             Err(e) => {
                 let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
-                let ty = value.as_ref().and_then(|v| v.get("type")).and_then(|t| t.as_str());
+                let ty = value
+                    .as_ref()
+                    .and_then(|v| v.get("type"))
+                    .and_then(|t| t.as_str());
                 return match (value.is_some(), ty) {
                     (false, _) => self.bad_input("bad_json", "bad_json", format!("not valid JSON: {e}")),
                     (true, Some(t)) if !KNOWN_TYPES.contains(&t) => {
                         let t: String = t.chars().take(32).collect();
-                        self.bad_input("unknown_type", "unknown_type", format!("unknown message type `{t}`"))
+                        self.bad_input(
+                            "unknown_type",
+                            "unknown_type",
+                            format!("unknown message type `{t}`"),
+                        )
                     }
                     (true, None) => self.bad_input("bad_message", "bad_message", "missing `type`"),
-                    (true, Some(_)) => self.bad_input("bad_message", "bad_message", format!("invalid message: {e}")),
+                    (true, Some(_)) => {
+                        self.bad_input("bad_message", "bad_message", format!("invalid message: {e}"))
+                    }
                 };
             }
         };
@@ -177,7 +218,11 @@ impl Conn {
         let inner = self.state.inner.clone();
         let user = self.user().to_owned();
         match msg {
-            ClientMsg::Join { mode, interests, lang } => {
+            ClientMsg::Join {
+                mode,
+                interests,
+                lang,
+            } => {
                 if interests.len() > MAX_INTERESTS {
                     return Ok(self.bad_input(
                         "invalid",
@@ -192,7 +237,10 @@ impl Conn {
                         format!("interests are limited to {MAX_INTEREST_CHARS} characters"),
                     ));
                 }
-                if interests.iter().any(|i| i.chars().any(|c| c.is_control() || c == ',' || c == '|')) {
+                if interests
+                    .iter()
+                    .any(|i| i.chars().any(|c| c.is_control() || c == ',' || c == '|'))
+                {
                     return Ok(self.bad_input(
                         "invalid",
                         "bad_interest",
@@ -209,7 +257,11 @@ impl Conn {
                         Some(l.to_ascii_lowercase())
                     }
                     Some(_) => {
-                        return Ok(self.bad_input("invalid", "bad_lang", "lang must be a language tag like `en`"))
+                        return Ok(self.bad_input(
+                            "invalid",
+                            "bad_lang",
+                            "lang must be a language tag like `en`",
+                        ))
                     }
                 };
                 let interests = normalize_interests(&interests);
@@ -218,7 +270,11 @@ impl Conn {
                 inner.join(self.ticket(mode, lang, interests)).await?;
             }
             ClientMsg::Next => {
-                if let Err(wait) = inner.limits.next.check(self.claims.device.as_str(), Instant::now()) {
+                if let Err(wait) = inner
+                    .limits
+                    .next
+                    .check(self.claims.device.as_str(), Instant::now())
+                {
                     return Ok(self.rate_limited("next", wait));
                 }
                 let Some((mode, lang, interests)) = self.last_join.clone() else {
@@ -263,7 +319,12 @@ async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr
     let conn_id = inner.conns.next_conn_id();
     inner.conns.insert(
         &user,
-        ConnEntry { conn_id, tx: tx.clone(), participant: claims.participant.clone(), node: claims.node.clone() },
+        ConnEntry {
+            conn_id,
+            tx: tx.clone(),
+            participant: claims.participant.clone(),
+            node: claims.node.clone(),
+        },
     );
     if let Err(e) = inner.live.attach(&user).await {
         tracing::warn!(error = %e, "could not register the connection");
@@ -275,13 +336,20 @@ async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr
         while let Some(out) = rx.recv().await {
             match out {
                 Outbound::Msg(msg) => {
-                    let Ok(text) = serde_json::to_string(&msg) else { continue };
+                    let Ok(text) = serde_json::to_string(&msg) else {
+                        continue;
+                    };
                     if sink.send(Message::Text(text.into())).await.is_err() {
                         break;
                     }
                 }
                 Outbound::Close(code, reason) => {
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        })))
+                        .await;
                     break;
                 }
             }
@@ -306,14 +374,19 @@ async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr
         let flow = match next {
             None => break,
             Some(Ok(Message::Text(t))) => conn.on_text(t.as_str()).await,
-            Some(Ok(Message::Binary(_))) => conn.bad_input("binary", "binary_not_supported", "send JSON text frames"),
+            Some(Ok(Message::Binary(_))) => {
+                conn.bad_input("binary", "binary_not_supported", "send JSON text frames")
+            }
             Some(Ok(Message::Close(_))) => break,
             Some(Ok(_)) => Flow::Continue, // ping/pong
             Some(Err(e)) => {
                 // Frame over the hard limit or a protocol error.
                 inner.metrics.bad_input.with_label_values(&["too_large"]).inc();
                 tracing::debug!(error = %e, "WebSocket read error");
-                conn.send(error_msg("message_too_large", format!("messages are limited to {MAX_WS_MESSAGE_BYTES} bytes")));
+                conn.send(error_msg(
+                    "message_too_large",
+                    format!("messages are limited to {MAX_WS_MESSAGE_BYTES} bytes"),
+                ));
                 conn.close(1009, "message too large");
                 break;
             }

@@ -1,6 +1,8 @@
 //! Bad input gets clear JSON errors with the right status; the server keeps
 //! serving.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use common::*;
@@ -22,7 +24,12 @@ fn error_code(m: &ServerMsg) -> String {
 async fn started() -> (FakeSfu, Server) {
     let sfu = FakeSfu::start().await;
     let server = Server::start(test_config()).await;
-    server.state.node_registry().upsert(sfu.record("n1", "local")).await.unwrap();
+    server
+        .state
+        .node_registry()
+        .upsert(sfu.record("n1", "local"))
+        .await
+        .unwrap();
     (sfu, server)
 }
 
@@ -62,14 +69,22 @@ async fn malformed_and_unknown_ws_messages_get_errors_and_the_socket_stays() {
     assert_eq!(error_code(&ws.recv().await), "bad_message");
     ws.send_json(json!({"type":"join","mode":"audio"})).await;
     assert_eq!(error_code(&ws.recv().await), "bad_message");
-    ws.ws.send(tokio_tungstenite::tungstenite::Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    ws.ws
+        .send(tokio_tungstenite::tungstenite::Message::Binary(
+            vec![1, 2, 3].into(),
+        ))
+        .await
+        .unwrap();
     assert_eq!(error_code(&ws.recv().await), "binary_not_supported");
     let interests: Vec<String> = (0..11).map(|i| format!("i{i}")).collect();
-    ws.send_json(json!({"type":"join","mode":"video","interests":interests})).await;
+    ws.send_json(json!({"type":"join","mode":"video","interests":interests}))
+        .await;
     assert_eq!(error_code(&ws.recv().await), "too_many_interests");
-    ws.send_json(json!({"type":"join","mode":"video","interests":["x".repeat(33)]})).await;
+    ws.send_json(json!({"type":"join","mode":"video","interests":["x".repeat(33)]}))
+        .await;
     assert_eq!(error_code(&ws.recv().await), "interest_too_long");
-    ws.send_json(json!({"type":"join","mode":"video","lang":"<script>"})).await;
+    ws.send_json(json!({"type":"join","mode":"video","lang":"<script>"}))
+        .await;
     assert_eq!(error_code(&ws.recv().await), "bad_lang");
     ws.send_json(json!({"type":"chat","text":"hello"})).await;
     assert_eq!(error_code(&ws.recv().await), "not_paired");
@@ -78,7 +93,8 @@ async fn malformed_and_unknown_ws_messages_get_errors_and_the_socket_stays() {
     ws.send_json(json!({"type":"next"})).await;
     assert_eq!(error_code(&ws.recv().await), "not_joined");
     // The same socket still works.
-    ws.send_json(json!({"type":"join","mode":"video","interests":["ok"]})).await;
+    ws.send_json(json!({"type":"join","mode":"video","interests":["ok"]}))
+        .await;
     assert!(matches!(ws.recv().await, ServerMsg::Queued { .. }));
     let bad = server
         .metrics
@@ -105,7 +121,10 @@ async fn oversized_ws_frames_get_an_error_then_a_close() {
     let s = server.session("device-aaaa2").await;
     let mut ws = server.ws(&s.token).await;
     let huge = "x".repeat(200 * 1024);
-    let _ = ws.ws.send(tokio_tungstenite::tungstenite::Message::Text(huge.into())).await;
+    let _ = ws
+        .ws
+        .send(tokio_tungstenite::tungstenite::Message::Text(huge.into()))
+        .await;
     let _ = ws.closed().await;
     still_serving(&server).await;
     server.stop().await;
@@ -130,16 +149,21 @@ async fn expired_forged_and_missing_tokens_are_refused_with_json() {
     let now = signaling::now_secs();
     let key = TokenKey::new(&test_config().session_secret);
     let expired = key.mint(&claims(now - 3600)).unwrap();
-    let forged = TokenKey::new(b"some-other-secret-0123456789").mint(&claims(now + 3600)).unwrap();
+    let forged = TokenKey::new(b"some-other-secret-0123456789")
+        .mint(&claims(now + 3600))
+        .unwrap();
     let wrong_aud = {
         let mut c = claims(now + 3600);
         c.aud = "duet-sfu".into();
         key.mint(&c).unwrap()
     };
     let client = reqwest::Client::new();
-    for (token, code) in
-        [(expired.as_str(), "token_expired"), (forged.as_str(), "bad_token"), (wrong_aud.as_str(), "bad_token"), ("garbage", "bad_token")]
-    {
+    for (token, code) in [
+        (expired.as_str(), "token_expired"),
+        (forged.as_str(), "bad_token"),
+        (wrong_aud.as_str(), "bad_token"),
+        ("garbage", "bad_token"),
+    ] {
         // WebSocket upgrade: refused before upgrading, JSON body.
         let resp = client
             .get(server.url(&format!("/ws?token={token}")))
@@ -167,11 +191,20 @@ async fn expired_forged_and_missing_tokens_are_refused_with_json() {
     }
     let resp = client.get(server.url("/ws")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    let resp = client.post(server.url("/api/reports")).json(&json!({"category":"spam"})).send().await.unwrap();
+    let resp = client
+        .post(server.url("/api/reports"))
+        .json(&json!({"category":"spam"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.json::<Value>().await.unwrap()["code"], "unauthorized");
     // A tungstenite client with a forged token cannot connect.
-    assert!(tokio_tungstenite::connect_async(format!("ws://{}/ws?token={forged}", server.addr)).await.is_err());
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?token={forged}", server.addr))
+            .await
+            .is_err()
+    );
     still_serving(&server).await;
     server.stop().await;
 }
@@ -181,30 +214,89 @@ async fn bad_rest_bodies_get_json_errors_with_the_right_status() {
     let (_sfu, server) = started().await;
     let client = reqwest::Client::new();
     let post = |body: String, ctype: &'static str| {
-        client.post(server.url("/api/session")).header("content-type", ctype).body(body).send()
+        client
+            .post(server.url("/api/session"))
+            .header("content-type", ctype)
+            .body(body)
+            .send()
     };
     let cases: Vec<(String, &str, u16, &str)> = vec![
         ("{bad json".into(), "application/json", 400, "bad_json"),
-        (r#"{"accept_rules":true}"#.into(), "application/json", 400, "bad_json"),
-        (r#"{"accept_rules":true,"device_id":"device-aaaa","x":1}"#.into(), "application/json", 400, "bad_json"),
-        (r#"{"accept_rules":"yes","device_id":"device-aaaa"}"#.into(), "application/json", 400, "bad_json"),
-        (r#"{"accept_rules":true,"device_id":"device-aaaa"}"#.into(), "text/plain", 415, "unsupported_media_type"),
-        (format!(r#"{{"accept_rules":true,"device_id":"{}"}}"#, "a".repeat(64 * 1024)), "application/json", 413, "payload_too_large"),
-        (r#"{"accept_rules":false,"device_id":"device-aaaa"}"#.into(), "application/json", 400, "rules_not_accepted"),
-        (r#"{"accept_rules":true,"device_id":"x<"}"#.into(), "application/json", 400, "bad_device_id"),
-        (r#"{"accept_rules":true,"device_id":"device-aaaa","region":"EU!!"}"#.into(), "application/json", 400, "bad_region"),
+        (
+            r#"{"accept_rules":true}"#.into(),
+            "application/json",
+            400,
+            "bad_json",
+        ),
+        (
+            r#"{"accept_rules":true,"device_id":"device-aaaa","x":1}"#.into(),
+            "application/json",
+            400,
+            "bad_json",
+        ),
+        (
+            r#"{"accept_rules":"yes","device_id":"device-aaaa"}"#.into(),
+            "application/json",
+            400,
+            "bad_json",
+        ),
+        (
+            r#"{"accept_rules":true,"device_id":"device-aaaa"}"#.into(),
+            "text/plain",
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            format!(
+                r#"{{"accept_rules":true,"device_id":"{}"}}"#,
+                "a".repeat(64 * 1024)
+            ),
+            "application/json",
+            413,
+            "payload_too_large",
+        ),
+        (
+            r#"{"accept_rules":false,"device_id":"device-aaaa"}"#.into(),
+            "application/json",
+            400,
+            "rules_not_accepted",
+        ),
+        (
+            r#"{"accept_rules":true,"device_id":"x<"}"#.into(),
+            "application/json",
+            400,
+            "bad_device_id",
+        ),
+        (
+            r#"{"accept_rules":true,"device_id":"device-aaaa","region":"EU!!"}"#.into(),
+            "application/json",
+            400,
+            "bad_region",
+        ),
     ];
     for (body, ctype, status, code) in cases {
         let resp = post(body.clone(), ctype).await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "{code}");
-        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"), "{code}");
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{code}"
+        );
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["code"], code);
         assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     // Reports: bad category, too long text.
     let s = server.session("device-aaaa1").await;
-    let resp = client.post(server.url("/api/reports")).bearer_auth(&s.token).json(&json!({"category":"boring"})).send().await.unwrap();
+    let resp = client
+        .post(server.url("/api/reports"))
+        .bearer_auth(&s.token)
+        .json(&json!({"category":"boring"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let resp = client
         .post(server.url("/api/reports"))
@@ -215,7 +307,13 @@ async fn bad_rest_bodies_get_json_errors_with_the_right_status() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.json::<Value>().await.unwrap()["code"], "text_too_long");
-    let resp = client.post(server.url("/api/reports")).bearer_auth(&s.token).json(&json!({"category":"spam"})).send().await.unwrap();
+    let resp = client
+        .post(server.url("/api/reports"))
+        .bearer_auth(&s.token)
+        .json(&json!({"category":"spam"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 409);
     assert_eq!(resp.json::<Value>().await.unwrap()["code"], "no_pairing");
     still_serving(&server).await;
@@ -303,7 +401,12 @@ async fn rate_limits_answer_429_with_retry_after_and_close_the_ws() {
         ..RateLimits::unlimited()
     };
     let server = Server::start(config).await;
-    server.state.node_registry().upsert(sfu.record("n1", "local")).await.unwrap();
+    server
+        .state
+        .node_registry()
+        .upsert(sfu.record("n1", "local"))
+        .await
+        .unwrap();
     let s = server.session("device-aaaa1").await;
     server.session("device-aaaa2").await;
     server.session("device-aaaa3").await;

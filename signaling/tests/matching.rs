@@ -1,5 +1,7 @@
 //! The matching core's rules, without I/O.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use proptest::prelude::*;
 use proto::signal::Mode;
 use proto::{DeviceId, NodeId, ParticipantId};
@@ -11,7 +13,10 @@ const WIDEN: u64 = 5_000;
 const COOLDOWN: u64 = 600_000;
 
 fn matcher() -> Matcher {
-    Matcher::new(MatchRules { widen_after: Duration::from_millis(WIDEN), cooldown: Duration::from_millis(COOLDOWN) })
+    Matcher::new(MatchRules {
+        widen_after: Duration::from_millis(WIDEN),
+        cooldown: Duration::from_millis(COOLDOWN),
+    })
 }
 
 fn t(user: &str, node: &str, interests: &[&str]) -> Ticket {
@@ -91,7 +96,9 @@ fn widening_after_the_wait_matches_anyone_and_tells_the_user() {
     m.handle_tick(WIDEN + 100);
     let evs = events(&mut m);
     assert!(matches!(&evs[0], MatchEvent::Widened { user } if user == "dogs"));
-    let MatchEvent::Matched(p) = &evs[1] else { panic!("expected a match, got {evs:?}") };
+    let MatchEvent::Matched(p) = &evs[1] else {
+        panic!("expected a match, got {evs:?}")
+    };
     assert_eq!(users(p), set("cats", "dogs"));
     assert!(p.common_interests.is_empty());
 }
@@ -162,7 +169,11 @@ fn same_node_partner_is_preferred_among_equal_interest_matches() {
     assert!(matches(&mut m).is_empty());
     m.handle_join(t("me", "n1", &["x", "y"]), 2);
     let ps = matches(&mut m);
-    assert_eq!(users(&ps[0]), set("me", "near"), "equal overlap: same node wins over older");
+    assert_eq!(
+        users(&ps[0]),
+        set("me", "near"),
+        "equal overlap: same node wins over older"
+    );
 }
 
 #[test]
@@ -177,7 +188,11 @@ fn same_node_is_preferred_among_open_users() {
     assert!(matches(&mut m).is_empty());
     m.handle_join(t("me", "n1", &[]), 2);
     let ps = matches(&mut m);
-    assert_eq!(users(&ps[0]), set("me", "near"), "same node beats the older waiter");
+    assert_eq!(
+        users(&ps[0]),
+        set("me", "near"),
+        "same node beats the older waiter"
+    );
     m.handle_join(t("me2", "n3", &[]), 3);
     let ps = matches(&mut m);
     assert_eq!(users(&ps[0]), set("me2", "far"));
@@ -221,7 +236,10 @@ fn modes_and_languages_are_separate_queues() {
     let mut en = t("en", "n1", &[]);
     en.lang = Some("en".into());
     m.handle_join(en, 2);
-    assert!(matches(&mut m).is_empty(), "a language queue is apart from the common one");
+    assert!(
+        matches(&mut m).is_empty(),
+        "a language queue is apart from the common one"
+    );
     let mut en2 = t("en2", "n1", &[]);
     en2.lang = Some("en".into());
     m.handle_join(en2, 3);
@@ -253,10 +271,23 @@ fn two_sessions_of_one_device_never_meet() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Join { user: u8, device: u8, node: u8, text: bool, interests: Vec<u8> },
-    Leave { user: u8 },
-    Block { a: u8, b: u8 },
-    Tick { advance: u16 },
+    Join {
+        user: u8,
+        device: u8,
+        node: u8,
+        text: bool,
+        interests: Vec<u8>,
+    },
+    Leave {
+        user: u8,
+    },
+    Block {
+        a: u8,
+        b: u8,
+    },
+    Tick {
+        advance: u16,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {

@@ -2,6 +2,8 @@
 //! unlink, chat with the word filter, Next, report with evidence, blocks,
 //! SFU disconnect events, stats and pages.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use common::*;
@@ -11,7 +13,10 @@ use serde_json::json;
 
 async fn matched(ws: &mut Ws) -> (String, Vec<String>) {
     match ws.recv_until(|m| matches!(m, ServerMsg::Matched { .. })).await {
-        ServerMsg::Matched { pairing_id, common_interests } => (pairing_id.to_string(), common_interests),
+        ServerMsg::Matched {
+            pairing_id,
+            common_interests,
+        } => (pairing_id.to_string(), common_interests),
         _ => unreachable!(),
     }
 }
@@ -20,7 +25,12 @@ async fn matched(ws: &mut Ws) -> (String, Vec<String>) {
 async fn session_carries_placement_token_and_turn_credentials() {
     let sfu = FakeSfu::start().await;
     let server = Server::start(test_config()).await;
-    server.state.node_registry().upsert(sfu.record("n1", "local")).await.unwrap();
+    server
+        .state
+        .node_registry()
+        .upsert(sfu.record("n1", "local"))
+        .await
+        .unwrap();
     let s = server.session("device-aaaa").await;
     assert_eq!(s.sfu.node_id.as_str(), "n1");
     assert!(s.sfu.url.ends_with("/sfu/ws"));
@@ -29,7 +39,10 @@ async fn session_carries_placement_token_and_turn_credentials() {
     let claims: proto::token::SfuClaims = key.verify(&s.sfu.token).unwrap();
     assert_eq!(claims.sub, s.participant_id);
     assert_eq!(claims.node.as_str(), "n1");
-    assert!(sfu.calls().contains(&format!("admit {}", s.participant_id)), "admitted before answering");
+    assert!(
+        sfu.calls().contains(&format!("admit {}", s.participant_id)),
+        "admitted before answering"
+    );
     let ice = &s.ice_servers[0];
     assert_eq!(
         ice.urls,
@@ -41,7 +54,10 @@ async fn session_carries_placement_token_and_turn_credentials() {
     );
     let user = ice.username.clone().unwrap();
     assert!(user.ends_with(&format!(":{}", s.participant_id)));
-    assert_eq!(ice.credential.clone().unwrap(), proto::turn_cred::password_for(&test_config().turn_secret, &user));
+    assert_eq!(
+        ice.credential.clone().unwrap(),
+        proto::turn_cred::password_for(&test_config().turn_secret, &user)
+    );
     server.stop().await;
 }
 
@@ -63,30 +79,58 @@ async fn no_node_means_503_json() {
 async fn two_strangers_meet_chat_and_next_then_report_with_evidence() {
     let sfu = FakeSfu::start().await;
     let server = Server::start(test_config()).await;
-    server.state.node_registry().upsert(sfu.record("n1", "local")).await.unwrap();
+    server
+        .state
+        .node_registry()
+        .upsert(sfu.record("n1", "local"))
+        .await
+        .unwrap();
     let sa = server.session("device-alice").await;
     let sb = server.session("device-bob01").await;
     let mut a = server.ws(&sa.token).await;
     let mut b = server.ws(&sb.token).await;
 
-    a.send_json(json!({"type":"join","mode":"video","interests":["Music","films"]})).await;
-    assert_eq!(a.recv().await, ServerMsg::Queued { mode: proto::signal::Mode::Video });
-    b.send_json(json!({"type":"join","mode":"video","interests":["music"]})).await;
+    a.send_json(json!({"type":"join","mode":"video","interests":["Music","films"]}))
+        .await;
+    assert_eq!(
+        a.recv().await,
+        ServerMsg::Queued {
+            mode: proto::signal::Mode::Video
+        }
+    );
+    b.send_json(json!({"type":"join","mode":"video","interests":["music"]}))
+        .await;
     let (pa, common) = matched(&mut a).await;
     let (pb, _) = matched(&mut b).await;
     assert_eq!(pa, pb);
     assert_eq!(common, vec!["music".to_string()]);
-    sfu.wait_call(&format!("link {} {}", sa.participant_id, sb.participant_id)).await;
+    sfu.wait_call(&format!("link {} {}", sa.participant_id, sb.participant_id))
+        .await;
 
     // Chat goes to the partner, filtered; typing too.
     a.send_json(json!({"type":"chat","text":"hello, darn you"})).await;
-    assert_eq!(b.recv().await, ServerMsg::Chat { text: "hello, **** you".into() });
+    assert_eq!(
+        b.recv().await,
+        ServerMsg::Chat {
+            text: "hello, **** you".into()
+        }
+    );
     b.send_json(json!({"type":"typing"})).await;
     assert_eq!(a.recv().await, ServerMsg::Typing);
     b.send_json(json!({"type":"chat","text":"hi back"})).await;
-    assert_eq!(a.recv().await, ServerMsg::Chat { text: "hi back".into() });
+    assert_eq!(
+        a.recv().await,
+        ServerMsg::Chat {
+            text: "hi back".into()
+        }
+    );
 
-    let stats: Stats = reqwest::get(server.url("/api/stats")).await.unwrap().json().await.unwrap();
+    let stats: Stats = reqwest::get(server.url("/api/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats.online, 2);
 
     // B reports A: stored with transcript and A's snapshot, 201 after commit.
@@ -99,19 +143,43 @@ async fn two_strangers_meet_chat_and_next_then_report_with_evidence() {
         .unwrap();
     assert_eq!(resp.status(), 201);
     let created: proto::signal::ReportCreated = resp.json().await.unwrap();
-    let stored = server.state.store().get_report(&created.report_id).await.unwrap().unwrap();
+    let stored = server
+        .state
+        .store()
+        .get_report(&created.report_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.report.reported_device, "device-alice");
     assert_eq!(stored.report.reporter_device, "device-bob01");
     assert_eq!(stored.report.category, "harassment");
-    assert!(stored.report.transcript.contains("hello, **** you"), "{}", stored.report.transcript);
+    assert!(
+        stored.report.transcript.contains("hello, **** you"),
+        "{}",
+        stored.report.transcript
+    );
     assert!(stored.report.transcript.contains("hi back"));
     assert_eq!(stored.report.snapshots.len(), 1);
     assert_eq!(stored.report.snapshots[0].data, SNAPSHOT);
-    assert_eq!(stored.report.snapshots[0].participant_id, sa.participant_id.to_string());
+    assert_eq!(
+        stored.report.snapshots[0].participant_id,
+        sa.participant_id.to_string()
+    );
     // Unlinked, both told.
-    sfu.wait_call(&format!("unlink {} {}", sa.participant_id, sb.participant_id)).await;
-    assert_eq!(a.recv().await, ServerMsg::PartnerLeft { reason: PartnerLeftReason::Ended });
-    assert_eq!(b.recv().await, ServerMsg::PartnerLeft { reason: PartnerLeftReason::Reported });
+    sfu.wait_call(&format!("unlink {} {}", sa.participant_id, sb.participant_id))
+        .await;
+    assert_eq!(
+        a.recv().await,
+        ServerMsg::PartnerLeft {
+            reason: PartnerLeftReason::Ended
+        }
+    );
+    assert_eq!(
+        b.recv().await,
+        ServerMsg::PartnerLeft {
+            reason: PartnerLeftReason::Reported
+        }
+    );
 
     // They are never matched again, even after the cooldown would allow it.
     a.send_json(json!({"type":"join","mode":"video"})).await;
@@ -128,14 +196,24 @@ async fn two_strangers_meet_chat_and_next_then_report_with_evidence() {
 
     // Next: the partner is told, the presser is queued again.
     c.send_json(json!({"type":"next"})).await;
-    assert_eq!(a.recv().await, ServerMsg::PartnerLeft { reason: PartnerLeftReason::Next });
+    assert_eq!(
+        a.recv().await,
+        ServerMsg::PartnerLeft {
+            reason: PartnerLeftReason::Next
+        }
+    );
     // C re-queued; B is waiting (C and B never met): they match.
     let (_, _) = matched(&mut c).await;
     let (_, _) = matched(&mut b).await;
 
     // Stop: partner told.
     b.send_json(json!({"type":"stop"})).await;
-    assert_eq!(c.recv().await, ServerMsg::PartnerLeft { reason: PartnerLeftReason::Stop });
+    assert_eq!(
+        c.recv().await,
+        ServerMsg::PartnerLeft {
+            reason: PartnerLeftReason::Stop
+        }
+    );
     server.stop().await;
 }
 
@@ -143,7 +221,12 @@ async fn two_strangers_meet_chat_and_next_then_report_with_evidence() {
 async fn partner_disconnecting_from_the_sfu_is_noticed() {
     let sfu = FakeSfu::start().await;
     let server = Server::start(test_config()).await;
-    server.state.node_registry().upsert(sfu.record("n1", "local")).await.unwrap();
+    server
+        .state
+        .node_registry()
+        .upsert(sfu.record("n1", "local"))
+        .await
+        .unwrap();
     let sa = server.session("device-alice").await;
     let sb = server.session("device-bob01").await;
     let mut a = server.ws(&sa.token).await;
@@ -154,7 +237,10 @@ async fn partner_disconnecting_from_the_sfu_is_noticed() {
     matched(&mut b).await;
     sfu.wait_call("events").await;
     // Keep sending until the subscription is surely up (broadcast has no backlog).
-    let ev = SfuEvent::Disconnected { participant_id: sb.participant_id.clone(), reason: "ice timeout".into() };
+    let ev = SfuEvent::Disconnected {
+        participant_id: sb.participant_id.clone(),
+        reason: "ice timeout".into(),
+    };
     let mut tries = 0;
     let left = loop {
         let _ = sfu.events.send(ev.clone());
@@ -165,7 +251,12 @@ async fn partner_disconnecting_from_the_sfu_is_noticed() {
             Err(_) => panic!("no partner_left"),
         }
     };
-    assert_eq!(left, ServerMsg::PartnerLeft { reason: PartnerLeftReason::Disconnected });
+    assert_eq!(
+        left,
+        ServerMsg::PartnerLeft {
+            reason: PartnerLeftReason::Disconnected
+        }
+    );
     match b.recv().await {
         ServerMsg::Error(e) => assert_eq!(e.code, "media_disconnected"),
         other => panic!("unexpected {other:?}"),
@@ -178,7 +269,12 @@ async fn partner_disconnecting_from_the_sfu_is_noticed() {
 async fn websocket_close_tells_the_partner_and_text_mode_needs_no_link() {
     let sfu = FakeSfu::start().await;
     let server = Server::start(test_config()).await;
-    server.state.node_registry().upsert(sfu.record("n1", "local")).await.unwrap();
+    server
+        .state
+        .node_registry()
+        .upsert(sfu.record("n1", "local"))
+        .await
+        .unwrap();
     let sa = server.session("device-alice").await;
     let sb = server.session("device-bob01").await;
     let mut a = server.ws(&sa.token).await;
@@ -188,8 +284,16 @@ async fn websocket_close_tells_the_partner_and_text_mode_needs_no_link() {
     matched(&mut a).await;
     matched(&mut b).await;
     drop(b);
-    assert_eq!(a.recv().await, ServerMsg::PartnerLeft { reason: PartnerLeftReason::Disconnected });
-    assert!(sfu.calls().iter().all(|c| !c.starts_with("link")), "text mode has no media link");
+    assert_eq!(
+        a.recv().await,
+        ServerMsg::PartnerLeft {
+            reason: PartnerLeftReason::Disconnected
+        }
+    );
+    assert!(
+        sfu.calls().iter().all(|c| !c.starts_with("link")),
+        "text mode has no media link"
+    );
     server.stop().await;
 }
 
@@ -199,14 +303,26 @@ async fn widening_is_announced_over_the_websocket() {
     let mut config = test_config();
     config.widen_after = std::time::Duration::from_millis(200);
     let server = Server::start(config).await;
-    server.state.node_registry().upsert(sfu.record("n1", "local")).await.unwrap();
+    server
+        .state
+        .node_registry()
+        .upsert(sfu.record("n1", "local"))
+        .await
+        .unwrap();
     let sa = server.session("device-alice").await;
     let sb = server.session("device-bob01").await;
     let mut a = server.ws(&sa.token).await;
     let mut b = server.ws(&sb.token).await;
-    a.send_json(json!({"type":"join","mode":"video","interests":["cats"]})).await;
-    b.send_json(json!({"type":"join","mode":"video","interests":["dogs"]})).await;
-    assert_eq!(a.recv().await, ServerMsg::Queued { mode: proto::signal::Mode::Video });
+    a.send_json(json!({"type":"join","mode":"video","interests":["cats"]}))
+        .await;
+    b.send_json(json!({"type":"join","mode":"video","interests":["dogs"]}))
+        .await;
+    assert_eq!(
+        a.recv().await,
+        ServerMsg::Queued {
+            mode: proto::signal::Mode::Video
+        }
+    );
     assert_eq!(a.recv().await, ServerMsg::Widened);
     let (_, common) = matched(&mut a).await;
     assert!(common.is_empty());
@@ -219,12 +335,18 @@ async fn pages_are_served_with_security_headers() {
     for path in ["/", "/admin/"] {
         let resp = reqwest::get(server.url(path)).await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
-        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
         let csp = resp.headers()["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
         assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
         assert_eq!(resp.headers()["x-frame-options"], "DENY");
-        assert!(resp.headers()["permissions-policy"].to_str().unwrap().contains("camera=(self)"));
+        assert!(resp.headers()["permissions-policy"]
+            .to_str()
+            .unwrap()
+            .contains("camera=(self)"));
         assert!(resp.headers().contains_key("referrer-policy"));
     }
     let resp = reqwest::get(server.url("/no-such-file.js")).await.unwrap();
@@ -240,7 +362,12 @@ async fn pages_are_served_with_security_headers() {
 async fn metrics_are_registered_with_the_prefix() {
     let sfu = FakeSfu::start().await;
     let server = Server::start(test_config()).await;
-    server.state.node_registry().upsert(sfu.record("n1", "local")).await.unwrap();
+    server
+        .state
+        .node_registry()
+        .upsert(sfu.record("n1", "local"))
+        .await
+        .unwrap();
     server.session("device-alice").await;
     let families = server.metrics.gather();
     let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
@@ -254,7 +381,10 @@ async fn metrics_are_registered_with_the_prefix() {
     ] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
-    let created = families.iter().find(|f| f.name() == "duet_signaling_sessions_created_total").unwrap();
+    let created = families
+        .iter()
+        .find(|f| f.name() == "duet_signaling_sessions_created_total")
+        .unwrap();
     assert_eq!(created.get_metric()[0].get_counter().get_value(), 1.0);
     server.stop().await;
 }

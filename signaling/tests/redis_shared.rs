@@ -2,6 +2,8 @@
 //! signaling instances share one queue, pair users across instances and
 //! relay chat between them; the Lua matcher follows the core's rules.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use common::*;
@@ -31,7 +33,10 @@ impl Drop for Prefix {
         // Leave nothing behind.
         let client = redis::Client::open(REDIS).unwrap();
         let mut conn = client.get_connection().unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}*", self.0)).query(&mut conn).unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.0))
+            .query(&mut conn)
+            .unwrap();
         if !keys.is_empty() {
             let _: () = redis::cmd("DEL").arg(keys).query(&mut conn).unwrap();
         }
@@ -83,23 +88,42 @@ async fn two_instances_share_one_queue_and_relay_chat_across() {
     let sb = two.session("device-bob01").await;
     let mut a = one.ws(&sa.token).await;
     let mut b = two.ws(&sb.token).await;
-    a.send_json(json!({"type":"join","mode":"video","interests":["music"]})).await;
+    a.send_json(json!({"type":"join","mode":"video","interests":["music"]}))
+        .await;
     assert_eq!(a.recv().await, ServerMsg::Queued { mode: Mode::Video });
-    b.send_json(json!({"type":"join","mode":"video","interests":["music","art"]})).await;
+    b.send_json(json!({"type":"join","mode":"video","interests":["music","art"]}))
+        .await;
     let pa = matched(&mut a).await;
     let pb = matched(&mut b).await;
     assert_eq!(pa, pb, "one pairing across the two instances");
-    sfu.wait_call(&format!("link {} {}", sa.participant_id, sb.participant_id)).await;
+    sfu.wait_call(&format!("link {} {}", sa.participant_id, sb.participant_id))
+        .await;
 
     a.send_json(json!({"type":"chat","text":"hello from one"})).await;
-    assert_eq!(b.recv().await, ServerMsg::Chat { text: "hello from one".into() });
-    b.send_json(json!({"type":"chat","text":"darn, hello from two"})).await;
-    assert_eq!(a.recv().await, ServerMsg::Chat { text: "****, hello from two".into() });
+    assert_eq!(
+        b.recv().await,
+        ServerMsg::Chat {
+            text: "hello from one".into()
+        }
+    );
+    b.send_json(json!({"type":"chat","text":"darn, hello from two"}))
+        .await;
+    assert_eq!(
+        a.recv().await,
+        ServerMsg::Chat {
+            text: "****, hello from two".into()
+        }
+    );
     b.send_json(json!({"type":"typing"})).await;
     assert_eq!(a.recv().await, ServerMsg::Typing);
 
     // Either instance sees everyone online.
-    let stats: Stats = reqwest::get(two.url("/api/stats")).await.unwrap().json().await.unwrap();
+    let stats: Stats = reqwest::get(two.url("/api/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats.online, 2);
 
     // A report on instance two finds the transcript written by both.
@@ -111,12 +135,21 @@ async fn two_instances_share_one_queue_and_relay_chat_across() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    let id = resp.json::<proto::signal::ReportCreated>().await.unwrap().report_id;
+    let id = resp
+        .json::<proto::signal::ReportCreated>()
+        .await
+        .unwrap()
+        .report_id;
     let stored = two.state.store().get_report(&id).await.unwrap().unwrap();
     assert!(stored.report.transcript.contains("hello from one"));
     assert!(stored.report.transcript.contains("hello from two"));
     assert_eq!(stored.report.snapshots[0].data, SNAPSHOT);
-    assert_eq!(a.recv().await, ServerMsg::PartnerLeft { reason: PartnerLeftReason::Ended });
+    assert_eq!(
+        a.recv().await,
+        ServerMsg::PartnerLeft {
+            reason: PartnerLeftReason::Ended
+        }
+    );
 
     // Next across instances: a new pair forms with a third user on instance two.
     let sc = two.session("device-carol").await;
@@ -126,7 +159,12 @@ async fn two_instances_share_one_queue_and_relay_chat_across() {
     matched(&mut a).await;
     matched(&mut c).await;
     c.send_json(json!({"type":"next"})).await;
-    assert_eq!(a.recv().await, ServerMsg::PartnerLeft { reason: PartnerLeftReason::Next });
+    assert_eq!(
+        a.recv().await,
+        ServerMsg::PartnerLeft {
+            reason: PartnerLeftReason::Next
+        }
+    );
     drop(a);
     beat.cancel();
     one.stop().await;
@@ -149,7 +187,10 @@ async fn backend(prefix: &str) -> Arc<RedisLive> {
     RedisLive::connect(
         REDIS,
         prefix.into(),
-        MatchRules { widen_after: Duration::from_millis(5_000), cooldown: Duration::from_millis(600_000) },
+        MatchRules {
+            widen_after: Duration::from_millis(5_000),
+            cooldown: Duration::from_millis(600_000),
+        },
         3_600_000,
         50,
         "r1".into(),
@@ -175,16 +216,27 @@ async fn redis_matcher_follows_the_rules() {
     let live = backend(&prefix.0).await;
     // Interest match before an older open waiter.
     assert!(live.join(ticket("old", "n1", &[]), 0).await.unwrap().is_empty());
-    assert!(live.join(ticket("music", "n1", &["music"]), 1).await.unwrap().is_empty());
+    assert!(live
+        .join(ticket("music", "n1", &["music"]), 1)
+        .await
+        .unwrap()
+        .is_empty());
     let evs = live.join(ticket("fan", "n1", &["music", "x"]), 2).await.unwrap();
     assert_eq!(pair_users(&evs), vec![("music".to_string(), "fan".to_string())]);
     let MatchEvent::Matched(p) = &evs[0] else { panic!() };
     assert_eq!(p.common_interests, vec!["music".to_string()]);
-    assert_eq!(live.current_pairing("fan").await.unwrap().unwrap().pairing_id, p.pairing_id);
+    assert_eq!(
+        live.current_pairing("fan").await.unwrap().unwrap().pairing_id,
+        p.pairing_id
+    );
     assert_eq!(live.waiting().await.unwrap(), (1, 0));
 
     // Widening after the wait.
-    assert!(live.join(ticket("cats", "n1", &["cats"]), 10).await.unwrap().is_empty());
+    assert!(live
+        .join(ticket("cats", "n1", &["cats"]), 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(live.tick(4_000).await.unwrap().is_empty());
     let evs = live.tick(5_010).await.unwrap();
     assert_eq!(evs[0], MatchEvent::Widened { user: "cats".into() });
@@ -192,18 +244,39 @@ async fn redis_matcher_follows_the_rules() {
 
     // Cooldown: the same devices do not meet again; a third does.
     live.end_pairing("cats", 6_000).await.unwrap().unwrap();
-    assert!(live.end_pairing("old", 6_000).await.unwrap().is_none(), "exactly one caller ends a pairing");
-    assert!(live.join(ticket("old", "n1", &[]), 6_001).await.unwrap().is_empty());
-    assert!(live.join(ticket("cats", "n1", &[]), 6_002).await.unwrap().is_empty());
+    assert!(
+        live.end_pairing("old", 6_000).await.unwrap().is_none(),
+        "exactly one caller ends a pairing"
+    );
+    assert!(live
+        .join(ticket("old", "n1", &[]), 6_001)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(live
+        .join(ticket("cats", "n1", &[]), 6_002)
+        .await
+        .unwrap()
+        .is_empty());
     let evs = live.join(ticket("third", "n1", &[]), 6_003).await.unwrap();
-    assert_eq!(pair_users(&evs), vec![("old".to_string(), "third".to_string())], "oldest allowed first");
+    assert_eq!(
+        pair_users(&evs),
+        vec![("old".to_string(), "third".to_string())],
+        "oldest allowed first"
+    );
 
     // Blocks are forever; same node preferred.
-    live.block(&DeviceId::new("dev-cats"), &DeviceId::new("dev-near")).await.unwrap();
+    live.block(&DeviceId::new("dev-cats"), &DeviceId::new("dev-near"))
+        .await
+        .unwrap();
     let evs = live.join(ticket("near", "n2", &[]), 700_000).await.unwrap();
     assert!(evs.is_empty(), "blocked pair never matches");
     let evs = live.join(ticket("me", "n2", &[]), 700_001).await.unwrap();
-    assert_eq!(pair_users(&evs), vec![("near".to_string(), "me".to_string())], "same node beats older");
+    assert_eq!(
+        pair_users(&evs),
+        vec![("near".to_string(), "me".to_string())],
+        "same node beats older"
+    );
     assert!(live.leave("cats").await.unwrap());
     assert_eq!(live.waiting().await.unwrap(), (0, 0));
 }

@@ -26,7 +26,12 @@ pub struct MemoryLive {
 }
 
 impl MemoryLive {
-    pub fn new(rules: MatchRules, conns: Arc<LocalConns>, transcript_max: usize, report_window_ms: u64) -> Self {
+    pub fn new(
+        rules: MatchRules,
+        conns: Arc<LocalConns>,
+        transcript_max: usize,
+        report_window_ms: u64,
+    ) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 matcher: Matcher::new(rules),
@@ -101,9 +106,19 @@ impl LiveState for MemoryLive {
 
     async fn end_pairing(&self, user: &str, now_ms: u64) -> Result<Option<Pairing>, SignalingError> {
         let mut inner = self.inner.lock();
-        let Some(p) = inner.current.remove(user) else { return Ok(None) };
-        let other = if p.a.user == user { p.b.user.clone() } else { p.a.user.clone() };
-        if inner.current.get(&other).is_some_and(|q| q.pairing_id == p.pairing_id) {
+        let Some(p) = inner.current.remove(user) else {
+            return Ok(None);
+        };
+        let other = if p.a.user == user {
+            p.b.user.clone()
+        } else {
+            p.a.user.clone()
+        };
+        if inner
+            .current
+            .get(&other)
+            .is_some_and(|q| q.pairing_id == p.pairing_id)
+        {
             inner.current.remove(&other);
         }
         inner.last.insert(p.a.user.clone(), (p.clone(), now_ms));
@@ -131,12 +146,21 @@ impl LiveState for MemoryLive {
     }
 
     async fn transcript(&self, pairing: &PairingId) -> Result<Vec<ChatLine>, SignalingError> {
-        Ok(self.inner.lock().transcripts.get(pairing).map(|t| t.iter().cloned().collect()).unwrap_or_default())
+        Ok(self
+            .inner
+            .lock()
+            .transcripts
+            .get(pairing)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn waiting(&self) -> Result<(u64, u64), SignalingError> {
         let inner = self.inner.lock();
-        Ok((inner.matcher.waiting_count(Mode::Video) as u64, inner.matcher.waiting_count(Mode::Text) as u64))
+        Ok((
+            inner.matcher.waiting_count(Mode::Video) as u64,
+            inner.matcher.waiting_count(Mode::Text) as u64,
+        ))
     }
 
     async fn online(&self) -> Result<u64, SignalingError> {

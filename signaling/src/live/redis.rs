@@ -137,7 +137,10 @@ impl RedisLive {
         }
         let get = |k: &str| h.get(k).cloned().unwrap_or_default();
         let split = |s: String| -> Vec<String> {
-            s.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect()
+            s.split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
         };
         let side = |p: &str| PairSide {
             user: get(&format!("{p}_user")),
@@ -250,7 +253,10 @@ impl LiveState for RedisLive {
     async fn transcript(&self, pairing: &PairingId) -> Result<Vec<ChatLine>, SignalingError> {
         let mut conn = self.conn.clone();
         let lines: Vec<String> = conn.lrange(self.key(&format!("tr:{pairing}")), 0, -1).await?;
-        Ok(lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        Ok(lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
     }
 
     async fn waiting(&self) -> Result<(u64, u64), SignalingError> {
@@ -281,7 +287,8 @@ impl LiveState for RedisLive {
 
     async fn attach(&self, user: &str) -> Result<(), SignalingError> {
         let mut conn = self.conn.clone();
-        conn.set_ex::<_, _, ()>(self.key(&format!("conn:{user}")), &self.replica_id, CONN_TTL_SECS).await?;
+        conn.set_ex::<_, _, ()>(self.key(&format!("conn:{user}")), &self.replica_id, CONN_TTL_SECS)
+            .await?;
         self.publish_online(crate::now_ms()).await
     }
 
@@ -317,7 +324,8 @@ impl LiveState for RedisLive {
         let replica: Option<String> = conn.get(self.key(&format!("conn:{}", d.user))).await?;
         if let Some(replica) = replica {
             let payload = serde_json::to_string(&d).map_err(|e| SignalingError::Data(e.to_string()))?;
-            conn.publish::<_, _, ()>(self.key(&format!("replica:{replica}")), payload).await?;
+            conn.publish::<_, _, ()>(self.key(&format!("replica:{replica}")), payload)
+                .await?;
         }
         Ok(())
     }
@@ -336,7 +344,8 @@ impl LiveState for RedisLive {
         for chunk in users.chunks(500) {
             let mut pipe = redis::pipe();
             for u in chunk {
-                pipe.expire(self.key(&format!("conn:{u}")), CONN_TTL_SECS as i64).ignore();
+                pipe.expire(self.key(&format!("conn:{u}")), CONN_TTL_SECS as i64)
+                    .ignore();
             }
             pipe.query_async::<()>(&mut conn).await?;
         }

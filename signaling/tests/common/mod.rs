@@ -1,6 +1,6 @@
 //! Test helpers: a stand-in SFU internal API that records calls, a running
 //! signaling server, WebSocket and REST clients.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -48,12 +48,22 @@ fn authorized(h: &HeaderMap) -> bool {
     h.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {INTERNAL_TOKEN}"))
 }
 
-async fn admit(State(s): State<SfuState>, h: HeaderMap, Json(req): Json<AdmitRequest>) -> axum::response::Response {
+async fn admit(
+    State(s): State<SfuState>,
+    h: HeaderMap,
+    Json(req): Json<AdmitRequest>,
+) -> axum::response::Response {
     if !authorized(&h) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    s.calls.lock().unwrap().push(format!("admit {}", req.participant_id));
-    Json(Admitted { participant_id: req.participant_id }).into_response()
+    s.calls
+        .lock()
+        .unwrap()
+        .push(format!("admit {}", req.participant_id));
+    Json(Admitted {
+        participant_id: req.participant_id,
+    })
+    .into_response()
 }
 
 async fn link(State(s): State<SfuState>, h: HeaderMap, Json(req): Json<LinkRequest>) -> StatusCode {
@@ -68,11 +78,18 @@ async fn unlink(State(s): State<SfuState>, h: HeaderMap, Json(req): Json<LinkReq
     if !authorized(&h) {
         return StatusCode::UNAUTHORIZED;
     }
-    s.calls.lock().unwrap().push(format!("unlink {} {}", req.a, req.b));
+    s.calls
+        .lock()
+        .unwrap()
+        .push(format!("unlink {} {}", req.a, req.b));
     StatusCode::NO_CONTENT
 }
 
-async fn snapshot(State(s): State<SfuState>, h: HeaderMap, Path(id): Path<String>) -> axum::response::Response {
+async fn snapshot(
+    State(s): State<SfuState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> axum::response::Response {
     if !authorized(&h) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -109,7 +126,10 @@ impl FakeSfu {
     pub async fn start() -> Self {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let (events_tx, _) = broadcast::channel(64);
-        let state = SfuState { calls: calls.clone(), events: events_tx.clone() };
+        let state = SfuState {
+            calls: calls.clone(),
+            events: events_tx.clone(),
+        };
         let app = Router::new()
             .route(proto::sfu_api::PATH_PARTICIPANTS, post(admit))
             .route("/internal/v1/participants/{id}/snapshot", get(snapshot))
@@ -122,9 +142,17 @@ impl FakeSfu {
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(c.cancelled_owned()).await.unwrap();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(c.cancelled_owned())
+                .await
+                .unwrap();
         });
-        FakeSfu { addr, calls, events: events_tx, cancel }
+        FakeSfu {
+            addr,
+            calls,
+            events: events_tx,
+            cancel,
+        }
     }
 
     pub fn record(&self, node_id: &str, region: &str) -> NodeRecord {
@@ -155,7 +183,11 @@ impl FakeSfu {
             if let Some(c) = self.calls().into_iter().find(|c| c.starts_with(prefix)) {
                 return c;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no `{prefix}` call; calls: {:?}", self.calls());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no `{prefix}` call; calls: {:?}",
+                self.calls()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -181,13 +213,20 @@ pub struct Server {
 impl Server {
     pub async fn start(config: SignalingConfig) -> Self {
         let metrics = prometheus::Registry::new();
-        let state = signaling::build_state(config, &metrics).await.expect("build_state");
+        let state = signaling::build_state(config, &metrics)
+            .await
+            .expect("build_state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let (s, sd) = (state.clone(), shutdown.clone());
         tokio::spawn(async move { signaling::run(listener, s, sd).await.unwrap() });
-        Server { state, addr, shutdown, metrics }
+        Server {
+            state,
+            addr,
+            shutdown,
+            metrics,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -206,7 +245,9 @@ impl Server {
     }
 
     pub async fn ws(&self, token: &str) -> Ws {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", self.addr)).await.unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", self.addr))
+            .await
+            .unwrap();
         Ws { ws }
     }
 
@@ -232,7 +273,9 @@ impl Ws {
     /// The next server message (panics on close or after the hang guard).
     pub async fn recv(&mut self) -> ServerMsg {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for a message");
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a message");
             match msg {
                 Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -254,7 +297,9 @@ impl Ws {
     /// Waits for the close frame (or end of stream); returns its code.
     pub async fn closed(&mut self) -> Option<u16> {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for close");
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for close");
             match msg {
                 Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code.into()),
                 None | Some(Err(_)) => return None,
