@@ -388,3 +388,55 @@ async fn metrics_are_registered_with_the_prefix() {
     assert_eq!(created.get_metric()[0].get_counter().get_value(), 1.0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn partners_on_different_nodes_relocate_one_side_and_placement_follows_region() {
+    let sfu1 = FakeSfu::start().await;
+    let sfu2 = FakeSfu::start().await;
+    let server = Server::start(test_config()).await;
+    let reg = server.state.node_registry();
+    reg.upsert(sfu1.record("n1", "eu")).await.unwrap();
+    reg.upsert(sfu2.record("n2", "us")).await.unwrap();
+    let session = |device: &'static str, region: &'static str| {
+        let url = server.url("/api/session");
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"accept_rules": true, "device_id": device, "region": region}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<proto::signal::SessionResponse>().await.unwrap()
+        }
+    };
+    let sa = session("device-alice", "eu").await;
+    let sb = session("device-bob01", "us").await;
+    assert_eq!(sa.sfu.node_id.as_str(), "n1");
+    assert_eq!(sb.sfu.node_id.as_str(), "n2");
+    let mut a = server.ws(&sa.token).await;
+    let mut b = server.ws(&sb.token).await;
+    a.send_json(json!({"type":"join","mode":"video"})).await;
+    b.send_json(json!({"type":"join","mode":"video"})).await;
+    // B (joined later) moves to A's node, then both are matched and linked there.
+    let relocate = b.recv_until(|m| matches!(m, ServerMsg::Relocate { .. })).await;
+    let ServerMsg::Relocate { sfu } = relocate else {
+        unreachable!()
+    };
+    assert_eq!(sfu.node_id.as_str(), "n1");
+    let key = proto::token::TokenKey::new(&test_config().sfu_token_secret);
+    let claims: proto::token::SfuClaims = key.verify(&sfu.token).unwrap();
+    assert_eq!(claims.node.as_str(), "n1");
+    assert_eq!(claims.sub, sb.participant_id);
+    matched(&mut a).await;
+    matched(&mut b).await;
+    sfu1.wait_call(&format!("admit {}", sb.participant_id)).await;
+    sfu1.wait_call(&format!("link {} {}", sa.participant_id, sb.participant_id))
+        .await;
+    assert!(sfu2.calls().iter().all(|c| !c.starts_with("link")));
+
+    // A region with no node falls back to the others.
+    let sc = session("device-carol", "ap").await;
+    assert!(["n1", "n2"].contains(&sc.sfu.node_id.as_str()));
+    server.stop().await;
+}
