@@ -11,7 +11,9 @@ use turn_relay::{parse_peer_allow_list, RelayConfig, TurnConfig, TurnServer};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
         eprintln!("usage: turnd <listen addr> <relay ip> <secret> [allow CIDR...]");
@@ -23,7 +25,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = TurnConfig::new(
         "duet",
         vec![args[2].as_bytes().to_vec()],
-        RelayConfig::Sockets { relay_ip, port_range: 40000..=60000, allow_peers: allow },
+        RelayConfig::Sockets {
+            relay_ip,
+            port_range: 40000..=60000,
+            allow_peers: allow,
+        },
     );
     cfg.listen_udp = Some(listen);
     cfg.listen_tcp = Some(listen);

@@ -71,7 +71,13 @@ impl NonceKey {
     }
 
     /// Checks a nonce received from `client_ip`.
-    pub fn check(&self, nonce: &str, client_ip: IpAddr, now_unix: u64, ttl_secs: u64) -> Result<(), NonceError> {
+    pub fn check(
+        &self,
+        nonce: &str,
+        client_ip: IpAddr,
+        now_unix: u64,
+        ttl_secs: u64,
+    ) -> Result<(), NonceError> {
         if nonce.len() != NONCE_LEN || !nonce.is_ascii() {
             return Err(NonceError::Invalid);
         }
@@ -83,7 +89,10 @@ impl NonceKey {
         }
         let expected = self.mac(issued, client_ip);
         // Constant-time enough: fold XOR over fixed-size arrays.
-        let diff = got.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let diff = got
+            .iter()
+            .zip(expected.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         if diff != 0 {
             return Err(NonceError::Invalid);
         }
@@ -108,7 +117,9 @@ pub fn rest_keys<'a>(
     username: &'a str,
     realm: &'a str,
 ) -> impl Iterator<Item = Vec<u8>> + 'a {
-    secrets.iter().map(move |s| long_term_key(username, realm, &proto::turn_cred::password_for(s, username)))
+    secrets
+        .iter()
+        .map(move |s| long_term_key(username, realm, &proto::turn_cred::password_for(s, username)))
 }
 
 #[cfg(test)]
@@ -134,16 +145,31 @@ mod tests {
         let k = NonceKey::new([1; 32]);
         let n = k.issue(ip("192.0.2.1"), 1000);
         assert_eq!(k.check(&n, ip("192.0.2.2"), 1000, 600), Err(NonceError::Invalid));
-        assert_eq!(NonceKey::new([2; 32]).check(&n, ip("192.0.2.1"), 1000, 600), Err(NonceError::Invalid));
+        assert_eq!(
+            NonceKey::new([2; 32]).check(&n, ip("192.0.2.1"), 1000, 600),
+            Err(NonceError::Invalid)
+        );
         let mut forged = n.clone().into_bytes();
         forged[20] = if forged[20] == b'0' { b'1' } else { b'0' };
         let forged = String::from_utf8(forged).unwrap();
-        assert_eq!(k.check(&forged, ip("192.0.2.1"), 1000, 600), Err(NonceError::Invalid));
-        assert_eq!(k.check("short", ip("192.0.2.1"), 1000, 600), Err(NonceError::Invalid));
-        assert_eq!(k.check(&"é".repeat(20), ip("192.0.2.1"), 1000, 600), Err(NonceError::Invalid));
+        assert_eq!(
+            k.check(&forged, ip("192.0.2.1"), 1000, 600),
+            Err(NonceError::Invalid)
+        );
+        assert_eq!(
+            k.check("short", ip("192.0.2.1"), 1000, 600),
+            Err(NonceError::Invalid)
+        );
+        assert_eq!(
+            k.check(&"é".repeat(20), ip("192.0.2.1"), 1000, 600),
+            Err(NonceError::Invalid)
+        );
         // Issued in the future beyond skew.
         let future = k.issue(ip("192.0.2.1"), 2000);
-        assert_eq!(k.check(&future, ip("192.0.2.1"), 1000, 600), Err(NonceError::Invalid));
+        assert_eq!(
+            k.check(&future, ip("192.0.2.1"), 1000, 600),
+            Err(NonceError::Invalid)
+        );
     }
 
     #[test]
@@ -152,6 +178,9 @@ mod tests {
         let keys: Vec<_> = rest_keys(&secrets, "10:a", "r").collect();
         assert_eq!(keys.len(), 2);
         assert_ne!(keys[0], keys[1]);
-        assert_eq!(keys[1], long_term_key("10:a", "r", &proto::turn_cred::password_for(b"new", "10:a")));
+        assert_eq!(
+            keys[1],
+            long_term_key("10:a", "r", &proto::turn_cred::password_for(b"new", "10:a"))
+        );
     }
 }

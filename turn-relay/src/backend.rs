@@ -77,7 +77,13 @@ pub struct InProcessRelay {
 impl InProcessRelay {
     /// `to_sfu` is `None` when no SFU is wired (datagrams are then dropped).
     pub fn new(relay_ip: IpAddr, sfu_addrs: Vec<SocketAddr>, to_sfu: Option<HandoffSender>) -> Self {
-        InProcessRelay { relay_ip, sfu_addrs, to_sfu, used: HashSet::new(), next: *VIRTUAL_PORTS.start() }
+        InProcessRelay {
+            relay_ip,
+            sfu_addrs,
+            to_sfu,
+            used: HashSet::new(),
+            next: *VIRTUAL_PORTS.start(),
+        }
     }
 }
 
@@ -91,8 +97,12 @@ impl RelayBackend for InProcessRelay {
         let mut port = self.next;
         for _ in 0..span {
             let candidate = port;
-            port = if port == *VIRTUAL_PORTS.end() { *VIRTUAL_PORTS.start() } else { port + 1 };
-            if (even_port && candidate % 2 != 0) || self.used.contains(&candidate) {
+            port = if port == *VIRTUAL_PORTS.end() {
+                *VIRTUAL_PORTS.start()
+            } else {
+                port + 1
+            };
+            if (even_port && candidate & 1 == 1) || self.used.contains(&candidate) {
                 continue;
             }
             self.used.insert(candidate);
@@ -108,7 +118,10 @@ impl RelayBackend for InProcessRelay {
             if !self.used.contains(&p) && !self.used.contains(&(p + 1)) {
                 self.used.insert(p);
                 self.used.insert(p + 1);
-                return Ok((SocketAddr::new(self.relay_ip, p), SocketAddr::new(self.relay_ip, p + 1)));
+                return Ok((
+                    SocketAddr::new(self.relay_ip, p),
+                    SocketAddr::new(self.relay_ip, p + 1),
+                ));
             }
             p += 2;
         }
@@ -131,12 +144,18 @@ impl RelayBackend for InProcessRelay {
         if !self.sfu_addrs.contains(&peer) {
             return Err(RelaySendError::Unreachable);
         }
-        let Some(tx) = &self.to_sfu else { return Err(RelaySendError::Closed) };
-        tx.send(RelayedDatagram { relay_addr: relay, sfu_addr: peer, payload: Bytes::copy_from_slice(payload) })
-            .map_err(|e| match e {
-                HandoffError::Full => RelaySendError::Congested,
-                HandoffError::Closed => RelaySendError::Closed,
-            })
+        let Some(tx) = &self.to_sfu else {
+            return Err(RelaySendError::Closed);
+        };
+        tx.send(RelayedDatagram {
+            relay_addr: relay,
+            sfu_addr: peer,
+            payload: Bytes::copy_from_slice(payload),
+        })
+        .map_err(|e| match e {
+            HandoffError::Full => RelaySendError::Congested,
+            HandoffError::Closed => RelaySendError::Closed,
+        })
     }
 }
 
@@ -194,7 +213,14 @@ impl SocketRelay {
     ) -> Self {
         let span = u32::from(ports.end().saturating_sub(*ports.start())) + 1;
         let next = (u32::from(*ports.start()) + u32::from(start_seed) % span) as u16;
-        SocketRelay { relay_ip, ports, policy, sockets: HashMap::new(), next, from_peers }
+        SocketRelay {
+            relay_ip,
+            ports,
+            policy,
+            sockets: HashMap::new(),
+            next,
+            from_peers,
+        }
     }
 
     fn advance(&self, p: u16) -> u16 {
@@ -219,7 +245,11 @@ impl SocketRelay {
             loop {
                 match reader_sock.recv_from(&mut buf).await {
                     Ok((n, peer)) => {
-                        let pkt = PeerPacket { relay: addr, peer, payload: Bytes::copy_from_slice(&buf[..n]) };
+                        let pkt = PeerPacket {
+                            relay: addr,
+                            peer,
+                            payload: Bytes::copy_from_slice(&buf[..n]),
+                        };
                         match tx.try_send(pkt) {
                             Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
                             Err(mpsc::error::TrySendError::Closed(_)) => return,
@@ -259,7 +289,7 @@ impl RelayBackend for SocketRelay {
             let candidate = port;
             port = self.advance(port);
             let addr = SocketAddr::new(self.relay_ip, candidate);
-            if (even_port && candidate % 2 != 0) || self.sockets.contains_key(&addr) {
+            if (even_port && candidate & 1 == 1) || self.sockets.contains_key(&addr) {
                 continue;
             }
             attempts += 1;
@@ -284,10 +314,13 @@ impl RelayBackend for SocketRelay {
         for _ in 0..span {
             let p = port;
             port = self.advance(port);
-            if p % 2 != 0 || p == u16::MAX || p + 1 > *self.ports.end() {
+            if p & 1 == 1 || p == u16::MAX || p + 1 > *self.ports.end() {
                 continue;
             }
-            let (a, b) = (SocketAddr::new(self.relay_ip, p), SocketAddr::new(self.relay_ip, p + 1));
+            let (a, b) = (
+                SocketAddr::new(self.relay_ip, p),
+                SocketAddr::new(self.relay_ip, p + 1),
+            );
             if self.sockets.contains_key(&a) || self.sockets.contains_key(&b) {
                 continue;
             }
@@ -322,7 +355,9 @@ impl RelayBackend for SocketRelay {
         if !self.policy.allows(peer.ip()) {
             return Err(RelaySendError::Unreachable);
         }
-        let Some(s) = self.sockets.get(&relay) else { return Err(RelaySendError::Closed) };
+        let Some(s) = self.sockets.get(&relay) else {
+            return Err(RelaySendError::Closed);
+        };
         match s.sender.send_to(payload, peer) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(RelaySendError::Congested),
@@ -356,7 +391,10 @@ mod tests {
         assert!(!r.permits("192.0.2.8".parse().unwrap()));
         assert!(r.reaches("192.0.2.9:5000".parse().unwrap()));
         assert!(!r.reaches("192.0.2.9:5001".parse().unwrap()));
-        assert_eq!(r.send(b, "192.0.2.9:5000".parse().unwrap(), b"x"), Err(RelaySendError::Closed));
+        assert_eq!(
+            r.send(b, "192.0.2.9:5000".parse().unwrap(), b"x"),
+            Err(RelaySendError::Closed)
+        );
     }
 
     #[tokio::test]

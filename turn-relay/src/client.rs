@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 
 use rand::Rng;
+use stun::agent::TransactionId;
 use stun::attributes::*;
 use stun::error_code::ErrorCodeAttribute;
-use stun::agent::TransactionId;
 use stun::message::*;
 use stun::textattrs::TextAttribute;
 use stun::xoraddr::XorMappedAddress;
@@ -48,19 +48,31 @@ pub struct Response {
 pub enum Incoming {
     Response(Response),
     /// A Data indication.
-    Data { peer: SocketAddr, data: Vec<u8> },
+    Data {
+        peer: SocketAddr,
+        data: Vec<u8>,
+    },
     /// ChannelData.
-    Channel { number: u16, data: Vec<u8> },
+    Channel {
+        number: u16,
+        data: Vec<u8>,
+    },
 }
 
 impl Client {
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
-        Client { username: username.into(), password: password.into(), ..Default::default() }
+        Client {
+            username: username.into(),
+            password: password.into(),
+            ..Default::default()
+        }
     }
 
     /// The long-term key, once the realm is known.
     pub fn key(&self) -> Option<Vec<u8>> {
-        self.realm.as_ref().map(|r| crate::auth::long_term_key(&self.username, r, &self.password))
+        self.realm
+            .as_ref()
+            .map(|r| crate::auth::long_term_key(&self.username, r, &self.password))
     }
 
     /// Learns realm and nonce from a 401/438 response; returns whether the
@@ -136,7 +148,11 @@ pub fn lifetime(m: &mut Message, secs: u32) {
 
 /// Adds XOR-PEER-ADDRESS.
 pub fn peer_address(m: &mut Message, peer: SocketAddr) {
-    let _ = XorMappedAddress { ip: peer.ip(), port: peer.port() }.add_to_as(m, ATTR_XOR_PEER_ADDRESS);
+    let _ = XorMappedAddress {
+        ip: peer.ip(),
+        port: peer.port(),
+    }
+    .add_to_as(m, ATTR_XOR_PEER_ADDRESS);
 }
 
 /// A Send indication carrying `data` to `peer`.
@@ -160,7 +176,10 @@ pub fn parse_incoming(b: &[u8]) -> Option<Incoming> {
     match wire::classify(b) {
         wire::Kind::ChannelData => {
             let cd = wire::parse_channel_data(b)?;
-            Some(Incoming::Channel { number: cd.number, data: cd.data.to_vec() })
+            Some(Incoming::Channel {
+                number: cd.number,
+                data: cd.data.to_vec(),
+            })
         }
         wire::Kind::Stun => {
             let mut m = Message::new();
@@ -183,11 +202,24 @@ pub fn parse_incoming(b: &[u8]) -> Option<Incoming> {
             }
             r.realm = TextAttribute::get_from_as(&m, ATTR_REALM).ok().map(|t| t.text);
             r.nonce = TextAttribute::get_from_as(&m, ATTR_NONCE).ok().map(|t| t.text);
-            r.relayed = m.get(ATTR_XOR_RELAYED_ADDRESS).ok().and_then(|v| decode_xor_addr(&v, &m.transaction_id));
-            r.mapped = m.get(ATTR_XORMAPPED_ADDRESS).ok().and_then(|v| decode_xor_addr(&v, &m.transaction_id));
-            r.lifetime = m.get(ATTR_LIFETIME).ok().filter(|v| v.len() == 4).map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+            r.relayed = m
+                .get(ATTR_XOR_RELAYED_ADDRESS)
+                .ok()
+                .and_then(|v| decode_xor_addr(&v, &m.transaction_id));
+            r.mapped = m
+                .get(ATTR_XORMAPPED_ADDRESS)
+                .ok()
+                .and_then(|v| decode_xor_addr(&v, &m.transaction_id));
+            r.lifetime = m
+                .get(ATTR_LIFETIME)
+                .ok()
+                .filter(|v| v.len() == 4)
+                .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
             if let Ok(v) = m.get(ATTR_UNKNOWN_ATTRIBUTES) {
-                r.unknown = v.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                r.unknown = v
+                    .chunks_exact(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect();
             }
             Some(Incoming::Response(r))
         }
@@ -199,14 +231,18 @@ impl Response {
     /// Whether the response's integrity attribute verifies with `key`.
     pub fn integrity_ok(&self, key: &[u8]) -> bool {
         match wire::parse_stun(&self.raw) {
-            Ok(p) => p.integrity.is_some_and(|ig| wire::verify_integrity(&self.raw, &ig, key)),
+            Ok(p) => p
+                .integrity
+                .is_some_and(|ig| wire::verify_integrity(&self.raw, &ig, key)),
             Err(_) => false,
         }
     }
 
     /// Which integrity attribute the response carries.
     pub fn integrity_kind(&self) -> Option<wire::IntegrityKind> {
-        wire::parse_stun(&self.raw).ok().and_then(|p| p.integrity.map(|i| i.kind))
+        wire::parse_stun(&self.raw)
+            .ok()
+            .and_then(|p| p.integrity.map(|i| i.kind))
     }
 
     pub fn is_success(&self) -> bool {

@@ -12,9 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use stun::agent::TransactionId;
 use stun::attributes::*;
 use stun::error_code::{ErrorCode, ErrorCodeAttribute};
-use stun::agent::TransactionId;
 use stun::message::*;
 use stun::textattrs::TextAttribute;
 use stun::uattrs::UnknownAttributes;
@@ -257,12 +257,18 @@ fn same_family(a: IpAddr, b: IpAddr) -> bool {
     a.is_ipv4() == b.is_ipv4()
 }
 
-fn attr<'a>(m: &'a Message, t: AttrType) -> Option<&'a [u8]> {
-    m.attributes.0.iter().find(|a| a.typ == t).map(|a| a.value.as_slice())
+fn attr(m: &Message, t: AttrType) -> Option<&[u8]> {
+    m.attributes
+        .0
+        .iter()
+        .find(|a| a.typ == t)
+        .map(|a| a.value.as_slice())
 }
 
 fn text_attr(m: &Message, t: AttrType) -> Option<String> {
-    attr(m, t).and_then(|v| std::str::from_utf8(v).ok()).map(str::to_string)
+    attr(m, t)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
 }
 
 /// Outcome of a request handler: an error code to answer, or done.
@@ -311,7 +317,11 @@ impl TurnCore {
 
     /// Table sizes.
     pub fn stats(&self) -> Stats {
-        Stats { allocations: self.allocations.len(), permissions: self.n_permissions, channels: self.n_channels }
+        Stats {
+            allocations: self.allocations.len(),
+            permissions: self.n_permissions,
+            channels: self.n_channels,
+        }
     }
 
     /// The relay address of the allocation on `ft`, if any.
@@ -363,7 +373,11 @@ impl TurnCore {
                 return;
             }
         }
-        let channel = a.channel_of_peer.get(&peer).copied().filter(|n| a.channels.get(n).is_some_and(|c| c.expires > now));
+        let channel = a
+            .channel_of_peer
+            .get(&peer)
+            .copied()
+            .filter(|n| a.channels.get(n).is_some_and(|c| c.expires > now));
         let payload = match channel {
             Some(n) => wire::encode_channel_data(n, data, ft.transport != Transport::Udp),
             None => {
@@ -371,7 +385,10 @@ impl TurnCore {
                 m.typ = MessageType::new(METHOD_DATA, CLASS_INDICATION);
                 m.transaction_id = TransactionId(self.rng.random());
                 m.write_header();
-                let xa = XorMappedAddress { ip: peer.ip(), port: peer.port() };
+                let xa = XorMappedAddress {
+                    ip: peer.ip(),
+                    port: peer.port(),
+                };
                 if xa.add_to_as(&mut m, ATTR_XOR_PEER_ADDRESS).is_err() {
                     self.metrics.drop(drop_reason::MALFORMED);
                     return;
@@ -392,13 +409,21 @@ impl TurnCore {
     /// Expires allocations, permissions and channels.
     pub fn handle_timeout(&mut self, now: Millis) {
         self.last_sweep = now;
-        let expired: Vec<FiveTuple> =
-            self.allocations.iter().filter(|(_, a)| a.expires <= now).map(|(ft, _)| *ft).collect();
+        let expired: Vec<FiveTuple> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| a.expires <= now)
+            .map(|(ft, _)| *ft)
+            .collect();
         for ft in expired {
             self.remove_allocation(&ft);
         }
-        let stale: Vec<[u8; 8]> =
-            self.reservations.iter().filter(|(_, r)| r.expires <= now).map(|(t, _)| *t).collect();
+        let stale: Vec<[u8; 8]> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.expires <= now)
+            .map(|(t, _)| *t)
+            .collect();
         for t in stale {
             if let Some(r) = self.reservations.remove(&t) {
                 self.backend.release(r.relay);
@@ -410,7 +435,12 @@ impl TurnCore {
             let before = a.permissions.len();
             a.permissions.retain(|_, e| *e > now);
             removed_perms += before - a.permissions.len();
-            let dead: Vec<u16> = a.channels.iter().filter(|(_, c)| c.expires <= now).map(|(n, _)| *n).collect();
+            let dead: Vec<u16> = a
+                .channels
+                .iter()
+                .filter(|(_, c)| c.expires <= now)
+                .map(|(n, _)| *n)
+                .collect();
             for n in dead {
                 if let Some(c) = a.channels.remove(&n) {
                     a.channel_of_peer.remove(&c.peer);
@@ -451,7 +481,10 @@ impl TurnCore {
         let class = p.msg.typ.class;
         let method = p.msg.typ.method;
         if class == CLASS_REQUEST {
-            self.metrics.requests.with_label_values(&[method_label(method)]).inc();
+            self.metrics
+                .requests
+                .with_label_values(&[method_label(method)])
+                .inc();
             self.handle_request(ft, p, now);
         } else if class == CLASS_INDICATION && method == METHOD_SEND {
             self.handle_send(ft, &p.msg, now);
@@ -482,12 +515,18 @@ impl TurnCore {
             METHOD_BINDING => {
                 if self.unauth_allowed(ft, now) {
                     self.respond(ft, &p.msg, CLASS_SUCCESS_RESPONSE, None, |m| {
-                        let _ = XorMappedAddress { ip: ft.client.ip(), port: ft.client.port() }.add_to(m);
+                        let _ = XorMappedAddress {
+                            ip: ft.client.ip(),
+                            port: ft.client.port(),
+                        }
+                        .add_to(m);
                     });
                 }
             }
             METHOD_ALLOCATE | METHOD_REFRESH | METHOD_CREATE_PERMISSION | METHOD_CHANNEL_BIND => {
-                let Some(auth) = self.authenticate(ft, &p, now) else { return };
+                let Some(auth) = self.authenticate(ft, &p, now) else {
+                    return;
+                };
                 let result = match method {
                     METHOD_ALLOCATE => self.allocate(ft, &p.msg, &auth, now),
                     METHOD_REFRESH => self.refresh(ft, &p.msg, &auth, now),
@@ -541,16 +580,21 @@ impl TurnCore {
             self.challenge(ft, req, 401, now);
             return None;
         };
-        let (Some(username), Some(realm), Some(nonce)) =
-            (text_attr(req, ATTR_USERNAME), text_attr(req, ATTR_REALM), text_attr(req, ATTR_NONCE))
-        else {
+        let (Some(username), Some(realm), Some(nonce)) = (
+            text_attr(req, ATTR_USERNAME),
+            text_attr(req, ATTR_REALM),
+            text_attr(req, ATTR_NONCE),
+        ) else {
             self.metrics.auth_failure(auth_reason::MISSING_ATTRIBUTES);
             if self.unauth_allowed(ft, now) {
                 self.respond_error(ft, req, 400, None, |_| {});
             }
             return None;
         };
-        match self.nonce.check(&nonce, ft.client.ip(), now / 1000, self.cfg.nonce_ttl_s) {
+        match self
+            .nonce
+            .check(&nonce, ft.client.ip(), now / 1000, self.cfg.nonce_ttl_s)
+        {
             Ok(()) => {}
             Err(NonceError::Stale) => {
                 self.metrics.auth_failure(auth_reason::STALE_NONCE);
@@ -588,7 +632,11 @@ impl TurnCore {
             self.challenge(ft, req, 401, now);
             return None;
         };
-        Some(Authed { username, key, kind: ig.kind })
+        Some(Authed {
+            username,
+            key,
+            kind: ig.kind,
+        })
     }
 
     fn desired_lifetime_s(&self, req: &Message) -> Result<u64, u16> {
@@ -637,7 +685,11 @@ impl TurnCore {
         };
         if let Some(t) = &token {
             // Only a live reservation of the same user is valid.
-            if !self.reservations.get(t).is_some_and(|r| r.expires > now && r.username == auth.username) {
+            if !self
+                .reservations
+                .get(t)
+                .is_some_and(|r| r.expires > now && r.username == auth.username)
+            {
                 return Err(508);
             }
         }
@@ -666,7 +718,13 @@ impl TurnCore {
         let q = &self.cfg.quotas;
         // A claimed reservation turns into an allocation (net zero); EVEN-PORT
         // with R takes two relay addresses.
-        let needed = if token.is_some() { 0 } else if reserve_next { 2 } else { 1 };
+        let needed = if token.is_some() {
+            0
+        } else if reserve_next {
+            2
+        } else {
+            1
+        };
         if self.allocations.len() + self.reservations.len() + needed > q.max_allocations_total as usize {
             self.metrics.quota(quota::TOTAL_ALLOCATIONS);
             return Err(508);
@@ -683,7 +741,14 @@ impl TurnCore {
                 self.backend.allocate_pair().map(|(a, b)| {
                     let t: [u8; 8] = self.rng.random();
                     let expires = now + RESERVATION_LIFETIME_S * 1000;
-                    self.reservations.insert(t, Reservation { relay: b, username: auth.username.clone(), expires });
+                    self.reservations.insert(
+                        t,
+                        Reservation {
+                            relay: b,
+                            username: auth.username.clone(),
+                            expires,
+                        },
+                    );
                     new_token = Some(t);
                     a
                 })
@@ -732,12 +797,20 @@ impl TurnCore {
         token: Option<[u8; 8]>,
     ) {
         self.respond(ft, req, CLASS_SUCCESS_RESPONSE, Some(auth), |m| {
-            let _ = XorMappedAddress { ip: relay.ip(), port: relay.port() }.add_to_as(m, ATTR_XOR_RELAYED_ADDRESS);
+            let _ = XorMappedAddress {
+                ip: relay.ip(),
+                port: relay.port(),
+            }
+            .add_to_as(m, ATTR_XOR_RELAYED_ADDRESS);
             m.add(ATTR_LIFETIME, &(lifetime as u32).to_be_bytes());
             if let Some(t) = token {
                 m.add(ATTR_RESERVATION_TOKEN, &t);
             }
-            let _ = XorMappedAddress { ip: ft.client.ip(), port: ft.client.port() }.add_to(m);
+            let _ = XorMappedAddress {
+                ip: ft.client.ip(),
+                port: ft.client.port(),
+            }
+            .add_to(m);
         });
     }
 
@@ -801,9 +874,7 @@ impl TurnCore {
     }
 
     fn create_permission(&mut self, ft: FiveTuple, req: &Message, auth: &Authed, now: Millis) -> Handled {
-        if let Err(code) = self.owned_allocation(&ft, auth) {
-            return Err(code);
-        }
+        self.owned_allocation(&ft, auth)?;
         let peers = Self::peer_addrs(req)?;
         let relay = self.allocations.get(&ft).map(|a| a.relay).ok_or(437u16)?;
         for p in &peers {
@@ -811,7 +882,11 @@ impl TurnCore {
         }
         let max = self.cfg.quotas.max_permissions_per_allocation as usize;
         let a = self.allocations.get_mut(&ft).ok_or(437u16)?;
-        let mut new_ips: Vec<IpAddr> = peers.iter().map(|p| p.ip()).filter(|ip| !a.permissions.contains_key(ip)).collect();
+        let mut new_ips: Vec<IpAddr> = peers
+            .iter()
+            .map(|p| p.ip())
+            .filter(|ip| !a.permissions.contains_key(ip))
+            .collect();
         new_ips.sort();
         new_ips.dedup();
         if a.permissions.len() + new_ips.len() > max {
@@ -829,9 +904,7 @@ impl TurnCore {
     }
 
     fn channel_bind(&mut self, ft: FiveTuple, req: &Message, auth: &Authed, now: Millis) -> Handled {
-        if let Err(code) = self.owned_allocation(&ft, auth) {
-            return Err(code);
-        }
+        self.owned_allocation(&ft, auth)?;
         let number = match attr(req, ATTR_CHANNEL_NUMBER) {
             Some(v) if v.len() == 4 => u16::from_be_bytes([v[0], v[1]]),
             _ => return Err(400),
@@ -863,9 +936,16 @@ impl TurnCore {
             self.metrics.quota(quota::PERMISSIONS);
             return Err(508);
         }
-        a.channels.insert(number, Channel { peer, expires: now + CHANNEL_LIFETIME_S * 1000 });
+        a.channels.insert(
+            number,
+            Channel {
+                peer,
+                expires: now + CHANNEL_LIFETIME_S * 1000,
+            },
+        );
         a.channel_of_peer.insert(peer, number);
-        a.permissions.insert(peer.ip(), now + PERMISSION_LIFETIME_S * 1000);
+        a.permissions
+            .insert(peer.ip(), now + PERMISSION_LIFETIME_S * 1000);
         self.n_channels += usize::from(new_channel);
         self.n_permissions += usize::from(new_perm);
         self.sync_gauges();
@@ -874,7 +954,9 @@ impl TurnCore {
     }
 
     fn relay_to_peer(&mut self, ft: FiveTuple, peer: SocketAddr, data: &[u8], now: Millis) {
-        let Some(a) = self.allocations.get_mut(&ft) else { return };
+        let Some(a) = self.allocations.get_mut(&ft) else {
+            return;
+        };
         if let Some(b) = a.bucket.as_mut() {
             if !b.try_take(data.len() as u64, now) {
                 self.metrics.quota(quota::BANDWIDTH);
@@ -889,7 +971,9 @@ impl TurnCore {
         match self.backend.send(relay, peer, data) {
             Ok(()) => self.metrics.relayed(true, data.len()),
             Err(RelaySendError::Unreachable) => self.metrics.policy_denials.inc(),
-            Err(RelaySendError::Congested | RelaySendError::Closed) => self.metrics.drop(drop_reason::BACKEND),
+            Err(RelaySendError::Congested | RelaySendError::Closed) => {
+                self.metrics.drop(drop_reason::BACKEND)
+            }
         }
     }
 
@@ -930,7 +1014,12 @@ impl TurnCore {
             self.metrics.drop(drop_reason::NO_ALLOCATION);
             return;
         }
-        let Some(peer) = a.channels.get(&cd.number).filter(|c| c.expires > now).map(|c| c.peer) else {
+        let Some(peer) = a
+            .channels
+            .get(&cd.number)
+            .filter(|c| c.expires > now)
+            .map(|c| c.peer)
+        else {
             self.metrics.drop(drop_reason::NO_CHANNEL);
             return;
         };
@@ -950,7 +1039,11 @@ impl TurnCore {
         extra: impl FnOnce(&mut Message),
     ) {
         self.respond(ft, req, CLASS_ERROR_RESPONSE, auth, |m| {
-            let _ = ErrorCodeAttribute { code: ErrorCode(code), reason: reason(code).as_bytes().to_vec() }.add_to(m);
+            let _ = ErrorCodeAttribute {
+                code: ErrorCode(code),
+                reason: reason(code).as_bytes().to_vec(),
+            }
+            .add_to(m);
             extra(m);
         });
     }
@@ -978,7 +1071,10 @@ impl TurnCore {
             }
         }
         wire::add_fingerprint(&mut m);
-        self.out.push_back(Transmit { to: ft, payload: m.raw });
+        self.out.push_back(Transmit {
+            to: ft,
+            payload: m.raw,
+        });
     }
 
     /// Checks the internal tables for consistency; returns a description of
@@ -986,7 +1082,11 @@ impl TurnCore {
     /// every step).
     pub fn check_invariants(&self) -> Result<(), String> {
         if self.by_relay.len() != self.allocations.len() {
-            return Err(format!("by_relay {} != allocations {}", self.by_relay.len(), self.allocations.len()));
+            return Err(format!(
+                "by_relay {} != allocations {}",
+                self.by_relay.len(),
+                self.allocations.len()
+            ));
         }
         let mut per_user: HashMap<&str, u32> = HashMap::new();
         let (mut perms, mut chans) = (0, 0);
@@ -1022,15 +1122,27 @@ impl TurnCore {
             chans += a.channels.len();
         }
         if perms != self.n_permissions || chans != self.n_channels {
-            return Err(format!("counters {}/{} != tables {perms}/{chans}", self.n_permissions, self.n_channels));
+            return Err(format!(
+                "counters {}/{} != tables {perms}/{chans}",
+                self.n_permissions, self.n_channels
+            ));
         }
-        if per_user.len() != self.per_user.len() || per_user.iter().any(|(u, n)| self.per_user.get(*u) != Some(n)) {
+        if per_user.len() != self.per_user.len()
+            || per_user.iter().any(|(u, n)| self.per_user.get(*u) != Some(n))
+        {
             return Err("per-user counts disagree".into());
         }
-        if per_user.values().any(|&n| n > self.cfg.quotas.max_allocations_per_user) {
+        if per_user
+            .values()
+            .any(|&n| n > self.cfg.quotas.max_allocations_per_user)
+        {
             return Err("per-user quota exceeded".into());
         }
-        if self.reservations.values().any(|r| self.by_relay.contains_key(&r.relay)) {
+        if self
+            .reservations
+            .values()
+            .any(|r| self.by_relay.contains_key(&r.relay))
+        {
             return Err("a reserved relay address is also allocated".into());
         }
         if self.allocations.len() + self.reservations.len() > self.cfg.quotas.max_allocations_total as usize {

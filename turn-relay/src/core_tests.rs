@@ -56,7 +56,12 @@ fn cfg(quotas: Quotas) -> CoreConfig {
 }
 
 fn open_quotas() -> Quotas {
-    Quotas { unauth_per_sec: 100_000, unauth_burst: 100_000, bandwidth_bytes_per_sec: 0, ..Quotas::default() }
+    Quotas {
+        unauth_per_sec: 100_000,
+        unauth_burst: 100_000,
+        bandwidth_bytes_per_sec: 0,
+        ..Quotas::default()
+    }
 }
 
 struct H {
@@ -85,7 +90,12 @@ impl H {
         };
         let metrics = Metrics::unregistered().unwrap();
         let core = TurnCore::new(cfg(quotas), Box::new(relay), metrics.clone(), [9; 32], T0);
-        H { core, sent, metrics, now: T0 }
+        H {
+            core,
+            sent,
+            metrics,
+            now: T0,
+        }
     }
 
     fn input(&mut self, ft: FiveTuple, b: &[u8]) -> Vec<Transmit> {
@@ -96,16 +106,18 @@ impl H {
     fn request(&mut self, ft: FiveTuple, m: &Message) -> Option<Response> {
         let out = self.input(ft, &m.raw);
         assert!(out.len() <= 1, "one answer per request");
-        out.into_iter().map(|t| {
-            assert_eq!(t.to, ft);
-            match parse_incoming(&t.payload) {
-                Some(Incoming::Response(r)) => {
-                    assert_eq!(r.transaction_id, m.transaction_id);
-                    r
+        out.into_iter()
+            .map(|t| {
+                assert_eq!(t.to, ft);
+                match parse_incoming(&t.payload) {
+                    Some(Incoming::Response(r)) => {
+                        assert_eq!(r.transaction_id, m.transaction_id);
+                        r
+                    }
+                    other => panic!("expected a response, got {other:?}"),
                 }
-                other => panic!("expected a response, got {other:?}"),
-            }
-        }).next()
+            })
+            .next()
     }
 
     fn transact(&mut self, ft: FiveTuple, c: &mut Client, build: impl Fn(&Client) -> Message) -> Response {
@@ -137,7 +149,10 @@ fn user(id: &str, valid_for_s: i64) -> Client {
 fn allocated(h: &mut H, ft: FiveTuple, c: &mut Client) -> SocketAddr {
     let r = h.transact(ft, c, |c| c.allocate());
     assert!(r.is_success(), "allocate: {:?}", r.error);
-    assert!(r.integrity_ok(&c.key().unwrap()), "success carries MESSAGE-INTEGRITY");
+    assert!(
+        r.integrity_ok(&c.key().unwrap()),
+        "success carries MESSAGE-INTEGRITY"
+    );
     r.relayed.unwrap()
 }
 
@@ -200,8 +215,20 @@ fn expired_and_forged_credentials_get_401() {
     let r = h.transact(ft(1), &mut malformed, |c| c.allocate());
     assert_eq!(r.error, Some(401));
     assert_eq!(h.metrics.auth_failures.with_label_values(&["expired"]).get(), 1);
-    assert_eq!(h.metrics.auth_failures.with_label_values(&["bad_integrity"]).get(), 1);
-    assert_eq!(h.metrics.auth_failures.with_label_values(&["malformed_username"]).get(), 1);
+    assert_eq!(
+        h.metrics
+            .auth_failures
+            .with_label_values(&["bad_integrity"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        h.metrics
+            .auth_failures
+            .with_label_values(&["malformed_username"])
+            .get(),
+        1
+    );
     assert_eq!(h.core.stats().allocations, 0);
 }
 
@@ -239,7 +266,12 @@ fn unsupported_allocate_options_get_the_right_errors() {
     let mut c = user("alice", 3600);
     let r = h.transact(ft(1), &mut c, |c| c.request(METHOD_ALLOCATE, |_| {}));
     assert_eq!(r.error, Some(400), "no REQUESTED-TRANSPORT");
-    let r = h.request(ft(1), &c.request(METHOD_ALLOCATE, |m| m.add(ATTR_REQUESTED_TRANSPORT, &[6, 0, 0, 0])));
+    let r = h.request(
+        ft(1),
+        &c.request(METHOD_ALLOCATE, |m| {
+            m.add(ATTR_REQUESTED_TRANSPORT, &[6, 0, 0, 0])
+        }),
+    );
     assert_eq!(r.unwrap().error, Some(442), "TCP relay");
     let r = h.request(
         ft(1),
@@ -387,10 +419,18 @@ fn policy_denies_internal_peers_with_403() {
     let mut h = H::new(open_quotas(), &[]);
     let mut c = user("alice", 3600);
     allocated(&mut h, ft(1), &mut c);
-    for p in ["127.0.0.1:9", "10.0.0.1:9", "169.254.169.254:80", "100.100.100.200:80"] {
+    for p in [
+        "127.0.0.1:9",
+        "10.0.0.1:9",
+        "169.254.169.254:80",
+        "100.100.100.200:80",
+    ] {
         let r = h.request(ft(1), &c.create_permission(&[peer(p)])).unwrap();
         assert_eq!(r.error, Some(403), "{p}");
-        assert!(r.integrity_ok(&c.key().unwrap()), "error to an authenticated request is protected");
+        assert!(
+            r.integrity_ok(&c.key().unwrap()),
+            "error to an authenticated request is protected"
+        );
         let r = h.request(ft(1), &c.channel_bind(0x4000, peer(p))).unwrap();
         assert_eq!(r.error, Some(403), "{p}");
     }
@@ -400,10 +440,18 @@ fn policy_denies_internal_peers_with_403() {
         assert_eq!(r.error, Some(403), "{p}");
     }
     // One bad peer refuses the whole request.
-    let r = h.request(ft(1), &c.create_permission(&[peer("8.8.8.8:1"), peer("10.0.0.1:1")])).unwrap();
+    let r = h
+        .request(
+            ft(1),
+            &c.create_permission(&[peer("8.8.8.8:1"), peer("10.0.0.1:1")]),
+        )
+        .unwrap();
     assert_eq!(r.error, Some(403));
     assert_eq!(h.core.stats().permissions, 0);
-    assert!(h.request(ft(1), &c.create_permission(&[peer("8.8.8.8:1")])).unwrap().is_success());
+    assert!(h
+        .request(ft(1), &c.create_permission(&[peer("8.8.8.8:1")]))
+        .unwrap()
+        .is_success());
     assert_eq!(h.core.stats().permissions, 1);
     assert!(h.metrics.policy_denials.get() >= 11);
 }
@@ -417,7 +465,18 @@ fn ipv6_mapped_and_nat64_peers_are_denied_on_an_ipv6_relay() {
         policy: PeerPolicy::new(crate::policy::parse_peer_allow_list(&allow).unwrap()),
         sent,
     };
-    let mut h = H { core: TurnCore::new(cfg(open_quotas()), Box::new(relay), Metrics::unregistered().unwrap(), [1; 32], T0), sent: Arc::default(), metrics: Metrics::unregistered().unwrap(), now: T0 };
+    let mut h = H {
+        core: TurnCore::new(
+            cfg(open_quotas()),
+            Box::new(relay),
+            Metrics::unregistered().unwrap(),
+            [1; 32],
+            T0,
+        ),
+        sent: Arc::default(),
+        metrics: Metrics::unregistered().unwrap(),
+        now: T0,
+    };
     let mut c = user("alice", 3600);
     let r = h.transact(ft(1), &mut c, |c| {
         c.request(METHOD_ALLOCATE, |m| {
@@ -426,10 +485,23 @@ fn ipv6_mapped_and_nat64_peers_are_denied_on_an_ipv6_relay() {
         })
     });
     assert!(r.is_success());
-    for p in ["[::ffff:127.0.0.1]:9", "[64:ff9b::a00:1]:9", "[::1]:9", "[fe80::1]:9", "[2002:a00:1::1]:9"] {
-        assert_eq!(h.request(ft(1), &c.create_permission(&[peer(p)])).unwrap().error, Some(403), "{p}");
+    for p in [
+        "[::ffff:127.0.0.1]:9",
+        "[64:ff9b::a00:1]:9",
+        "[::1]:9",
+        "[fe80::1]:9",
+        "[2002:a00:1::1]:9",
+    ] {
+        assert_eq!(
+            h.request(ft(1), &c.create_permission(&[peer(p)])).unwrap().error,
+            Some(403),
+            "{p}"
+        );
     }
-    assert!(h.request(ft(1), &c.create_permission(&[peer("[2001:4860::8888]:1")])).unwrap().is_success());
+    assert!(h
+        .request(ft(1), &c.create_permission(&[peer("[2001:4860::8888]:1")]))
+        .unwrap()
+        .is_success());
 }
 
 #[test]
@@ -437,7 +509,9 @@ fn peer_family_mismatch_gets_443() {
     let mut h = H::new(open_quotas(), &[]);
     let mut c = user("alice", 3600);
     allocated(&mut h, ft(1), &mut c);
-    let r = h.request(ft(1), &c.create_permission(&[peer("[2001:4860::8888]:1")])).unwrap();
+    let r = h
+        .request(ft(1), &c.create_permission(&[peer("[2001:4860::8888]:1")]))
+        .unwrap();
     assert_eq!(r.error, Some(443));
 }
 
@@ -463,7 +537,10 @@ fn send_indication_and_channel_data_reach_permitted_peers_only() {
     // Channel: both directions use ChannelData.
     assert!(h.request(ft(1), &c.channel_bind(0x4001, p)).unwrap().is_success());
     h.input(ft(1), &client::channel_data(0x4001, b"via channel", false));
-    assert_eq!(h.sent.lock().last().unwrap(), &(relay, p, b"via channel".to_vec()));
+    assert_eq!(
+        h.sent.lock().last().unwrap(),
+        &(relay, p, b"via channel".to_vec())
+    );
     let out = h.peer_data(relay, p, b"back");
     assert_eq!(out[0].payload, wire::encode_channel_data(0x4001, b"back", false));
     // Unbound channel number: dropped.
@@ -479,7 +556,10 @@ fn send_indication_and_channel_data_reach_permitted_peers_only() {
 fn channel_data_to_stream_clients_is_padded() {
     let mut h = H::new(open_quotas(), &[]);
     let mut c = user("alice", 3600);
-    let tcp = FiveTuple { transport: Transport::Tcp, ..ft(1) };
+    let tcp = FiveTuple {
+        transport: Transport::Tcp,
+        ..ft(1)
+    };
     let relay = allocated(&mut h, tcp, &mut c);
     let p = peer("8.8.8.8:5000");
     assert!(h.request(tcp, &c.channel_bind(0x4000, p)).unwrap().is_success());
@@ -493,14 +573,38 @@ fn channel_bind_enforces_number_range_and_rebinding_rules() {
     let mut c = user("alice", 3600);
     allocated(&mut h, ft(1), &mut c);
     let (a, b) = (peer("8.8.8.8:1"), peer("8.8.4.4:1"));
-    assert_eq!(h.request(ft(1), &c.channel_bind(0x3fff, a)).unwrap().error, Some(400));
-    assert_eq!(h.request(ft(1), &c.channel_bind(0x8000, a)).unwrap().error, Some(400));
+    assert_eq!(
+        h.request(ft(1), &c.channel_bind(0x3fff, a)).unwrap().error,
+        Some(400)
+    );
+    assert_eq!(
+        h.request(ft(1), &c.channel_bind(0x8000, a)).unwrap().error,
+        Some(400)
+    );
     assert!(h.request(ft(1), &c.channel_bind(0x4000, a)).unwrap().is_success());
-    assert!(h.request(ft(1), &c.channel_bind(0x4000, a)).unwrap().is_success(), "refresh");
-    assert_eq!(h.request(ft(1), &c.channel_bind(0x4000, b)).unwrap().error, Some(400), "number taken");
-    assert_eq!(h.request(ft(1), &c.channel_bind(0x4001, a)).unwrap().error, Some(400), "peer bound");
+    assert!(
+        h.request(ft(1), &c.channel_bind(0x4000, a)).unwrap().is_success(),
+        "refresh"
+    );
+    assert_eq!(
+        h.request(ft(1), &c.channel_bind(0x4000, b)).unwrap().error,
+        Some(400),
+        "number taken"
+    );
+    assert_eq!(
+        h.request(ft(1), &c.channel_bind(0x4001, a)).unwrap().error,
+        Some(400),
+        "peer bound"
+    );
     assert!(h.request(ft(1), &c.channel_bind(0x7fff, b)).unwrap().is_success());
-    assert_eq!(h.core.stats(), Stats { allocations: 1, permissions: 2, channels: 2 });
+    assert_eq!(
+        h.core.stats(),
+        Stats {
+            allocations: 1,
+            permissions: 2,
+            channels: 2
+        }
+    );
     h.core.check_invariants().unwrap();
 }
 
@@ -540,10 +644,22 @@ fn quotas_limit_allocations_permissions_and_bandwidth() {
     assert_eq!(h.transact(ft(3), &mut alice, |c| c.allocate()).error, Some(486));
     let mut bob = user("bob", 3600);
     allocated(&mut h, ft(4), &mut bob);
-    assert_eq!(h.transact(ft(5), &mut bob, |c| c.allocate()).error, Some(508), "server full");
+    assert_eq!(
+        h.transact(ft(5), &mut bob, |c| c.allocate()).error,
+        Some(508),
+        "server full"
+    );
     let ps = [peer("8.8.8.8:1"), peer("8.8.4.4:1"), peer("1.1.1.1:1")];
-    assert!(h.request(ft(1), &alice.create_permission(&ps[..2])).unwrap().is_success());
-    assert_eq!(h.request(ft(1), &alice.create_permission(&ps[2..])).unwrap().error, Some(508));
+    assert!(h
+        .request(ft(1), &alice.create_permission(&ps[..2]))
+        .unwrap()
+        .is_success());
+    assert_eq!(
+        h.request(ft(1), &alice.create_permission(&ps[2..]))
+            .unwrap()
+            .error,
+        Some(508)
+    );
     // Bandwidth: 1000 B/s with 1 s of burst.
     for _ in 0..3 {
         h.input(ft(1), &client::send_indication(ps[0], &[0u8; 400]));
@@ -554,22 +670,43 @@ fn quotas_limit_allocations_permissions_and_bandwidth() {
     assert_eq!(h.sent.lock().len(), 3);
     let _ = relay;
     assert!(h.metrics.quota_hits.with_label_values(&["bandwidth"]).get() >= 1);
-    assert_eq!(h.metrics.quota_hits.with_label_values(&["user_allocations"]).get(), 1);
-    assert_eq!(h.metrics.quota_hits.with_label_values(&["total_allocations"]).get(), 1);
+    assert_eq!(
+        h.metrics
+            .quota_hits
+            .with_label_values(&["user_allocations"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        h.metrics
+            .quota_hits
+            .with_label_values(&["total_allocations"])
+            .get(),
+        1
+    );
     h.core.check_invariants().unwrap();
 }
 
 #[test]
 fn unauthenticated_requests_are_rate_limited_per_source() {
-    let q = Quotas { unauth_per_sec: 1, unauth_burst: 3, ..Quotas::default() };
+    let q = Quotas {
+        unauth_per_sec: 1,
+        unauth_burst: 3,
+        ..Quotas::default()
+    };
     let mut h = H::new(q, &[]);
     let c = user("alice", 3600);
-    let answered = (0..10).filter(|_| h.request(ft(1), &c.allocate()).is_some()).count();
+    let answered = (0..10)
+        .filter(|_| h.request(ft(1), &c.allocate()).is_some())
+        .count();
     assert_eq!(answered, 3);
     h.now += 1000;
     assert!(h.request(ft(1), &c.allocate()).is_some());
     // Another source is not affected (modulo hash collisions, not with this seed).
-    let other = FiveTuple { client: SocketAddr::from(([192, 0, 2, 99], 1)), ..ft(1) };
+    let other = FiveTuple {
+        client: SocketAddr::from(([192, 0, 2, 99], 1)),
+        ..ft(1)
+    };
     assert!(h.request(other, &c.allocate()).is_some());
     assert!(h.metrics.quota_hits.with_label_values(&["unauth_rate"]).get() >= 7);
 }
@@ -578,7 +715,10 @@ fn unauthenticated_requests_are_rate_limited_per_source() {
 fn tcp_close_removes_the_allocation() {
     let mut h = H::new(open_quotas(), &[]);
     let mut c = user("alice", 3600);
-    let tcp = FiveTuple { transport: Transport::Tcp, ..ft(1) };
+    let tcp = FiveTuple {
+        transport: Transport::Tcp,
+        ..ft(1)
+    };
     allocated(&mut h, tcp, &mut c);
     h.core.handle_connection_closed(tcp);
     assert_eq!(h.core.stats().allocations, 0);
@@ -589,17 +729,45 @@ fn tcp_close_removes_the_allocation() {
 fn in_process_backend_reaches_only_the_sfu() {
     let sfu: SocketAddr = "192.0.2.10:7000".parse().unwrap();
     let (mut sfu_end, turn_end) = proto::handoff::pair(16);
-    let backend = crate::backend::InProcessRelay::new("192.0.2.10".parse().unwrap(), vec![sfu], Some(turn_end.to_sfu));
+    let backend =
+        crate::backend::InProcessRelay::new("192.0.2.10".parse().unwrap(), vec![sfu], Some(turn_end.to_sfu));
     let metrics = Metrics::unregistered().unwrap();
-    let mut h = H { core: TurnCore::new(cfg(open_quotas()), Box::new(backend), metrics.clone(), [3; 32], T0), sent: Arc::default(), metrics, now: T0 };
+    let mut h = H {
+        core: TurnCore::new(
+            cfg(open_quotas()),
+            Box::new(backend),
+            metrics.clone(),
+            [3; 32],
+            T0,
+        ),
+        sent: Arc::default(),
+        metrics,
+        now: T0,
+    };
     let mut c = user("alice", 3600);
     let relay = allocated(&mut h, ft(1), &mut c);
-    assert_eq!(h.request(ft(1), &c.create_permission(&[peer("8.8.8.8:1")])).unwrap().error, Some(403));
-    assert_eq!(h.request(ft(1), &c.create_permission(&[peer("192.0.2.11:7000")])).unwrap().error, Some(403));
-    assert!(h.request(ft(1), &c.create_permission(&[sfu])).unwrap().is_success());
+    assert_eq!(
+        h.request(ft(1), &c.create_permission(&[peer("8.8.8.8:1")]))
+            .unwrap()
+            .error,
+        Some(403)
+    );
+    assert_eq!(
+        h.request(ft(1), &c.create_permission(&[peer("192.0.2.11:7000")]))
+            .unwrap()
+            .error,
+        Some(403)
+    );
+    assert!(h
+        .request(ft(1), &c.create_permission(&[sfu]))
+        .unwrap()
+        .is_success());
     h.input(ft(1), &client::send_indication(sfu, b"rtp"));
     let d = sfu_end.from_turn.try_recv().unwrap();
-    assert_eq!((d.relay_addr, d.sfu_addr, &d.payload[..]), (relay, sfu, &b"rtp"[..]));
+    assert_eq!(
+        (d.relay_addr, d.sfu_addr, &d.payload[..]),
+        (relay, sfu, &b"rtp"[..])
+    );
     // Same IP, other port: not the SFU's media address, dropped.
     h.input(ft(1), &client::send_indication(peer("192.0.2.10:7001"), b"x"));
     assert!(sfu_end.from_turn.try_recv().is_none());
@@ -609,32 +777,92 @@ fn in_process_backend_reaches_only_the_sfu() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Allocate { client: usize, user: usize, lifetime: Option<u32>, even: Option<u8> },
-    Refresh { client: usize, lifetime: u32 },
-    Permit { client: usize, peers: Vec<usize> },
-    Bind { client: usize, number: u16, peer: usize },
-    Send { client: usize, peer: usize, len: usize },
-    ChanData { client: usize, number: u16 },
-    PeerData { client: usize, peer: usize },
-    Advance { secs: u64 },
-    Close { client: usize },
-    Garbage { bytes: Vec<u8> },
-    Mutate { client: usize, at: usize, byte: u8 },
+    Allocate {
+        client: usize,
+        user: usize,
+        lifetime: Option<u32>,
+        even: Option<u8>,
+    },
+    Refresh {
+        client: usize,
+        lifetime: u32,
+    },
+    Permit {
+        client: usize,
+        peers: Vec<usize>,
+    },
+    Bind {
+        client: usize,
+        number: u16,
+        peer: usize,
+    },
+    Send {
+        client: usize,
+        peer: usize,
+        len: usize,
+    },
+    ChanData {
+        client: usize,
+        number: u16,
+    },
+    PeerData {
+        client: usize,
+        peer: usize,
+    },
+    Advance {
+        secs: u64,
+    },
+    Close {
+        client: usize,
+    },
+    Garbage {
+        bytes: Vec<u8>,
+    },
+    Mutate {
+        client: usize,
+        at: usize,
+        byte: u8,
+    },
 }
 
-const PEERS: [&str; 6] = ["8.8.8.8:1", "8.8.8.8:2", "1.1.1.1:3478", "10.0.0.1:1", "127.0.0.1:5", "[2001:db8::1]:9"];
+const PEERS: [&str; 6] = [
+    "8.8.8.8:1",
+    "8.8.8.8:2",
+    "1.1.1.1:3478",
+    "10.0.0.1:1",
+    "127.0.0.1:5",
+    "[2001:db8::1]:9",
+];
 
 fn op() -> impl Strategy<Value = Op> {
     let c = 0usize..4;
     prop_oneof![
-        (c.clone(), 0usize..2, proptest::option::of(0u32..5000), proptest::option::of(any::<u8>()))
-            .prop_map(|(client, user, lifetime, even)| Op::Allocate { client, user, lifetime, even }),
+        (
+            c.clone(),
+            0usize..2,
+            proptest::option::of(0u32..5000),
+            proptest::option::of(any::<u8>())
+        )
+            .prop_map(|(client, user, lifetime, even)| Op::Allocate {
+                client,
+                user,
+                lifetime,
+                even
+            }),
         (c.clone(), 0u32..4000).prop_map(|(client, lifetime)| Op::Refresh { client, lifetime }),
         (c.clone(), proptest::collection::vec(0usize..PEERS.len(), 1..4))
             .prop_map(|(client, peers)| Op::Permit { client, peers }),
-        (c.clone(), prop_oneof![Just(0x3fffu16), 0x4000u16..0x4004, Just(0x7fff), Just(0x8000)], 0usize..PEERS.len())
+        (
+            c.clone(),
+            prop_oneof![Just(0x3fffu16), 0x4000u16..0x4004, Just(0x7fff), Just(0x8000)],
+            0usize..PEERS.len()
+        )
             .prop_map(|(client, number, peer)| Op::Bind { client, number, peer }),
-        (c.clone(), 0usize..PEERS.len(), 0usize..1500).prop_map(|(client, peer, len)| Op::Send { client, peer, len }),
+        (c.clone(), 0usize..PEERS.len(), 0usize..1500).prop_map(|(client, peer, len)| Op::Send {
+            client,
+            peer,
+            len
+        }),
         (c.clone(), 0x3fffu16..0x4004).prop_map(|(client, number)| Op::ChanData { client, number }),
         (c.clone(), 0usize..PEERS.len()).prop_map(|(client, peer)| Op::PeerData { client, peer }),
         (0u64..700).prop_map(|secs| Op::Advance { secs }),
@@ -646,10 +874,18 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Sends a request; on 438 every user learns the new nonce and the request
 /// is rebuilt and sent again (as a real client would).
-fn send_req(h: &mut H, users: &mut [Client; 2], client: usize, user: usize, build: &dyn Fn(&Client) -> Message) -> Message {
+fn send_req(
+    h: &mut H,
+    users: &mut [Client; 2],
+    client: usize,
+    user: usize,
+    build: &dyn Fn(&Client) -> Message,
+) -> Message {
     let m = build(&users[user]);
     let out = h.input(tuple(client), &m.raw);
-    let stale = out.iter().any(|t| matches!(parse_incoming(&t.payload), Some(Incoming::Response(r)) if r.error == Some(438)));
+    let stale = out
+        .iter()
+        .any(|t| matches!(parse_incoming(&t.payload), Some(Incoming::Response(r)) if r.error == Some(438)));
     if stale {
         if let Some(Incoming::Response(r)) = parse_incoming(&out[0].payload) {
             for u in users.iter_mut() {
@@ -664,8 +900,15 @@ fn send_req(h: &mut H, users: &mut [Client; 2], client: usize, user: usize, buil
 }
 
 fn tuple(i: usize) -> FiveTuple {
-    let t = if i % 2 == 0 { Transport::Udp } else { Transport::Tcp };
-    FiveTuple { transport: t, ..ft(1000 + i as u16) }
+    let t = if i & 1 == 0 {
+        Transport::Udp
+    } else {
+        Transport::Tcp
+    };
+    FiveTuple {
+        transport: t,
+        ..ft(1000 + i as u16)
+    }
 }
 
 proptest! {

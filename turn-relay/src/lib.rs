@@ -63,7 +63,10 @@ pub enum TurnError {
 
 impl TurnError {
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        TurnError::Io { what: what.into(), source }
+        TurnError::Io {
+            what: what.into(),
+            source,
+        }
     }
 }
 
@@ -74,12 +77,19 @@ pub enum RelayConfig {
     /// (`relay_ip` plus a virtual port per allocation) and the only reachable
     /// peers are the SFU's media addresses `sfu_addrs`; datagrams cross
     /// through [`proto::handoff::TurnEnd`].
-    InProcess { relay_ip: IpAddr, sfu_addrs: Vec<SocketAddr> },
+    InProcess {
+        relay_ip: IpAddr,
+        sfu_addrs: Vec<SocketAddr>,
+    },
     /// Standalone relay (`duet turn`, a coturn replacement): one real UDP
     /// socket per allocation on `relay_ip` with a port from `port_range`;
     /// peers are checked by [`policy::PeerPolicy`] (internal ranges denied
     /// unless in `allow_peers`).
-    Sockets { relay_ip: IpAddr, port_range: RangeInclusive<u16>, allow_peers: Vec<ipnet::IpNet> },
+    Sockets {
+        relay_ip: IpAddr,
+        port_range: RangeInclusive<u16>,
+        allow_peers: Vec<ipnet::IpNet>,
+    },
 }
 
 /// Configuration of a [`TurnServer`].
@@ -136,7 +146,9 @@ impl TurnConfig {
     /// Checks what can be checked without binding anything.
     pub fn validate(&self) -> Result<(), TurnError> {
         if self.auth_secrets.is_empty() || self.auth_secrets.iter().any(|s| s.is_empty()) {
-            return Err(TurnError::Config("at least one non-empty auth secret is required".into()));
+            return Err(TurnError::Config(
+                "at least one non-empty auth secret is required".into(),
+            ));
         }
         if self.realm.is_empty() || self.realm.len() > 127 {
             return Err(TurnError::Config("realm must be 1..=127 bytes".into()));
@@ -153,18 +165,24 @@ impl TurnConfig {
         match &self.relay {
             RelayConfig::InProcess { relay_ip, sfu_addrs } => {
                 if sfu_addrs.is_empty() {
-                    return Err(TurnError::Config("in-process relay needs at least one SFU address".into()));
+                    return Err(TurnError::Config(
+                        "in-process relay needs at least one SFU address".into(),
+                    ));
                 }
                 if relay_ip.is_unspecified() {
                     return Err(TurnError::Config("relay_ip must be a concrete address".into()));
                 }
             }
-            RelayConfig::Sockets { port_range, relay_ip, .. } => {
+            RelayConfig::Sockets {
+                port_range, relay_ip, ..
+            } => {
                 if relay_ip.is_unspecified() {
                     return Err(TurnError::Config("relay_ip must be a concrete address".into()));
                 }
                 if port_range.is_empty() || *port_range.start() == 0 {
-                    return Err(TurnError::Config("relay port range must be non-empty and exclude 0".into()));
+                    return Err(TurnError::Config(
+                        "relay port range must be non-empty and exclude 0".into(),
+                    ));
                 }
             }
         }

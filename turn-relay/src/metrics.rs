@@ -37,8 +37,15 @@ pub mod quota {
     pub const BANDWIDTH: &str = "bandwidth";
     pub const UNAUTH_RATE: &str = "unauth_rate";
     pub const RELAY_PORTS: &str = "relay_ports";
-    pub const ALL: &[&str] =
-        &[USER_ALLOCATIONS, TOTAL_ALLOCATIONS, PERMISSIONS, CHANNELS, BANDWIDTH, UNAUTH_RATE, RELAY_PORTS];
+    pub const ALL: &[&str] = &[
+        USER_ALLOCATIONS,
+        TOTAL_ALLOCATIONS,
+        PERMISSIONS,
+        CHANNELS,
+        BANDWIDTH,
+        UNAUTH_RATE,
+        RELAY_PORTS,
+    ];
 }
 
 /// Reasons for `duet_turn_dropped_total`.
@@ -50,7 +57,15 @@ pub mod drop_reason {
     pub const NO_CHANNEL: &str = "no_channel";
     pub const UNEXPECTED: &str = "unexpected_message";
     pub const BACKEND: &str = "backend";
-    pub const ALL: &[&str] = &[MALFORMED, BAD_FINGERPRINT, NO_ALLOCATION, NO_PERMISSION, NO_CHANNEL, UNEXPECTED, BACKEND];
+    pub const ALL: &[&str] = &[
+        MALFORMED,
+        BAD_FINGERPRINT,
+        NO_ALLOCATION,
+        NO_PERMISSION,
+        NO_CHANNEL,
+        UNEXPECTED,
+        BACKEND,
+    ];
 }
 
 /// All metrics of the TURN relay.
@@ -89,16 +104,28 @@ impl Metrics {
     /// Metrics not registered anywhere (for tests and tools).
     pub fn unregistered() -> Result<Self, prometheus::Error> {
         let relayed_packets = IntCounterVec::new(
-            Opts::new("duet_turn_relayed_packets_total", "Datagrams relayed, by direction"),
+            Opts::new(
+                "duet_turn_relayed_packets_total",
+                "Datagrams relayed, by direction",
+            ),
             &["direction"],
         )?;
         let relayed_bytes = IntCounterVec::new(
-            Opts::new("duet_turn_relayed_bytes_total", "Payload bytes relayed, by direction"),
+            Opts::new(
+                "duet_turn_relayed_bytes_total",
+                "Payload bytes relayed, by direction",
+            ),
             &["direction"],
         )?;
         let hot = [
-            (relayed_packets.with_label_values(&[TO_PEER]), relayed_bytes.with_label_values(&[TO_PEER])),
-            (relayed_packets.with_label_values(&[TO_CLIENT]), relayed_bytes.with_label_values(&[TO_CLIENT])),
+            (
+                relayed_packets.with_label_values(&[TO_PEER]),
+                relayed_bytes.with_label_values(&[TO_PEER]),
+            ),
+            (
+                relayed_packets.with_label_values(&[TO_CLIENT]),
+                relayed_bytes.with_label_values(&[TO_CLIENT]),
+            ),
         ];
         let m = Metrics {
             hot,
@@ -108,7 +135,10 @@ impl Metrics {
             relayed_packets,
             relayed_bytes,
             auth_failures: IntCounterVec::new(
-                Opts::new("duet_turn_auth_failures_total", "Rejected authentications, by reason"),
+                Opts::new(
+                    "duet_turn_auth_failures_total",
+                    "Rejected authentications, by reason",
+                ),
                 &["reason"],
             )?,
             policy_denials: IntCounter::new(
@@ -116,7 +146,10 @@ impl Metrics {
                 "Peer addresses refused by the relay policy",
             )?,
             quota_hits: IntCounterVec::new(
-                Opts::new("duet_turn_quota_hits_total", "Requests or datagrams refused by a quota"),
+                Opts::new(
+                    "duet_turn_quota_hits_total",
+                    "Requests or datagrams refused by a quota",
+                ),
                 &["quota"],
             )?,
             dropped: IntCounterVec::new(
@@ -124,7 +157,10 @@ impl Metrics {
                 &["reason"],
             )?,
             requests: IntCounterVec::new(
-                Opts::new("duet_turn_requests_total", "STUN/TURN requests handled, by method"),
+                Opts::new(
+                    "duet_turn_requests_total",
+                    "STUN/TURN requests handled, by method",
+                ),
                 &["method"],
             )?,
         };

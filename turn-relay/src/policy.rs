@@ -23,12 +23,17 @@ pub fn parse_peer_allow_list(entries: &[String]) -> Result<Vec<IpNet>, TurnError
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
         let s = entry.trim();
-        let err = |reason: &str| TurnError::AllowList { entry: entry.clone(), reason: reason.to_string() };
+        let err = |reason: &str| TurnError::AllowList {
+            entry: entry.clone(),
+            reason: reason.to_string(),
+        };
         if s.is_empty() {
             return Err(err("empty entry"));
         }
         let net = if s.contains('/') {
-            let net: IpNet = s.parse().map_err(|_| err("not a CIDR (expected e.g. 10.1.0.0/16)"))?;
+            let net: IpNet = s
+                .parse()
+                .map_err(|_| err("not a CIDR (expected e.g. 10.1.0.0/16)"))?;
             if net.trunc() != net {
                 return Err(err("host bits set; write the network address"));
             }
@@ -66,7 +71,10 @@ pub fn peer_allowed(peer: IpAddr, allow: &[IpNet]) -> bool {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
         IpAddr::V4(_) => None,
     };
-    if allow.iter().any(|n| n.contains(&peer) || mapped_v4.is_some_and(|v4| n.contains(&v4))) {
+    if allow
+        .iter()
+        .any(|n| n.contains(&peer) || mapped_v4.is_some_and(|v4| n.contains(&v4)))
+    {
         return true;
     }
     !denied_by_default(peer)
@@ -95,7 +103,14 @@ fn denied_v4(ip: Ipv4Addr) -> bool {
 
 fn denied_v6(ip: Ipv6Addr) -> bool {
     let seg = ip.segments();
-    let embedded_low32 = || Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
+    let embedded_low32 = || {
+        Ipv4Addr::new(
+            (seg[6] >> 8) as u8,
+            seg[6] as u8,
+            (seg[7] >> 8) as u8,
+            seg[7] as u8,
+        )
+    };
     if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
         return true;
     }
@@ -123,7 +138,12 @@ fn denied_v6(ip: Ipv6Addr) -> bool {
     }
     // 2002::/16 6to4: the IPv4 address sits in bits 16..48.
     if seg[0] == 0x2002 {
-        let v4 = Ipv4Addr::new((seg[1] >> 8) as u8, seg[1] as u8, (seg[2] >> 8) as u8, seg[2] as u8);
+        let v4 = Ipv4Addr::new(
+            (seg[1] >> 8) as u8,
+            seg[1] as u8,
+            (seg[2] >> 8) as u8,
+            seg[2] as u8,
+        );
         return denied_v4(v4);
     }
     false
@@ -208,18 +228,39 @@ mod tests {
         assert!(peer_allowed(ip("10.1.2.3"), &allow));
         assert!(!peer_allowed(ip("127.0.0.2"), &allow));
         assert!(!peer_allowed(ip("10.2.0.1"), &allow));
-        assert!(!peer_allowed(ip("64:ff9b::7f00:1"), &allow), "NAT64 form needs its own entry");
+        assert!(
+            !peer_allowed(ip("64:ff9b::7f00:1"), &allow),
+            "NAT64 form needs its own entry"
+        );
     }
 
     #[test]
     fn malformed_allow_list_entries_fail_closed() {
-        for bad in ["", "  ", "10.0.0.0/33", "10.0.0.1/8", "localhost", "10.0.0.0/", "1.2.3", "::g"] {
-            assert!(parse_peer_allow_list(&[bad.to_string()]).is_err(), "{bad:?} must be rejected");
+        for bad in [
+            "",
+            "  ",
+            "10.0.0.0/33",
+            "10.0.0.1/8",
+            "localhost",
+            "10.0.0.0/",
+            "1.2.3",
+            "::g",
+        ] {
+            assert!(
+                parse_peer_allow_list(&[bad.to_string()]).is_err(),
+                "{bad:?} must be rejected"
+            );
         }
         // One bad entry poisons the whole list.
         assert!(parse_peer_allow_list(&["127.0.0.1/32".into(), "nope".into()]).is_err());
         let ok = parse_peer_allow_list(&["192.0.2.7".into(), " fd00::/8 ".into()]).unwrap();
-        assert_eq!(ok, vec!["192.0.2.7/32".parse().unwrap(), "fd00::/8".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            ok,
+            vec![
+                "192.0.2.7/32".parse().unwrap(),
+                "fd00::/8".parse::<IpNet>().unwrap()
+            ]
+        );
     }
 
     fn v4_denied_reference(v4: Ipv4Addr) -> bool {
@@ -235,7 +276,8 @@ mod tests {
             "224.0.0.0/4",
             "240.0.0.0/4",
         ];
-        nets.iter().any(|n| n.parse::<ipnet::Ipv4Net>().unwrap().contains(&v4))
+        nets.iter()
+            .any(|n| n.parse::<ipnet::Ipv4Net>().unwrap().contains(&v4))
     }
 
     proptest! {

@@ -55,14 +55,22 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(rate_per_sec: u64, capacity: u64, now_ms: u64) -> Self {
-        TokenBucket { rate_per_sec, capacity, milli_tokens: capacity.saturating_mul(1000), last_ms: now_ms }
+        TokenBucket {
+            rate_per_sec,
+            capacity,
+            milli_tokens: capacity.saturating_mul(1000),
+            last_ms: now_ms,
+        }
     }
 
     fn refill(&mut self, now_ms: u64) {
         let elapsed = now_ms.saturating_sub(self.last_ms);
         if elapsed > 0 {
             let add = elapsed.saturating_mul(self.rate_per_sec);
-            self.milli_tokens = self.milli_tokens.saturating_add(add).min(self.capacity.saturating_mul(1000));
+            self.milli_tokens = self
+                .milli_tokens
+                .saturating_add(add)
+                .min(self.capacity.saturating_mul(1000));
             self.last_ms = now_ms;
         }
     }
@@ -102,7 +110,12 @@ impl UnauthLimiter {
         let n = quotas.unauth_buckets.clamp(1, 1 << 20);
         let rate = u64::from(quotas.unauth_per_sec);
         let burst = u64::from(quotas.unauth_burst.max(1));
-        UnauthLimiter { seed, buckets: vec![TokenBucket::new(rate, burst, now_ms); n], rate, burst }
+        UnauthLimiter {
+            seed,
+            buckets: vec![TokenBucket::new(rate, burst, now_ms); n],
+            rate,
+            burst,
+        }
     }
 
     fn index(&self, ip: IpAddr) -> usize {
@@ -146,7 +159,12 @@ mod tests {
 
     #[test]
     fn limiter_blocks_after_burst_and_recovers() {
-        let q = Quotas { unauth_per_sec: 10, unauth_burst: 5, unauth_buckets: 64, ..Quotas::default() };
+        let q = Quotas {
+            unauth_per_sec: 10,
+            unauth_burst: 5,
+            unauth_buckets: 64,
+            ..Quotas::default()
+        };
         let mut l = UnauthLimiter::new(&q, 42, 0);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..5 {

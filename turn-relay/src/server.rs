@@ -34,7 +34,10 @@ const PEER_QUEUE: usize = 8192;
 const BATCH: usize = 64;
 
 fn now_ms() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 struct Shared {
@@ -128,7 +131,8 @@ impl TurnServer {
         let (udp, udp_tx) = match config.listen_udp {
             Some(a) => {
                 let s = std::net::UdpSocket::bind(a).map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
-                s.set_nonblocking(true).map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
+                s.set_nonblocking(true)
+                    .map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
                 let tx = s.try_clone().map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
                 let rx = UdpSocket::from_std(s).map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
                 (Some(Arc::new(rx)), Some(tx))
@@ -136,19 +140,36 @@ impl TurnServer {
             None => (None, None),
         };
         let tcp = match config.listen_tcp {
-            Some(a) => Some(TcpListener::bind(a).await.map_err(|e| TurnError::io(format!("TCP {a}"), e))?),
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| TurnError::io(format!("TCP {a}"), e))?,
+            ),
             None => None,
         };
         let tls = match (config.listen_tls, tls_acceptor) {
-            (Some(a), Some(acc)) => {
-                Some((TcpListener::bind(a).await.map_err(|e| TurnError::io(format!("TLS {a}"), e))?, acc))
-            }
+            (Some(a), Some(acc)) => Some((
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| TurnError::io(format!("TLS {a}"), e))?,
+                acc,
+            )),
             _ => None,
         };
-        let local = |r: std::io::Result<SocketAddr>, what: &str| r.map_err(|e| TurnError::io(what.to_string(), e));
-        let local_udp = udp.as_ref().map(|s| local(s.local_addr(), "UDP local address")).transpose()?;
-        let local_tcp = tcp.as_ref().map(|s| local(s.local_addr(), "TCP local address")).transpose()?;
-        let local_tls = tls.as_ref().map(|(s, _)| local(s.local_addr(), "TLS local address")).transpose()?;
+        let local =
+            |r: std::io::Result<SocketAddr>, what: &str| r.map_err(|e| TurnError::io(what.to_string(), e));
+        let local_udp = udp
+            .as_ref()
+            .map(|s| local(s.local_addr(), "UDP local address"))
+            .transpose()?;
+        let local_tcp = tcp
+            .as_ref()
+            .map(|s| local(s.local_addr(), "TCP local address"))
+            .transpose()?;
+        let local_tls = tls
+            .as_ref()
+            .map(|(s, _)| local(s.local_addr(), "TLS local address"))
+            .transpose()?;
 
         let mut seed = [0u8; 32];
         rand::rng().fill(&mut seed);
@@ -164,7 +185,11 @@ impl TurnServer {
                 }
                 Box::new(InProcessRelay::new(*relay_ip, sfu_addrs.clone(), to_sfu))
             }
-            RelayConfig::Sockets { relay_ip, port_range, allow_peers } => {
+            RelayConfig::Sockets {
+                relay_ip,
+                port_range,
+                allow_peers,
+            } => {
                 if handoff.is_some() {
                     tracing::warn!("SFU hand-off ignored: the socket relay backend does not use it");
                 }
@@ -180,7 +205,13 @@ impl TurnServer {
                 ))
             }
         };
-        let core = TurnCore::new(CoreConfig::from_turn_config(&config), backend, m.clone(), seed, now_ms());
+        let core = TurnCore::new(
+            CoreConfig::from_turn_config(&config),
+            backend,
+            m.clone(),
+            seed,
+            now_ms(),
+        );
         tracing::info!(?local_udp, ?local_tcp, ?local_tls, realm = %config.realm, "TURN relay bound");
         Ok(TurnServer {
             shared: Arc::new(Shared {
@@ -215,17 +246,37 @@ impl TurnServer {
     /// Serves until `shutdown` is cancelled; then closes every listener,
     /// connection and relay socket.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), TurnError> {
-        let TurnServer { shared, udp, tcp, tls, peer_rx, from_sfu, .. } = self;
+        let TurnServer {
+            shared,
+            udp,
+            tcp,
+            tls,
+            peer_rx,
+            from_sfu,
+            ..
+        } = self;
         let mut tasks = JoinSet::new();
         let conns = Arc::new(Semaphore::new(MAX_STREAMS));
         if let Some(udp) = udp {
             tasks.spawn(udp_loop(Arc::clone(&shared), udp));
         }
         if let Some(l) = tcp {
-            tasks.spawn(accept_loop(Arc::clone(&shared), l, None, Arc::clone(&conns), shutdown.clone()));
+            tasks.spawn(accept_loop(
+                Arc::clone(&shared),
+                l,
+                None,
+                Arc::clone(&conns),
+                shutdown.clone(),
+            ));
         }
         if let Some((l, acc)) = tls {
-            tasks.spawn(accept_loop(Arc::clone(&shared), l, Some(acc), Arc::clone(&conns), shutdown.clone()));
+            tasks.spawn(accept_loop(
+                Arc::clone(&shared),
+                l,
+                Some(acc),
+                Arc::clone(&conns),
+                shutdown.clone(),
+            ));
         }
         if let Some(rx) = peer_rx {
             tasks.spawn(peer_loop(Arc::clone(&shared), rx));
@@ -255,12 +306,18 @@ impl TurnServer {
 }
 
 async fn udp_loop(shared: Arc<Shared>, udp: Arc<UdpSocket>) {
-    let server = udp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let server = udp
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut buf = vec![0u8; 65536];
     loop {
         match udp.recv_from(&mut buf).await {
             Ok((n, client)) => {
-                let ft = FiveTuple { transport: Transport::Udp, client, server };
+                let ft = FiveTuple {
+                    transport: Transport::Udp,
+                    client,
+                    server,
+                };
                 let data = &buf[..n];
                 shared.with_core(|c| c.handle_client(ft, data, now_ms()));
             }
@@ -304,11 +361,19 @@ async fn accept_loop(
             let _permit = permit;
             match tls {
                 None => {
-                    let ft = FiveTuple { transport: Transport::Tcp, client, server };
+                    let ft = FiveTuple {
+                        transport: Transport::Tcp,
+                        client,
+                        server,
+                    };
                     serve_stream(shared, stream, ft, shutdown).await;
                 }
                 Some(acc) => {
-                    let ft = FiveTuple { transport: Transport::Tls, client, server };
+                    let ft = FiveTuple {
+                        transport: Transport::Tls,
+                        client,
+                        server,
+                    };
                     match tokio::time::timeout(TLS_HANDSHAKE, acc.accept(stream)).await {
                         Ok(Ok(s)) => serve_stream(shared, s, ft, shutdown).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, %client, "TLS handshake failed"),

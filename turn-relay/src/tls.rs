@@ -17,10 +17,15 @@ pub fn generate_self_signed(dir: &Path, hosts: &[String]) -> Result<(PathBuf, Pa
         return Ok((cert_path, key_path));
     }
     std::fs::create_dir_all(dir).map_err(|e| TurnError::io(format!("creating {}", dir.display()), e))?;
-    let names: Vec<String> = if hosts.is_empty() { vec!["localhost".to_string()] } else { hosts.to_vec() };
+    let names: Vec<String> = if hosts.is_empty() {
+        vec!["localhost".to_string()]
+    } else {
+        hosts.to_vec()
+    };
     let ck = rcgen::generate_simple_self_signed(names).map_err(|e| TurnError::CertGen(e.to_string()))?;
     write_private(&key_path, ck.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert_path, ck.cert.pem()).map_err(|e| TurnError::io(format!("writing {}", cert_path.display()), e))?;
+    std::fs::write(&cert_path, ck.cert.pem())
+        .map_err(|e| TurnError::io(format!("writing {}", cert_path.display()), e))?;
     Ok((cert_path, key_path))
 }
 
@@ -33,8 +38,11 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TurnError> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).map_err(|e| TurnError::io(format!("writing {}", path.display()), e))?;
-    f.write_all(data).map_err(|e| TurnError::io(format!("writing {}", path.display()), e))
+    let mut f = opts
+        .open(path)
+        .map_err(|e| TurnError::io(format!("writing {}", path.display()), e))?;
+    f.write_all(data)
+        .map_err(|e| TurnError::io(format!("writing {}", path.display()), e))
 }
 
 /// Reads a PEM certificate chain.
@@ -44,7 +52,10 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TurnError
         .collect::<Result<_, _>>()
         .map_err(|e| TurnError::Tls(format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(TurnError::Tls(format!("{}: no certificate found", path.display())));
+        return Err(TurnError::Tls(format!(
+            "{}: no certificate found",
+            path.display()
+        )));
     }
     Ok(certs)
 }

@@ -9,9 +9,7 @@
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::Sha256;
-use stun::attributes::{
-    AttrType, ATTR_FINGERPRINT, ATTR_MESSAGE_INTEGRITY, ATTR_MESSAGE_INTEGRITY_SHA256,
-};
+use stun::attributes::{AttrType, ATTR_FINGERPRINT, ATTR_MESSAGE_INTEGRITY, ATTR_MESSAGE_INTEGRITY_SHA256};
 use stun::message::{Message, MAGIC_COOKIE, MESSAGE_HEADER_SIZE};
 
 /// Largest frame we accept (a STUN message or ChannelData with header).
@@ -62,7 +60,7 @@ pub fn frame_len(b: &[u8]) -> Frame {
     let len = u16::from_be_bytes([b[2], b[3]]) as usize;
     match b[0] & 0xc0 {
         0x00 => {
-            if len % 4 != 0 {
+            if len & 3 != 0 {
                 return Frame::Invalid;
             }
             if b.len() >= 8 && b[4..8] != MAGIC_COOKIE.to_be_bytes() {
@@ -100,7 +98,9 @@ pub fn parse_channel_data(b: &[u8]) -> Option<ChannelDataRef<'_>> {
         return None;
     }
     let number = u16::from_be_bytes([b[0], b[1]]);
-    if !(turn::proto::channum::MIN_CHANNEL_NUMBER..=turn::proto::channum::MAX_CHANNEL_NUMBER).contains(&number) {
+    if !(turn::proto::channum::MIN_CHANNEL_NUMBER..=turn::proto::channum::MAX_CHANNEL_NUMBER)
+        .contains(&number)
+    {
         return None;
     }
     let len = u16::from_be_bytes([b[2], b[3]]) as usize;
@@ -227,7 +227,12 @@ pub fn parse_stun(raw: &[u8]) -> Result<Parsed, ParseError> {
                 return Err(ParseError::Malformed);
             }
             let value = raw[p.start + 4..p.start + 4 + p.len].to_vec();
-            Some(IntegrityRef { kind: IntegrityKind::Sha256, index: i, start: p.start, value })
+            Some(IntegrityRef {
+                kind: IntegrityKind::Sha256,
+                index: i,
+                start: p.start,
+                value,
+            })
         }
         (Some(i), None) => {
             let p = positions[i];
@@ -235,7 +240,12 @@ pub fn parse_stun(raw: &[u8]) -> Result<Parsed, ParseError> {
                 return Err(ParseError::Malformed);
             }
             let value = raw[p.start + 4..p.start + 4 + p.len].to_vec();
-            Some(IntegrityRef { kind: IntegrityKind::Sha1, index: i, start: p.start, value })
+            Some(IntegrityRef {
+                kind: IntegrityKind::Sha1,
+                index: i,
+                start: p.start,
+                value,
+            })
         }
         _ => None,
     };
@@ -244,7 +254,12 @@ pub fn parse_stun(raw: &[u8]) -> Result<Parsed, ParseError> {
         // MI / MI-SHA256 that we check; anything after it (but FINGERPRINT)
         // is ignored. MESSAGE-INTEGRITY may precede MESSAGE-INTEGRITY-SHA256.
         let keep = ig.index + 1;
-        let fp = msg.attributes.0.last().filter(|a| a.typ == ATTR_FINGERPRINT).cloned();
+        let fp = msg
+            .attributes
+            .0
+            .last()
+            .filter(|a| a.typ == ATTR_FINGERPRINT)
+            .cloned();
         msg.attributes.0.truncate(keep);
         if let Some(fp) = fp {
             if msg.attributes.0.len() == keep {
@@ -273,13 +288,17 @@ pub fn verify_integrity(raw: &[u8], ig: &IntegrityRef, key: &[u8]) -> bool {
     match ig.kind {
         IntegrityKind::Sha1 => {
             let input = hmac_input(raw, ig.start, 4 + MI_LEN);
-            let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(key) else { return false };
+            let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(key) else {
+                return false;
+            };
             mac.update(&input);
             mac.verify_slice(&ig.value).is_ok()
         }
         IntegrityKind::Sha256 => {
             let input = hmac_input(raw, ig.start, 4 + ig.value.len());
-            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else { return false };
+            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+                return false;
+            };
             mac.update(&input);
             mac.verify_truncated_left(&ig.value).is_ok()
         }
@@ -332,7 +351,9 @@ mod tests {
         m.set_type(BINDING_REQUEST);
         m.transaction_id = stun::agent::TransactionId([7; 12]);
         m.write_header();
-        TextAttribute::new(stun::attributes::ATTR_USERNAME, "u".into()).add_to(&mut m).unwrap();
+        TextAttribute::new(stun::attributes::ATTR_USERNAME, "u".into())
+            .add_to(&mut m)
+            .unwrap();
         if sha256 {
             add_integrity_sha256(&mut m, key);
         } else {
@@ -360,7 +381,14 @@ mod tests {
             let raw = request_with(b"k", sha);
             let p = parse_stun(&raw).unwrap();
             let ig = p.integrity.unwrap();
-            assert_eq!(ig.kind, if sha { IntegrityKind::Sha256 } else { IntegrityKind::Sha1 });
+            assert_eq!(
+                ig.kind,
+                if sha {
+                    IntegrityKind::Sha256
+                } else {
+                    IntegrityKind::Sha1
+                }
+            );
             assert!(verify_integrity(&raw, &ig, b"k"));
             assert!(!verify_integrity(&raw, &ig, b"x"));
         }
@@ -403,7 +431,10 @@ mod tests {
     #[test]
     fn classify_tells_kinds_apart() {
         assert_eq!(classify(&request_with(b"k", false)), Kind::Stun);
-        assert_eq!(classify(&encode_channel_data(0x4000, b"x", false)), Kind::ChannelData);
+        assert_eq!(
+            classify(&encode_channel_data(0x4000, b"x", false)),
+            Kind::ChannelData
+        );
         assert_eq!(classify(&[0x80; 30]), Kind::Garbage);
         assert_eq!(classify(&[]), Kind::Garbage);
     }

@@ -6,6 +6,9 @@
 //!
 //! The tools are required: install them with `apt-get install coturn`.
 
+// Test helpers outside #[test] fns: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Stdio;
@@ -28,7 +31,11 @@ fn require_tool(name: &str) {
 }
 
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[derive(Debug, PartialEq)]
@@ -55,7 +62,12 @@ fn parse_summary(out: &str) -> Option<Summary> {
         }
     }
     let ((sent, received), (lost, lost_line)) = (sent_recv?, lost?);
-    Some(Summary { sent, received, lost, lost_line })
+    Some(Summary {
+        sent,
+        received,
+        lost,
+        lost_line,
+    })
 }
 
 #[test]
@@ -116,9 +128,16 @@ async fn run_uclient(server_port: u16, extra: &[&str]) -> Summary {
         .expect("turnutils_uclient timed out")
         .expect("turnutils_uclient output");
     let _ = peer.kill().await;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary = parse_summary(&text).unwrap_or_else(|| panic!("no uclient summary in output:\n{text}"));
-    eprintln!("uclient {:?}: sent={} received={} | {}", extra, summary.sent, summary.received, summary.lost_line);
+    eprintln!(
+        "uclient {:?}: sent={} received={} | {}",
+        extra, summary.sent, summary.received, summary.lost_line
+    );
     summary
 }
 
@@ -136,10 +155,19 @@ async fn interop(extra: &[&str]) {
     assert_eq!(s.sent, CLIENTS * MESSAGES, "all messages sent");
     assert_eq!(s.received, s.sent, "every message came back through the relay");
     assert_eq!(s.lost, 0, "loss reported: {}", s.lost_line);
-    assert!(metric(&srv.registry, "duet_turn_relayed_packets_total", Some(("direction", "to_peer"))) >= s.sent as f64);
     assert!(
-        metric(&srv.registry, "duet_turn_relayed_packets_total", Some(("direction", "to_client")))
-            >= s.received as f64
+        metric(
+            &srv.registry,
+            "duet_turn_relayed_packets_total",
+            Some(("direction", "to_peer"))
+        ) >= s.sent as f64
+    );
+    assert!(
+        metric(
+            &srv.registry,
+            "duet_turn_relayed_packets_total",
+            Some(("direction", "to_client"))
+        ) >= s.received as f64
     );
 }
 

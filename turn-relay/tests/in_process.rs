@@ -2,6 +2,9 @@
 //! over UDP/TCP on 127.0.0.1, the SFU simulated by the `SfuEnd` of a
 //! `proto::handoff::pair`.
 
+// Test helpers outside #[test] fns: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -15,22 +18,36 @@ use turn_relay::RelayConfig;
 const SFU: &str = "127.0.0.1:7000";
 
 fn in_process() -> RelayConfig {
-    RelayConfig::InProcess { relay_ip: "127.0.0.1".parse().unwrap(), sfu_addrs: vec![SFU.parse().unwrap()] }
+    RelayConfig::InProcess {
+        relay_ip: "127.0.0.1".parse().unwrap(),
+        sfu_addrs: vec![SFU.parse().unwrap()],
+    }
 }
 
 async fn sfu_recv(sfu: &mut SfuEnd) -> RelayedDatagram {
-    tokio::time::timeout(RECV_TIMEOUT, sfu.from_turn.recv()).await.expect("datagram at the SFU").expect("open")
+    tokio::time::timeout(RECV_TIMEOUT, sfu.from_turn.recv())
+        .await
+        .expect("datagram at the SFU")
+        .expect("open")
 }
 
 async fn through_the_sfu(tcp: bool) {
     let (mut sfu, turn) = pair(64);
     let srv = start(test_config(in_process()), false, Some(turn)).await;
-    let mut conn = if tcp { Conn::tcp(srv.tcp).await } else { Conn::udp(srv.udp).await };
+    let mut conn = if tcp {
+        Conn::tcp(srv.tcp).await
+    } else {
+        Conn::udp(srv.udp).await
+    };
     let sfu_addr: SocketAddr = SFU.parse().unwrap();
     let (u, p) = creds(SECRET, "participant-1", 3600);
     let mut c = Client::new(u, p);
     let relay = allocate(&mut conn, &mut c).await;
-    assert_eq!(relay.ip(), sfu_addr.ip(), "virtual relay address on the configured relay IP");
+    assert_eq!(
+        relay.ip(),
+        sfu_addr.ip(),
+        "virtual relay address on the configured relay IP"
+    );
 
     // Only the SFU is reachable.
     for other in ["8.8.8.8:7000", "127.0.0.1:7001", "10.0.0.1:7000"] {
@@ -47,8 +64,13 @@ async fn through_the_sfu(tcp: bool) {
     assert!(conn.request(&c.create_permission(&[sfu_addr])).await.is_success());
 
     // Client -> SFU: a Send indication becomes a RelayedDatagram.
-    conn.send(&send_indication("127.0.0.1:7001".parse().unwrap(), b"not the sfu")).await;
-    conn.send(&send_indication(sfu_addr, b"stun binding from the browser")).await;
+    conn.send(&send_indication(
+        "127.0.0.1:7001".parse().unwrap(),
+        b"not the sfu",
+    ))
+    .await;
+    conn.send(&send_indication(sfu_addr, b"stun binding from the browser"))
+        .await;
     let d = sfu_recv(&mut sfu).await;
     assert_eq!(d.relay_addr, relay);
     assert_eq!(d.sfu_addr, sfu_addr);
@@ -56,7 +78,11 @@ async fn through_the_sfu(tcp: bool) {
 
     // SFU -> client: a Data indication.
     sfu.to_turn
-        .send(RelayedDatagram { relay_addr: relay, sfu_addr, payload: Bytes::from_static(b"answer") })
+        .send(RelayedDatagram {
+            relay_addr: relay,
+            sfu_addr,
+            payload: Bytes::from_static(b"answer"),
+        })
         .unwrap();
     match conn.incoming().await {
         Some(Incoming::Data { peer, data }) => assert_eq!((peer, data), (sfu_addr, b"answer".to_vec())),
@@ -70,10 +96,16 @@ async fn through_the_sfu(tcp: bool) {
     let d = sfu_recv(&mut sfu).await;
     assert_eq!((&d.payload[..], d.relay_addr), (&b"srtp up"[..], relay));
     sfu.to_turn
-        .send(RelayedDatagram { relay_addr: relay, sfu_addr, payload: Bytes::from_static(b"srtp down") })
+        .send(RelayedDatagram {
+            relay_addr: relay,
+            sfu_addr,
+            payload: Bytes::from_static(b"srtp down"),
+        })
         .unwrap();
     match conn.incoming().await {
-        Some(Incoming::Channel { number, data }) => assert_eq!((number, data), (0x4abc, b"srtp down".to_vec())),
+        Some(Incoming::Channel { number, data }) => {
+            assert_eq!((number, data), (0x4abc, b"srtp down".to_vec()))
+        }
         other => panic!("expected ChannelData, got {other:?}"),
     }
     // A datagram for a relay address nobody holds goes nowhere (and is counted).
@@ -85,7 +117,14 @@ async fn through_the_sfu(tcp: bool) {
         })
         .unwrap();
     assert!(sfu.from_turn.try_recv().is_none(), "nothing else reached the SFU");
-    assert_eq!(metric(&srv.registry, "duet_turn_relayed_packets_total", Some(("direction", "to_peer"))), 2.0);
+    assert_eq!(
+        metric(
+            &srv.registry,
+            "duet_turn_relayed_packets_total",
+            Some(("direction", "to_peer"))
+        ),
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -110,7 +149,13 @@ async fn in_process_relay_pads_channel_data_on_tcp() {
     assert!(conn.request(&c.channel_bind(0x4000, sfu_addr)).await.is_success());
     conn.send(&channel_data(0x4000, b"odd", true)).await;
     assert_eq!(&sfu_recv(&mut sfu).await.payload[..], b"odd");
-    sfu.to_turn.send(RelayedDatagram { relay_addr: relay, sfu_addr, payload: Bytes::from_static(b"12345") }).unwrap();
+    sfu.to_turn
+        .send(RelayedDatagram {
+            relay_addr: relay,
+            sfu_addr,
+            payload: Bytes::from_static(b"12345"),
+        })
+        .unwrap();
     match conn.incoming().await {
         Some(Incoming::Channel { data, .. }) => assert_eq!(data, b"12345"),
         other => panic!("expected ChannelData, got {other:?}"),

@@ -2,6 +2,9 @@
 //! `stun` crate): peer policy, credential and nonce failures, relaying over
 //! UDP, TCP and TLS with the socket backend.
 
+// Test helpers outside #[test] fns: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -37,7 +40,9 @@ async fn create_permission_to_internal_addresses_is_refused_with_403() {
     }
     assert_eq!(metric(&srv.registry, "duet_turn_policy_denials_total", None), 6.0);
     // A public IPv6 peer on this IPv4 relay: allowed by policy, wrong family.
-    let r = conn.request(&c.create_permission(&["[2001:4860:4860::8888]:53".parse().unwrap()])).await;
+    let r = conn
+        .request(&c.create_permission(&["[2001:4860:4860::8888]:53".parse().unwrap()]))
+        .await;
     assert_eq!(r.error, Some(443));
     assert_eq!(metric(&srv.registry, "duet_turn_permissions", None), 0.0);
 }
@@ -93,8 +98,22 @@ async fn expired_and_forged_credentials_get_401() {
     let mut forged = Client::new(u, forged_pw);
     let r = conn.transact(&mut forged, |c| c.allocate()).await;
     assert_eq!(r.error, Some(401));
-    assert_eq!(metric(&srv.registry, "duet_turn_auth_failures_total", Some(("reason", "expired"))), 1.0);
-    assert_eq!(metric(&srv.registry, "duet_turn_auth_failures_total", Some(("reason", "bad_integrity"))), 1.0);
+    assert_eq!(
+        metric(
+            &srv.registry,
+            "duet_turn_auth_failures_total",
+            Some(("reason", "expired"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &srv.registry,
+            "duet_turn_auth_failures_total",
+            Some(("reason", "bad_integrity"))
+        ),
+        1.0
+    );
     assert_eq!(metric(&srv.registry, "duet_turn_allocations", None), 0.0);
 }
 
@@ -122,24 +141,40 @@ async fn relay_round_trip(mut conn: Conn, c: &mut Client) {
     let relay = allocate(&mut conn, c).await;
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let peer_addr = peer.local_addr().unwrap();
-    assert!(conn.request(&c.create_permission(&[peer_addr])).await.is_success());
-    conn.send(&turn_relay::client::send_indication(peer_addr, b"ping")).await;
+    assert!(conn
+        .request(&c.create_permission(&[peer_addr]))
+        .await
+        .is_success());
+    conn.send(&turn_relay::client::send_indication(peer_addr, b"ping"))
+        .await;
     let mut buf = [0u8; 1500];
-    let (n, from) = tokio::time::timeout(RECV_TIMEOUT, peer.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, from) = tokio::time::timeout(RECV_TIMEOUT, peer.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((&buf[..n], from), (&b"ping"[..], relay));
     peer.send_to(b"pong", relay).await.unwrap();
     match conn.incoming().await {
         Some(Incoming::Data { peer, data }) => assert_eq!((peer, data), (peer_addr, b"pong".to_vec())),
         other => panic!("expected a Data indication, got {other:?}"),
     }
-    assert!(conn.request(&c.channel_bind(0x4000, peer_addr)).await.is_success());
+    assert!(conn
+        .request(&c.channel_bind(0x4000, peer_addr))
+        .await
+        .is_success());
     let stream = conn.is_stream();
-    conn.send(&turn_relay::client::channel_data(0x4000, b"chan-ping", stream)).await;
-    let (n, _) = tokio::time::timeout(RECV_TIMEOUT, peer.recv_from(&mut buf)).await.unwrap().unwrap();
+    conn.send(&turn_relay::client::channel_data(0x4000, b"chan-ping", stream))
+        .await;
+    let (n, _) = tokio::time::timeout(RECV_TIMEOUT, peer.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf[..n], b"chan-ping");
     peer.send_to(b"chan-pong!", relay).await.unwrap();
     match conn.incoming().await {
-        Some(Incoming::Channel { number, data }) => assert_eq!((number, data), (0x4000, b"chan-pong!".to_vec())),
+        Some(Incoming::Channel { number, data }) => {
+            assert_eq!((number, data), (0x4000, b"chan-pong!".to_vec()))
+        }
         other => panic!("expected ChannelData, got {other:?}"),
     }
     let r = conn.request(&c.refresh(0)).await;
@@ -150,8 +185,22 @@ async fn relay_round_trip(mut conn: Conn, c: &mut Client) {
 async fn udp_allocation_relays_both_ways() {
     let srv = start(test_config(sockets_relay(&["127.0.0.1/32"])), false, None).await;
     relay_round_trip(Conn::udp(srv.udp).await, &mut alice()).await;
-    assert_eq!(metric(&srv.registry, "duet_turn_relayed_packets_total", Some(("direction", "to_peer"))), 2.0);
-    assert_eq!(metric(&srv.registry, "duet_turn_relayed_packets_total", Some(("direction", "to_client"))), 2.0);
+    assert_eq!(
+        metric(
+            &srv.registry,
+            "duet_turn_relayed_packets_total",
+            Some(("direction", "to_peer"))
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &srv.registry,
+            "duet_turn_relayed_packets_total",
+            Some(("direction", "to_client"))
+        ),
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -189,18 +238,36 @@ async fn closing_a_tcp_connection_frees_its_allocation() {
 async fn garbage_is_dropped_counted_and_the_server_keeps_serving() {
     let srv = start(test_config(sockets_relay(&[])), false, None).await;
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    for b in [&b""[..], b"\xff\xff\xff\xff", b"GET / HTTP/1.1\r\n\r\n", &[0u8; 20], &[0x40, 0, 0xff, 0xff]] {
+    for b in [
+        &b""[..],
+        b"\xff\xff\xff\xff",
+        b"GET / HTTP/1.1\r\n\r\n",
+        &[0u8; 20],
+        &[0x40, 0, 0xff, 0xff],
+    ] {
         sock.send_to(b, srv.udp).await.unwrap();
     }
     // A TCP stream that is not TURN gets closed.
     let mut tcp = tokio::net::TcpStream::connect(srv.tcp).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"\xff\xff\xff\xffnot turn").await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"\xff\xff\xff\xffnot turn")
+        .await
+        .unwrap();
     let mut rest = Vec::new();
-    let n = tokio::time::timeout(RECV_TIMEOUT, tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut rest)).await;
+    let n = tokio::time::timeout(
+        RECV_TIMEOUT,
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut rest),
+    )
+    .await;
     assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "connection closed");
     let mut conn = Conn::udp(srv.udp).await;
     allocate(&mut conn, &mut alice()).await;
-    assert!(metric(&srv.registry, "duet_turn_dropped_total", Some(("reason", "malformed"))) >= 4.0);
+    assert!(
+        metric(
+            &srv.registry,
+            "duet_turn_dropped_total",
+            Some(("reason", "malformed"))
+        ) >= 4.0
+    );
 }
 
 #[tokio::test]
@@ -211,6 +278,9 @@ async fn bad_configuration_is_refused_at_start() {
     assert!(turn_relay::TurnServer::bind(cfg, None, &registry).await.is_err());
     let mut cfg = test_config(sockets_relay(&[]));
     cfg.listen_tls = Some("127.0.0.1:0".parse().unwrap());
-    assert!(turn_relay::TurnServer::bind(cfg, None, &registry).await.is_err(), "TLS without cert");
+    assert!(
+        turn_relay::TurnServer::bind(cfg, None, &registry).await.is_err(),
+        "TLS without cert"
+    );
     assert!(turn_relay::parse_peer_allow_list(&["127.0.0.1/32".into(), "10.0.0.0/x".into()]).is_err());
 }

@@ -2,6 +2,8 @@
 //! 127.0.0.1 with port 0, mint REST credentials, and a small TURN client
 //! over UDP, TCP or TLS built on `turn_relay::client`.
 #![allow(dead_code)]
+// Test helpers: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,12 +73,10 @@ pub fn sockets_relay(allow: &[&str]) -> RelayConfig {
 pub async fn start(mut cfg: TurnConfig, tls: bool, handoff: Option<proto::handoff::TurnEnd>) -> TestServer {
     let mut cert = None;
     if tls {
-        let dir = std::env::temp_dir().join(format!(
-            "duet-turn-test-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        let (c, k) = turn_relay::generate_self_signed(&dir, &["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("duet-turn-test-{}-{}", std::process::id(), rand_suffix()));
+        let (c, k) =
+            turn_relay::generate_self_signed(&dir, &["localhost".into(), "127.0.0.1".into()]).unwrap();
         cfg.listen_tls = Some("127.0.0.1:0".parse().unwrap());
         cfg.tls_cert = Some(c.clone());
         cfg.tls_key = Some(k);
@@ -94,7 +94,15 @@ pub async fn start(mut cfg: TurnConfig, tls: bool, handoff: Option<proto::handof
     let task = tokio::spawn(async move {
         server.run(sd).await.unwrap();
     });
-    TestServer { udp, tcp, tls, cert, shutdown, registry, task }
+    TestServer {
+        udp,
+        tcp,
+        tls,
+        cert,
+        shutdown,
+        registry,
+        task,
+    }
 }
 
 fn rand_suffix() -> u64 {
@@ -106,7 +114,9 @@ fn rand_suffix() -> u64 {
 
 /// Sum of a metric's samples whose labels contain `label` (or all samples).
 pub fn metric(registry: &prometheus::Registry, name: &str, label: Option<(&str, &str)>) -> f64 {
-    let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
     let mut total = 0.0;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (series, value) = line.rsplit_once(' ').unwrap();
@@ -197,7 +207,10 @@ impl Conn {
                         return Some(frame);
                     }
                     let mut chunk = [0u8; 4096];
-                    let n = tokio::time::timeout_at(deadline, s.read(&mut chunk)).await.ok()?.ok()?;
+                    let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+                        .await
+                        .ok()?
+                        .ok()?;
                     if n == 0 {
                         return None;
                     }
