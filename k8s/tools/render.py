@@ -259,6 +259,9 @@ def monitoring_configmaps(root):
         [(f, os.path.join("grafana", "dashboards", f))
          for f in sorted(os.listdir(os.path.join(mon, "grafana", "dashboards"))) if f.endswith(".json")],
         {"grafana_dashboard": "1"})
+    out["postgres-exporter-queries.yaml"] = cm(
+        "postgres-exporter-queries", "postgres-exporter-queries.yml",
+        [("queries.yaml", "postgres-exporter-queries.yml")])
     out["prometheus-adapter-config.yaml"] = cm(
         "prometheus-adapter-config", "prometheus-adapter.yml",
         [("config.yaml", "prometheus-adapter.yml")])

@@ -34,8 +34,8 @@ M = {
     "sfu_errors": "duet_signaling_sfu_errors_total",
     # SFU (sfu/src/metrics.rs)
     "participants": "duet_sfu_participants",
-    "capacity": "duet_sfu_capacity",
-    "draining": "duet_sfu_draining",
+    # recording rule in monitoring/alerts/duet.yml (the node's admission limit)
+    "capacity": "duet:sfu_capacity:participants",
     "links": "duet_sfu_links",
     "packets_in": "duet_sfu_packets_in_total",
     "packets_out": "duet_sfu_packets_out_total",
@@ -49,6 +49,10 @@ M = {
     "handoff_in": "duet_sfu_turn_handoff_in_total",
     "handoff_out": "duet_sfu_turn_handoff_out_total",
     "ws_sessions": "duet_sfu_ws_sessions",
+    # report queue, from postgres_exporter (monitoring/postgres-exporter-queries.yml)
+    "reports_open": "pg_duet_report_queue_open",
+    "report_oldest": "pg_duet_report_queue_oldest_age_seconds",
+    "report_oldest_severe": "pg_duet_report_queue_oldest_severe_age_seconds",
     # TURN (turn-relay/src/metrics.rs)
     "allocations": "duet_turn_allocations",
     "permissions": "duet_turn_permissions",
@@ -204,7 +208,7 @@ def overview():
     b.row("Capacity")
     b.ts("SFU participants vs capacity, per region", [
         (f"sum by (region)({M['participants']}{R})", "participants {{region}}"),
-        (f"sum by (region)({M['capacity']}{R} * ({M['draining']}{R} == bool 0))", "capacity {{region}} (not draining)")],
+        (f"sum by (region)({M['capacity']}{R})", "capacity {{region}}")],
         desc="A region whose participants reach its capacity sends visitors to fallback regions.")
     b.ts("Media bit rate through the SFUs", [
         (f"8 * {rate(M['bytes_in'])}", "in"), (f"8 * {rate(M['bytes_out'])}", "out")], unit="bps")
@@ -225,11 +229,11 @@ def media():
     b.row("SFU load")
     b.ts("Participants per node", [(f"sum by (pod, instance)({M['participants']}{R})", "{{pod}}{{instance}}")])
     b.ts("Links (paired participants) per node", [(f"sum by (pod, instance)({M['links']}{R})", "{{pod}}{{instance}}")])
-    b.ts("Draining nodes", [(f"sum by (region)({M['draining']}{R})", "{{region}}")], minimum=0,
-         desc="Nodes that take no new visitors (SIGTERM received).")
-    b.ts("Capacity headroom per region", [
-        (f"sum by (region)(({M['capacity']}{R} - {M['participants']}{R}) * ({M['draining']}{R} == bool 0))",
-         "{{region}}")], minimum=0)
+    b.ts("SFU nodes up per region", [('sum by (region)(up{job="sfu",region=~"$region"})', "{{region}}")], minimum=0,
+         desc="Scrape targets that answer. A draining node stays up until its calls end.")
+    b.ts("Capacity headroom per region (free participant slots)", [
+        (f"sum by (region)({M['capacity']}{R} - {M['participants']}{R})", "{{region}}")], minimum=0,
+         desc="Capacity per node is the recording rule duet:sfu_capacity:participants (= DUET_MAX_PARTICIPANTS).")
     b.row("SFU packets")
     b.ts("Datagrams per second", [
         (rate(M["packets_in"]), "in"), (rate(M["packets_out"]), "out"),
@@ -259,6 +263,9 @@ def media():
         (rate(M["policy_denials"]), "peer denied by policy"),
         (rate(M["quota_hits"], "quota"), "quota {{quota}}")], unit="reqps",
          desc="Policy denials: someone tried to relay to an address duet does not serve (open-relay probing).")
+    b.ts("TURN hand-off (in-process relay <-> SFU)", [
+        (rate(M["handoff_in"]), "relay -> SFU"), (rate(M["handoff_out"]), "SFU -> relay")], unit="pps",
+         desc="Datagrams that reach the SFU through its TURN relay without touching the kernel.")
     b.ts("TURN datagrams dropped by reason", [(rate(M["turn_dropped"], "reason"), "{{reason}}")], unit="pps")
     b.ts("Share of media datagrams through TURN", [
         (f"{rate(M['handoff_in'])} / {rate(M['packets_in'])}", "TURN share of inbound datagrams")],
@@ -295,13 +302,22 @@ def matching():
 def moderation():
     b = Board("duet-moderation", "duet / Moderation",
               "Reports, their rate relative to pairings, and what keeps the snapshot wall fresh.", ["moderation"])
-    b.row("Reports")
+    b.row("Report queue")
+    b.stat("Open reports", f"sum({M['reports_open']})", decimals=0, thresholds=[(20, "orange"), (100, "red")],
+           desc="Undecided reports (from the database, via postgres_exporter).")
+    b.stat("Oldest open report", f"max({M['report_oldest']})", unit="s", thresholds=[(1800, "orange"), (3600, "red")])
+    b.stat("Oldest open minor/violence report", f"max({M['report_oldest_severe']})", unit="s",
+           thresholds=[(300, "orange"), (900, "red")])
     b.stat("Reports (last 24 h)", f"sum(increase({M['reports']}{R}[24h]))", decimals=0)
     b.stat("Reports per 1,000 pairings (24 h)",
            f"1000 * sum(increase({M['reports']}{R}[24h])) / sum(increase({M['matches']}{R}[24h]))", decimals=1)
     b.stat("Report requests rate-limited (24 h)",
            f'sum(increase({M["rate_limited"]}{sel(REPORT_KIND)}[24h]))', decimals=0)
     b.stat("Visitors online", f"sum({M['online']}{R})")
+    b.ts("Open reports and the age of the oldest", [
+        (f"sum({M['reports_open']})", "open reports"),
+        (f"max({M['report_oldest']}) / 60", "oldest (minutes)"),
+        (f"max({M['report_oldest_severe']}) / 60", "oldest minor/violence (minutes)")], w=12)
     b.ts("Reports per hour", [(f"3600 * {rate(M['reports'], 'region')}", "{{region}}")], w=12)
     b.ts("Reports per 1,000 pairings", [
         (f"1000 * {rate(M['reports'], '', '', '1h')} / {rate(M['matches'], '', '', '1h')}", "reports / 1k pairings")],
