@@ -1,0 +1,40 @@
+//! Feeds arbitrary datagrams to the sans-IO core (in-process backend), from
+//! a client over UDP and TCP and from a peer, and checks the tables after.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use turn_relay::backend::InProcessRelay;
+use turn_relay::core::{CoreConfig, FiveTuple, Transport, TurnCore};
+use turn_relay::metrics::Metrics;
+use turn_relay::Quotas;
+
+fuzz_target!(|data: &[u8]| {
+    let sfu = "192.0.2.1:5000".parse().expect("valid address literal");
+    let backend = InProcessRelay::new("192.0.2.1".parse().expect("valid address literal"), vec![sfu], None);
+    let cfg = CoreConfig {
+        realm: "fuzz".into(),
+        secrets: vec![b"secret".to_vec()],
+        nonce_ttl_s: 600,
+        max_lifetime_s: 3600,
+        quotas: Quotas::default(),
+        software: None,
+    };
+    let metrics = Metrics::unregistered().expect("metric definitions are valid");
+    let mut core = TurnCore::new(cfg, Box::new(backend), metrics, [0; 32], 1_700_000_000_000);
+    let udp = FiveTuple {
+        transport: Transport::Udp,
+        client: "198.51.100.1:1".parse().expect("valid address literal"),
+        server: "192.0.2.1:3478".parse().expect("valid address literal"),
+    };
+    let tcp = FiveTuple { transport: Transport::Tcp, ..udp };
+    for (i, chunk) in data.split(|b| *b == 0xfe).enumerate() {
+        let now = 1_700_000_000_000 + i as u64 * 1000;
+        core.handle_client(if i % 2 == 0 { udp } else { tcp }, chunk, now);
+        core.handle_peer("192.0.2.1:49152".parse().expect("valid address literal"), sfu, chunk, now);
+        core.handle_timeout(now);
+        while core.poll_transmit().is_some() {}
+    }
+    if let Err(e) = core.check_invariants() {
+        panic!("invariant broken: {e}");
+    }
+});
