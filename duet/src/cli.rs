@@ -9,7 +9,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "duet", version, about = "Random 1:1 video and text chat through your own SFU and TURN relay.")]
+#[command(
+    name = "duet",
+    version,
+    about = "Random 1:1 video and text chat through your own SFU and TURN relay."
+)]
 pub struct Cli {
     /// TOML file with options for the subcommand (keys are the long flag names).
     #[arg(long, env = "DUET_CONFIG", global = true, value_name = "FILE")]
@@ -65,16 +69,31 @@ pub struct LogArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SecretArgs {
     /// HMAC key for visitors' session tokens.
-    #[arg(long, env = "DUET_SESSION_SECRET", hide_env_values = true, value_name = "SECRET")]
+    #[arg(
+        long,
+        env = "DUET_SESSION_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
     pub session_secret: Option<Secret>,
     /// HMAC key for SFU tokens (signaling mints, SFU nodes verify).
-    #[arg(long, env = "DUET_SFU_TOKEN_SECRET", hide_env_values = true, value_name = "SECRET")]
+    #[arg(
+        long,
+        env = "DUET_SFU_TOKEN_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
     pub sfu_token_secret: Option<Secret>,
     /// TURN REST secret (signaling mints credentials, TURN verifies).
     #[arg(long, env = "DUET_TURN_SECRET", hide_env_values = true, value_name = "SECRET")]
     pub turn_secret: Option<Secret>,
     /// Bearer token for the SFU's internal API (signaling -> SFU).
-    #[arg(long, env = "DUET_INTERNAL_TOKEN", hide_env_values = true, value_name = "SECRET")]
+    #[arg(
+        long,
+        env = "DUET_INTERNAL_TOKEN",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
     pub internal_token: Option<Secret>,
 }
 
@@ -102,13 +121,28 @@ pub struct MatchingArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TurnListenArgs {
     /// TURN over UDP.
-    #[arg(long, env = "DUET_TURN_LISTEN_UDP", default_value = "127.0.0.1:3478", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_TURN_LISTEN_UDP",
+        default_value = "127.0.0.1:3478",
+        value_name = "ADDR"
+    )]
     pub turn_listen_udp: SocketAddr,
     /// TURN over TCP.
-    #[arg(long, env = "DUET_TURN_LISTEN_TCP", default_value = "127.0.0.1:3478", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_TURN_LISTEN_TCP",
+        default_value = "127.0.0.1:3478",
+        value_name = "ADDR"
+    )]
     pub turn_listen_tcp: SocketAddr,
     /// TURN over TLS (`turns:`; use 443 in production).
-    #[arg(long, env = "DUET_TURN_LISTEN_TLS", default_value = "127.0.0.1:5349", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_TURN_LISTEN_TLS",
+        default_value = "127.0.0.1:5349",
+        value_name = "ADDR"
+    )]
     pub turn_listen_tls: SocketAddr,
     /// TLS certificate (PEM) for TURN/TLS; `up` generates a self-signed one when not given.
     #[arg(long, env = "DUET_TLS_CERT", value_name = "FILE")]
@@ -129,13 +163,28 @@ pub struct UpArgs {
     #[command(flatten)]
     pub log: LogArgs,
     /// HTTP: pages, REST, WebSockets (signaling and SFU), /metrics, /healthz, /readyz.
-    #[arg(long, env = "DUET_HTTP_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_HTTP_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
     pub http_listen: SocketAddr,
     /// The SFU's internal API (signaling -> SFU). Keep it private.
-    #[arg(long, env = "DUET_INTERNAL_LISTEN", default_value = "127.0.0.1:7001", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_INTERNAL_LISTEN",
+        default_value = "127.0.0.1:7001",
+        value_name = "ADDR"
+    )]
     pub internal_listen: SocketAddr,
     /// The SFU's one UDP media socket.
-    #[arg(long, env = "DUET_MEDIA_LISTEN", default_value = "127.0.0.1:50000", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_MEDIA_LISTEN",
+        default_value = "127.0.0.1:50000",
+        value_name = "ADDR"
+    )]
     pub media_listen: SocketAddr,
     /// Address announced to browsers for media and TURN (default: the media listen IP).
     #[arg(long, env = "DUET_PUBLIC_IP", value_name = "IP")]
@@ -143,7 +192,12 @@ pub struct UpArgs {
     #[command(flatten)]
     pub turn: TurnListenArgs,
     /// Folder for the SQLite database and the generated TLS certificate.
-    #[arg(long, env = "DUET_DATA_DIR", default_value = "./duet-data", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "DUET_DATA_DIR",
+        default_value = "./duet-data",
+        value_name = "DIR"
+    )]
     pub data_dir: PathBuf,
     /// Region name of this node.
     #[arg(long, env = "DUET_REGION", default_value = "local")]
@@ -165,7 +219,12 @@ pub struct SignalingArgs {
     #[command(flatten)]
     pub log: LogArgs,
     /// HTTP: pages, REST, WebSocket, /metrics, /healthz, /readyz.
-    #[arg(long, env = "DUET_HTTP_LISTEN", default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_HTTP_LISTEN",
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR"
+    )]
     pub http_listen: SocketAddr,
     /// Database URL (`postgres://…` in production, `sqlite:…` works too).
     #[arg(long, env = "DUET_DATABASE_URL", value_name = "URL")]
@@ -180,7 +239,11 @@ pub struct SignalingArgs {
     #[arg(long, env = "DUET_REGION", default_value = "local")]
     pub region: String,
     /// Regions to try, in order, when a visitor's region has no capacity.
-    #[arg(long = "region-fallback", env = "DUET_REGION_FALLBACKS", value_delimiter = ',')]
+    #[arg(
+        long = "region-fallback",
+        env = "DUET_REGION_FALLBACKS",
+        value_delimiter = ','
+    )]
     pub region_fallbacks: Vec<String>,
     #[command(flatten)]
     pub matching: MatchingArgs,
@@ -199,13 +262,28 @@ pub struct SfuArgs {
     #[arg(long, env = "DUET_REGION", default_value = "local")]
     pub region: String,
     /// HTTP: the browsers' SFU WebSocket (/sfu/ws), /metrics, /healthz, /readyz.
-    #[arg(long, env = "DUET_HTTP_LISTEN", default_value = "0.0.0.0:8081", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_HTTP_LISTEN",
+        default_value = "0.0.0.0:8081",
+        value_name = "ADDR"
+    )]
     pub http_listen: SocketAddr,
     /// The internal API for signaling. Keep it private.
-    #[arg(long, env = "DUET_INTERNAL_LISTEN", default_value = "0.0.0.0:7001", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_INTERNAL_LISTEN",
+        default_value = "0.0.0.0:7001",
+        value_name = "ADDR"
+    )]
     pub internal_listen: SocketAddr,
     /// The one UDP media socket.
-    #[arg(long, env = "DUET_MEDIA_LISTEN", default_value = "0.0.0.0:50000", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_MEDIA_LISTEN",
+        default_value = "0.0.0.0:50000",
+        value_name = "ADDR"
+    )]
     pub media_listen: SocketAddr,
     /// Public IP announced to browsers for media and TURN.
     #[arg(long, env = "DUET_PUBLIC_IP", value_name = "IP")]
@@ -239,10 +317,20 @@ pub struct TurnArgs {
     #[command(flatten)]
     pub log: LogArgs,
     /// TURN over UDP.
-    #[arg(long, env = "DUET_LISTEN_UDP", default_value = "0.0.0.0:3478", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_LISTEN_UDP",
+        default_value = "0.0.0.0:3478",
+        value_name = "ADDR"
+    )]
     pub listen_udp: Option<SocketAddr>,
     /// TURN over TCP.
-    #[arg(long, env = "DUET_LISTEN_TCP", default_value = "0.0.0.0:3478", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_LISTEN_TCP",
+        default_value = "0.0.0.0:3478",
+        value_name = "ADDR"
+    )]
     pub listen_tcp: Option<SocketAddr>,
     /// TURN over TLS (443 in production).
     #[arg(long, env = "DUET_LISTEN_TLS", value_name = "ADDR")]
@@ -257,7 +345,13 @@ pub struct TurnArgs {
     #[arg(long, env = "DUET_REALM", default_value = "duet")]
     pub realm: String,
     /// TURN REST secret; repeat to accept several during rotation.
-    #[arg(long = "auth-secret", env = "DUET_AUTH_SECRETS", value_delimiter = ',', hide_env_values = true, required = true)]
+    #[arg(
+        long = "auth-secret",
+        env = "DUET_AUTH_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        required = true
+    )]
     pub auth_secrets: Vec<Secret>,
     /// IP of the relay sockets (announced as XOR-RELAYED-ADDRESS).
     #[arg(long, env = "DUET_RELAY_IP", value_name = "IP")]
@@ -266,7 +360,12 @@ pub struct TurnArgs {
     #[arg(long, env = "DUET_RELAY_PORTS", default_value = "40000-60000", value_parser = config_file::parse_port_range)]
     pub relay_ports: std::ops::RangeInclusive<u16>,
     /// Peer CIDR allowed despite the default deny of private/loopback/… ranges (repeatable).
-    #[arg(long = "allow-peer", env = "DUET_ALLOW_PEERS", value_delimiter = ',', value_name = "CIDR")]
+    #[arg(
+        long = "allow-peer",
+        env = "DUET_ALLOW_PEERS",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
     pub allow_peers: Vec<String>,
     /// Allocations per username at most.
     #[arg(long, env = "DUET_MAX_ALLOCATIONS_PER_USER", default_value_t = 10)]
@@ -281,7 +380,12 @@ pub struct TurnArgs {
     #[arg(long, env = "DUET_BANDWIDTH_BYTES_PER_SEC", default_value_t = 2_000_000)]
     pub bandwidth_bytes_per_sec: u64,
     /// HTTP listener for /metrics, /healthz, /readyz.
-    #[arg(long, env = "DUET_METRICS_LISTEN", default_value = "127.0.0.1:9478", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "DUET_METRICS_LISTEN",
+        default_value = "127.0.0.1:9478",
+        value_name = "ADDR"
+    )]
     pub metrics_listen: SocketAddr,
 }
 
@@ -302,6 +406,9 @@ pub fn parse_from_env() -> Result<Cli, CliError> {
 /// The first line of a clap error, without the `error: ` prefix.
 pub fn one_line(e: &clap::Error) -> String {
     let rendered = e.render().to_string();
-    let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments");
     first.trim_start_matches("error: ").to_owned()
 }

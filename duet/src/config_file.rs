@@ -62,7 +62,10 @@ fn file_args(path: &Path, sub: &str, cli_rest: &[OsString]) -> Result<Vec<(Strin
     let err = |msg: String| CliError::Config(format!("config file {}: {msg}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        err(format!("not valid TOML: {}", e.message().lines().next().unwrap_or("parse error")))
+        err(format!(
+            "not valid TOML: {}",
+            e.message().lines().next().unwrap_or("parse error")
+        ))
     })?;
     let command = Cli::command();
     let Some(sub_cmd) = command.find_subcommand(sub) else {
@@ -107,7 +110,11 @@ fn file_args(path: &Path, sub: &str, cli_rest: &[OsString]) -> Result<Vec<(Strin
                     continue;
                 }
                 toml::Value::Boolean(b) => b.to_string(),
-                _ => return Err(err(format!("key `{key}` must be a string, number, boolean or array of them"))),
+                _ => {
+                    return Err(err(format!(
+                        "key `{key}` must be a string, number, boolean or array of them"
+                    )))
+                }
             };
             out.push((long.clone(), OsString::from(format!("--{long}={text}"))));
         }
@@ -119,7 +126,12 @@ fn file_args(path: &Path, sub: &str, cli_rest: &[OsString]) -> Result<Vec<(Strin
 fn blame_file(e: clap::Error, from_file: Option<&(PathBuf, HashSet<String>)>) -> CliError {
     if let (Some((path, keys)), Some(arg)) = (from_file, e.get(ContextKind::InvalidArg)) {
         let arg = arg.to_string();
-        let long = arg.trim_start_matches("--").split([' ', '=', '<']).next().unwrap_or("").to_owned();
+        let long = arg
+            .trim_start_matches("--")
+            .split([' ', '=', '<'])
+            .next()
+            .unwrap_or("")
+            .to_owned();
         if keys.contains(&long) {
             let msg = crate::cli::one_line(&e);
             return CliError::Config(format!("config file {}: key `{long}`: {msg}", path.display()));
@@ -130,7 +142,9 @@ fn blame_file(e: clap::Error, from_file: Option<&(PathBuf, HashSet<String>)>) ->
 
 /// Parses `40000-60000`.
 pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
-    let (a, b) = s.split_once('-').ok_or_else(|| "expected LOW-HIGH, e.g. 40000-60000".to_owned())?;
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| "expected LOW-HIGH, e.g. 40000-60000".to_owned())?;
     let a: u16 = a.trim().parse().map_err(|_| format!("`{a}` is not a port"))?;
     let b: u16 = b.trim().parse().map_err(|_| format!("`{b}` is not a port"))?;
     if a == 0 || a > b {
@@ -178,7 +192,9 @@ mod tests {
         let f = write("http-listen = \"127.0.0.1:9999\"\nregion = \"eu\"\n");
         let p = f.0.to_str().unwrap();
         let cli = parse_with_file(args(&["duet", "--config", p, "up", "--region", "us"])).unwrap();
-        let Command::Up(up) = cli.command else { panic!("not up") };
+        let Command::Up(up) = cli.command else {
+            panic!("not up")
+        };
         assert_eq!(up.http_listen.port(), 9999);
         assert_eq!(up.region, "us");
     }

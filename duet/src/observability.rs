@@ -22,7 +22,9 @@ pub fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(format!("{},rtc=error,rtc_dtls=error,rtc_ice=error", args.log))
             .context("--log")?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match args.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -36,7 +38,10 @@ pub fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
 pub fn registry(role: &str) -> anyhow::Result<Registry> {
     let registry = Registry::new();
     let info = IntGaugeVec::new(
-        Opts::new("duet_build_info", "Build information of this duet process (always 1)."),
+        Opts::new(
+            "duet_build_info",
+            "Build information of this duet process (always 1).",
+        ),
         &["version", "role"],
     )?;
     info.with_label_values(&[env!("CARGO_PKG_VERSION"), role]).set(1);

@@ -42,7 +42,10 @@ impl std::str::FromStr for Secret {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.len() < proto::token::MIN_SECRET_LEN {
-            return Err(format!("must be at least {} characters", proto::token::MIN_SECRET_LEN));
+            return Err(format!(
+                "must be at least {} characters",
+                proto::token::MIN_SECRET_LEN
+            ));
         }
         Ok(Self(s.to_owned()))
     }

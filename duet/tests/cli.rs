@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is a test failure
 //! The binary as a user runs it: start-up, health, metrics, bad config.
 
 use std::io::{BufRead, BufReader};
@@ -22,7 +23,11 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 }
 
 fn rand_u32() -> u32 {
-    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()) ^ 0x9e37_79b9
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos())
+        ^ 0x9e37_79b9
 }
 
 /// A `duet up` on free ports; killed on drop.
@@ -58,8 +63,13 @@ impl Up {
                 }
             }
         });
-        let json = rx.recv_timeout(Duration::from_secs(60)).expect("duet up printed no ready line in 60 s");
-        Up { child, ready: serde_json::from_str(&json).unwrap() }
+        let json = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("duet up printed no ready line in 60 s");
+        Up {
+            child,
+            ready: serde_json::from_str(&json).unwrap(),
+        }
     }
 
     fn http(&self) -> String {
@@ -67,14 +77,20 @@ impl Up {
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "duet did not stop within 30 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "duet did not stop within 30 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -96,7 +112,14 @@ async fn up_serves_health_and_metrics_that_promtool_accepts_then_stops_on_sigter
     assert_eq!(health.status(), 200);
     let ready = client.get(format!("{}/readyz", up.http())).send().await.unwrap();
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap_or_default());
-    let metrics = client.get(format!("{}/metrics", up.http())).send().await.unwrap().text().await.unwrap();
+    let metrics = client
+        .get(format!("{}/metrics", up.http()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("duet_build_info"), "{metrics}");
 
     let mut promtool = Command::new("promtool")
@@ -107,7 +130,12 @@ async fn up_serves_health_and_metrics_that_promtool_accepts_then_stops_on_sigter
         .spawn()
         .expect("promtool not found: apt-get install -y --no-install-recommends prometheus");
     use std::io::Write;
-    promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
     let out = promtool.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -130,7 +158,10 @@ fn assert_one_line_error(out: std::process::Output, must_contain: &str) {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
     assert!(lines[0].contains(must_contain), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -161,7 +192,11 @@ fn bad_port_in_toml_is_refused_with_one_line_naming_the_key() {
 
 #[test]
 fn bad_value_in_environment_is_refused_with_one_line() {
-    let out = duet().args(["up"]).env("DUET_HTTP_LISTEN", "not-an-address").output().unwrap();
+    let out = duet()
+        .args(["up"])
+        .env("DUET_HTTP_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
     assert_one_line_error(out, "http-listen");
 }
 
@@ -170,14 +205,22 @@ fn help_explains_options_and_their_env_vars() {
     let out = duet().args(["up", "--help"]).output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("--http-listen") && help.contains("DUET_HTTP_LISTEN"), "{help}");
+    assert!(
+        help.contains("--http-listen") && help.contains("DUET_HTTP_LISTEN"),
+        "{help}"
+    );
     assert!(help.contains("--public-ip"), "{help}");
 }
 
 #[test]
 fn production_roles_refuse_to_start_without_their_secrets() {
     let out = duet()
-        .args(["sfu", "--node-id=n1", "--http-listen=127.0.0.1:0", "--internal-listen=127.0.0.1:0"])
+        .args([
+            "sfu",
+            "--node-id=n1",
+            "--http-listen=127.0.0.1:0",
+            "--internal-listen=127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert_one_line_error(out, "--sfu-token-secret");

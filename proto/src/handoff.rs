@@ -91,8 +91,14 @@ pub fn pair(capacity: usize) -> (SfuEnd, TurnEnd) {
     let (to_sfu, from_turn) = mpsc::channel(capacity);
     let (to_turn, from_sfu) = mpsc::channel(capacity);
     (
-        SfuEnd { from_turn: HandoffReceiver { rx: from_turn }, to_turn: HandoffSender { tx: to_turn } },
-        TurnEnd { from_sfu: HandoffReceiver { rx: from_sfu }, to_sfu: HandoffSender { tx: to_sfu } },
+        SfuEnd {
+            from_turn: HandoffReceiver { rx: from_turn },
+            to_turn: HandoffSender { tx: to_turn },
+        },
+        TurnEnd {
+            from_sfu: HandoffReceiver { rx: from_sfu },
+            to_sfu: HandoffSender { tx: to_sfu },
+        },
     )
 }
 

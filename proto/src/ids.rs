@@ -76,7 +76,9 @@ impl DeviceId {
     /// Parses a client-supplied device id: 8..=64 characters of `[A-Za-z0-9_-]`.
     pub fn parse(value: &str) -> Option<Self> {
         let ok = (8..=MAX_DEVICE_ID_LEN).contains(&value.len())
-            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         ok.then(|| Self(value.to_owned()))
     }
 }

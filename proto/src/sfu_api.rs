@@ -99,7 +99,10 @@ pub enum SfuEvent {
     /// ICE and DTLS are up: media can flow.
     Connected { participant_id: ParticipantId },
     /// The participant is gone (WS closed, ICE/DTLS failed, timeout, kick).
-    Disconnected { participant_id: ParticipantId, reason: String },
+    Disconnected {
+        participant_id: ParticipantId,
+        reason: String,
+    },
     /// The node starts draining: place nobody new here.
     Draining,
 }

@@ -22,8 +22,12 @@ pub struct IceCandidate {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SfuClientMsg {
-    Offer { sdp: String },
-    Candidate { candidate: IceCandidate },
+    Offer {
+        sdp: String,
+    },
+    Candidate {
+        candidate: IceCandidate,
+    },
     /// The browser finished gathering.
     EndOfCandidates,
     Ping,

@@ -188,7 +188,9 @@ pub enum ClientMsg {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
     /// In the queue, looking for a partner.
-    Queued { mode: Mode },
+    Queued {
+        mode: Mode,
+    },
     /// No one with shared interests yet: now matching with anyone.
     Widened,
     /// Paired. Media flows through the SFU already (no renegotiation).
@@ -197,14 +199,20 @@ pub enum ServerMsg {
         common_interests: Vec<String>,
     },
     /// A chat message from the partner (already filtered).
-    Chat { text: String },
+    Chat {
+        text: String,
+    },
     /// The partner is typing.
     Typing,
     /// The partner pressed Next/Stop, disconnected or was removed.
-    PartnerLeft { reason: PartnerLeftReason },
+    PartnerLeft {
+        reason: PartnerLeftReason,
+    },
     /// The visit must move to another SFU node (node lost or draining):
     /// open a new peer connection there.
-    Relocate { sfu: SfuPlacement },
+    Relocate {
+        sfu: SfuPlacement,
+    },
     Error(ErrorBody),
 }
 
@@ -229,16 +237,27 @@ mod tests {
                 .unwrap();
         assert_eq!(
             m,
-            ClientMsg::Join { mode: Mode::Video, interests: vec!["music".into()], lang: Some("en".into()) }
+            ClientMsg::Join {
+                mode: Mode::Video,
+                interests: vec!["music".into()],
+                lang: Some("en".into())
+            }
         );
-        assert_eq!(serde_json::from_str::<ClientMsg>(r#"{"type":"next"}"#).unwrap(), ClientMsg::Next);
+        assert_eq!(
+            serde_json::from_str::<ClientMsg>(r#"{"type":"next"}"#).unwrap(),
+            ClientMsg::Next
+        );
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"fly"}"#).is_err());
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"chat","text":"x","extra":1}"#).is_err());
     }
 
     #[test]
     fn server_error_serializes_flat() {
-        let m = ServerMsg::Error(ErrorBody { code: "rate_limited".into(), message: "slow".into(), ban: None });
+        let m = ServerMsg::Error(ErrorBody {
+            code: "rate_limited".into(),
+            message: "slow".into(),
+            ban: None,
+        });
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
             r#"{"type":"error","code":"rate_limited","message":"slow"}"#

@@ -119,7 +119,10 @@ impl std::fmt::Debug for TokenKey {
 
 impl TokenKey {
     pub fn new(secret: &[u8]) -> Self {
-        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret) }
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
     }
 
     /// Signs `claims`.
@@ -134,15 +137,17 @@ impl TokenKey {
         validation.set_audience(&[C::AUDIENCE]);
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "aud"]);
-        jsonwebtoken::decode::<C>(token, &self.decoding, &validation).map(|d| d.claims).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => TokenError::BadSignature,
-                _ => TokenError::Malformed,
-            }
-        })
+        jsonwebtoken::decode::<C>(token, &self.decoding, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => TokenError::Expired,
+                    ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                    ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => TokenError::BadSignature,
+                    _ => TokenError::Malformed,
+                }
+            })
     }
 }
 
@@ -162,7 +167,10 @@ mod tests {
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     #[test]
@@ -177,7 +185,9 @@ mod tests {
         let key = TokenKey::new(b"0123456789abcdef0123");
         let expired = key.mint(&sfu_claims(now() - 600)).unwrap();
         assert_eq!(key.verify::<SfuClaims>(&expired), Err(TokenError::Expired));
-        let forged = TokenKey::new(b"another-secret-xxxxxx").mint(&sfu_claims(now() + 60)).unwrap();
+        let forged = TokenKey::new(b"another-secret-xxxxxx")
+            .mint(&sfu_claims(now() + 60))
+            .unwrap();
         assert_eq!(key.verify::<SfuClaims>(&forged), Err(TokenError::BadSignature));
         let mut wrong = sfu_claims(now() + 60);
         wrong.aud = AUD_SESSION.into();
@@ -193,7 +203,11 @@ mod tests {
         let body = serde_json::to_vec(&sfu_claims(now() + 60)).unwrap();
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let token = format!("{}.{}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#), b64.encode(body));
+        let token = format!(
+            "{}.{}.",
+            b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(body)
+        );
         assert!(key.verify::<SfuClaims>(&token).is_err());
     }
 }

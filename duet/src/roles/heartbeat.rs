@@ -58,7 +58,11 @@ async fn beat(
 ) -> anyhow::Result<()> {
     let json = serde_json::to_string(rec)?;
     redis::pipe()
-        .set_ex(redis_keys::node(prefix, &rec.node_id), json, redis_keys::NODE_TTL_SECS)
+        .set_ex(
+            redis_keys::node(prefix, &rec.node_id),
+            json,
+            redis_keys::NODE_TTL_SECS,
+        )
         .sadd(redis_keys::node_index(prefix), rec.node_id.as_str())
         .query_async::<()>(conn)
         .await?;

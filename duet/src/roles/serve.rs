@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 pub const HTTP_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
 }
 
 /// Serves `router` (with client addresses) until `shutdown`; in-flight
@@ -26,8 +28,11 @@ pub fn spawn_http(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let stop = shutdown.clone();
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { stop.cancelled().await });
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await });
         let result = tokio::select! {
             r = server => r,
             _ = async { shutdown.cancelled().await; tokio::time::sleep(HTTP_GRACE).await } => Ok(()),

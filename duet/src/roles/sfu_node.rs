@@ -86,7 +86,11 @@ impl RunningNode {
 
 pub async fn start_node(p: NodeParams<'_>, metrics: &prometheus::Registry) -> anyhow::Result<RunningNode> {
     let (sfu_end, turn_end) = proto::handoff::pair(HANDOFF_QUEUE);
-    let turn_host = p.turn.turn_host.clone().unwrap_or_else(|| p.public_ip.to_string());
+    let turn_host = p
+        .turn
+        .turn_host
+        .clone()
+        .unwrap_or_else(|| p.public_ip.to_string());
     let sfu_config = sfu::SfuConfig {
         node_id: p.node_id,
         region: p.region,
@@ -119,7 +123,10 @@ pub async fn start_node(p: NodeParams<'_>, metrics: &prometheus::Registry) -> an
         ..turn_relay::TurnConfig::new(
             p.turn.turn_realm.clone(),
             vec![p.turn_secret.as_bytes().to_vec()],
-            turn_relay::RelayConfig::InProcess { relay_ip: p.public_ip, sfu_addrs: vec![announced_media, media_addr] },
+            turn_relay::RelayConfig::InProcess {
+                relay_ip: p.public_ip,
+                sfu_addrs: vec![announced_media, media_addr],
+            },
         )
     };
     let turn = turn_relay::TurnServer::bind(turn_config, Some(turn_end), metrics)
@@ -167,7 +174,8 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let metrics = observability::registry("sfu")?;
     let require = |s: &Option<Secret>, flag: &str| {
-        s.clone().with_context(|| format!("{flag} is required for `duet sfu`"))
+        s.clone()
+            .with_context(|| format!("{flag} is required for `duet sfu`"))
     };
     let sfu_token_secret = require(&args.secrets.sfu_token_secret, "--sfu-token-secret")?;
     let turn_secret = require(&args.secrets.turn_secret, "--turn-secret")?;
@@ -183,7 +191,11 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("ws://{}/sfu/ws", SocketAddr::new(public_ip, http_addr.port())));
     let internal_url = args.internal_url.clone().unwrap_or_else(|| {
-        let ip = if internal_addr.ip().is_unspecified() { public_ip } else { internal_addr.ip() };
+        let ip = if internal_addr.ip().is_unspecified() {
+            public_ip
+        } else {
+            internal_addr.ip()
+        };
         format!("http://{}", SocketAddr::new(ip, internal_addr.port()))
     });
     let data_dir = std::env::temp_dir().join(format!("duet-sfu-{}", args.node_id));
@@ -214,7 +226,12 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
         observability::always_ready(),
     ));
     handles.push(serve::spawn_http(http, public_router, stop_http.clone(), "http"));
-    handles.push(serve::spawn_http(internal, node.sfu.internal_router(), stop_http.clone(), "internal"));
+    handles.push(serve::spawn_http(
+        internal,
+        node.sfu.internal_router(),
+        stop_http.clone(),
+        "internal",
+    ));
 
     let heartbeat = match &args.redis_url {
         Some(url) => Some(super::heartbeat::spawn(

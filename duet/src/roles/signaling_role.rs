@@ -62,7 +62,8 @@ pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let metrics = observability::registry("signaling")?;
     let require = |s: &Option<Secret>, flag: &str| {
-        s.clone().with_context(|| format!("{flag} is required for `duet signaling`"))
+        s.clone()
+            .with_context(|| format!("{flag} is required for `duet signaling`"))
     };
     let shared = Shared {
         session_secret: require(&args.secrets.session_secret, "--session-secret")?,
@@ -81,7 +82,9 @@ pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
         args.region_fallbacks.clone(),
         format!("http://{http_addr}"),
     );
-    let state = signaling::build_state(cfg, &metrics).await.context("cannot start signaling")?;
+    let state = signaling::build_state(cfg, &metrics)
+        .await
+        .context("cannot start signaling")?;
     let ready_state = state.clone();
     let ready: observability::ReadyCheck = Arc::new(move || {
         let s = ready_state.clone();

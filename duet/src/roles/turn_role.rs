@@ -40,7 +40,9 @@ pub async fn run(args: TurnArgs) -> anyhow::Result<()> {
             },
         )
     };
-    let server = turn_relay::TurnServer::bind(config, None, &metrics).await.context("cannot start TURN")?;
+    let server = turn_relay::TurnServer::bind(config, None, &metrics)
+        .await
+        .context("cannot start TURN")?;
     let udp = server.local_udp_addr();
     let tcp = server.local_tcp_addr();
     let tls = server.local_tls_addr();

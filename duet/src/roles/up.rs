@@ -82,7 +82,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     // The embedded node registers itself in the in-memory registry.
     let registry = state.node_registry();
-    registry.upsert(node.record()).await.context("cannot register the embedded SFU node")?;
+    registry
+        .upsert(node.record())
+        .await
+        .context("cannot register the embedded SFU node")?;
     let stop_media = CancellationToken::new();
     let stop_http = CancellationToken::new();
     let mut handles = node.spawn(stop_media.clone());
@@ -119,7 +122,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .merge(node.sfu.client_router())
         .merge(observability::health_router(metrics.clone(), ready));
     handles.push(serve::spawn_http(http, router, stop_http.clone(), "http"));
-    handles.push(serve::spawn_http(internal, node.sfu.internal_router(), stop_http.clone(), "internal"));
+    handles.push(serve::spawn_http(
+        internal,
+        node.sfu.internal_router(),
+        stop_http.clone(),
+        "internal",
+    ));
 
     serve::print_ready(&serde_json::json!({
         "http": http_addr.to_string(),
