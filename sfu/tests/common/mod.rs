@@ -259,7 +259,23 @@ impl Client {
     }
 
     pub async fn connect_via(node: &Node, name: &str, auto_media: bool, socket: Transport) -> Client {
-        let token = node.token(name, SfuRole::User, 300);
+        Self::connect_as(node, name, SfuRole::User, auto_media, socket).await
+    }
+
+    /// A receive-only watcher (two audio + two video m-sections).
+    pub async fn connect_watcher(node: &Node, name: &str) -> Client {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Self::connect_as(node, name, SfuRole::Watcher, false, Transport::Udp(socket)).await
+    }
+
+    pub async fn connect_as(
+        node: &Node,
+        name: &str,
+        role: SfuRole,
+        auto_media: bool,
+        socket: Transport,
+    ) -> Client {
+        let token = node.token(name, role, 300);
         let (ws, _) = tokio_tungstenite::connect_async(format!("{}?token={}", node.ws_url, token))
             .await
             .expect("ws connect");
@@ -274,22 +290,41 @@ impl Client {
             .unwrap();
         let audio_ssrc = rand::random::<u32>();
         let video_ssrc = rand::random::<u32>();
-        let a = pc
-            .add_track(sfu::peer::outgoing_track(
-                name,
-                &format!("{name}-a"),
+        let senders = if role == SfuRole::Watcher {
+            // Receive-only: two audio and two video m-sections.
+            for kind in [
                 RtpCodecKind::Audio,
-                audio_ssrc,
-            ))
-            .unwrap();
-        let v = pc
-            .add_track(sfu::peer::outgoing_track(
-                name,
-                &format!("{name}-v"),
                 RtpCodecKind::Video,
-                video_ssrc,
-            ))
-            .unwrap();
+                RtpCodecKind::Audio,
+                RtpCodecKind::Video,
+            ] {
+                let init = rtc::rtp_transceiver::RTCRtpTransceiverInit {
+                    direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                };
+                pc.add_transceiver_from_kind(kind, Some(init)).unwrap();
+            }
+            None
+        } else {
+            let a = pc
+                .add_track(sfu::peer::outgoing_track(
+                    name,
+                    &format!("{name}-a"),
+                    RtpCodecKind::Audio,
+                    audio_ssrc,
+                ))
+                .unwrap();
+            let v = pc
+                .add_track(sfu::peer::outgoing_track(
+                    name,
+                    &format!("{name}-v"),
+                    RtpCodecKind::Video,
+                    video_ssrc,
+                ))
+                .unwrap();
+            Some((a, v))
+        };
         let offer = pc.create_offer(None).unwrap();
         pc.set_local_description(Instant::now(), offer.clone()).unwrap();
         let cand = CandidateHostConfig {
@@ -333,7 +368,8 @@ impl Client {
         let name2 = name.to_owned();
         let task = tokio::spawn(async move {
             drive(
-                pc, socket, local, a, v, audio_ssrc, video_ssrc, st, cmd_rx, ws_tx, ws_rx, name2, auto_media,
+                pc, socket, local, senders, audio_ssrc, video_ssrc, st, cmd_rx, ws_tx, ws_rx, name2,
+                auto_media,
             )
             .await;
         });
@@ -397,8 +433,7 @@ async fn drive(
     mut pc: RTCPeerConnection,
     mut socket: Transport,
     local: SocketAddr,
-    a: RTCRtpSenderId,
-    v: RTCRtpSenderId,
+    senders: Option<(RTCRtpSenderId, RTCRtpSenderId)>,
     audio_ssrc: u32,
     video_ssrc: u32,
     state: Arc<Mutex<ClientState>>,
@@ -497,7 +532,7 @@ async fn drive(
                             let mut payload = vec![if i == 0 { 0x10 } else { 0x00 }];
                             payload.extend_from_slice(c);
                             vseq = vseq.wrapping_add(1);
-                            send_rtp(&mut pc, v, video_ssrc, sfu::peer::VP8_PT, vseq, vts, i + 1 == chunks.len(), payload);
+                            send_rtp(&mut pc, senders.map(|s| s.1), video_ssrc, sfu::peer::VP8_PT, vseq, vts, i + 1 == chunks.len(), payload);
                         }
                     }
                     Some(ClientCmd::Stop) | None => break,
@@ -508,11 +543,11 @@ async fn drive(
                 let label = format!("from-{name}:{counter}");
                 aseq = aseq.wrapping_add(1);
                 ats = ats.wrapping_add(960);
-                send_rtp(&mut pc, a, audio_ssrc, sfu::peer::OPUS_PT, aseq, ats, false, label.clone().into_bytes());
+                send_rtp(&mut pc, senders.map(|s| s.0), audio_ssrc, sfu::peer::OPUS_PT, aseq, ats, false, label.clone().into_bytes());
                 vseq = vseq.wrapping_add(1);
                 vts = vts.wrapping_add(1800);
                 let key = std::mem::take(&mut want_key);
-                send_rtp(&mut pc, v, video_ssrc, sfu::peer::VP8_PT, vseq, vts, true, labelled_frame(key, label.as_bytes()));
+                send_rtp(&mut pc, senders.map(|s| s.1), video_ssrc, sfu::peer::VP8_PT, vseq, vts, true, labelled_frame(key, label.as_bytes()));
             }
         }
     }
@@ -526,7 +561,7 @@ async fn drive(
 #[allow(clippy::too_many_arguments)]
 fn send_rtp(
     pc: &mut RTCPeerConnection,
-    sender: RTCRtpSenderId,
+    sender: Option<RTCRtpSenderId>,
     ssrc: u32,
     pt: u8,
     seq: u16,
@@ -546,7 +581,7 @@ fn send_rtp(
         },
         payload: Bytes::from(payload),
     };
-    if let Some(mut s) = pc.rtp_sender(sender) {
+    if let Some(mut s) = sender.and_then(|id| pc.rtp_sender(id)) {
         let _ = s.write_rtp(Instant::now(), pkt);
     }
 }
