@@ -180,7 +180,10 @@ struct RelaySocket {
 /// must be called inside a tokio runtime. Received datagrams go to the
 /// channel given to [`SocketRelay::new`].
 pub struct SocketRelay {
+    /// Address the relay sockets bind to.
     relay_ip: IpAddr,
+    /// Address announced in XOR-RELAYED-ADDRESS (differs behind 1:1 NAT).
+    public_ip: IpAddr,
     ports: RangeInclusive<u16>,
     policy: PeerPolicy,
     sockets: HashMap<SocketAddr, RelaySocket>,
@@ -215,12 +218,20 @@ impl SocketRelay {
         let next = (u32::from(*ports.start()) + u32::from(start_seed) % span) as u16;
         SocketRelay {
             relay_ip,
+            public_ip: relay_ip,
             ports,
             policy,
             sockets: HashMap::new(),
             next,
             from_peers,
         }
+    }
+
+    /// Announces `public_ip` in relay addresses while binding `relay_ip`
+    /// (a host behind 1:1 NAT, e.g. a cloud VM's private interface).
+    pub fn with_public_ip(mut self, public_ip: IpAddr) -> Self {
+        self.public_ip = public_ip;
+        self
     }
 
     fn advance(&self, p: u16) -> u16 {
@@ -237,7 +248,7 @@ impl SocketRelay {
         std_sock.set_nonblocking(true)?;
         let sender = std_sock.try_clone()?;
         let socket = tokio::net::UdpSocket::from_std(std_sock)?;
-        let addr = SocketAddr::new(self.relay_ip, port);
+        let addr = SocketAddr::new(self.public_ip, port);
         let reader_sock = socket;
         let tx = self.from_peers.clone();
         let reader = tokio::spawn(async move {
@@ -275,7 +286,7 @@ impl SocketRelay {
 
 impl RelayBackend for SocketRelay {
     fn relay_ip(&self) -> IpAddr {
-        self.relay_ip
+        self.public_ip
     }
 
     fn allocate(&mut self, even_port: bool) -> Result<SocketAddr, AllocFailure> {
@@ -288,7 +299,7 @@ impl RelayBackend for SocketRelay {
         for _ in 0..span {
             let candidate = port;
             port = self.advance(port);
-            let addr = SocketAddr::new(self.relay_ip, candidate);
+            let addr = SocketAddr::new(self.public_ip, candidate);
             if (even_port && candidate & 1 == 1) || self.sockets.contains_key(&addr) {
                 continue;
             }
@@ -348,11 +359,14 @@ impl RelayBackend for SocketRelay {
     }
 
     fn permits(&self, peer: IpAddr) -> bool {
-        self.policy.allows(peer)
+        // The relay's own address is refused too (no relay loops through
+        // our own relay ports) unless explicitly allow-listed.
+        let own = peer == self.relay_ip || peer == self.public_ip;
+        self.policy.allows(peer) && (!own || self.policy.allow_listed(peer))
     }
 
     fn send(&mut self, relay: SocketAddr, peer: SocketAddr, payload: &[u8]) -> Result<(), RelaySendError> {
-        if !self.policy.allows(peer.ip()) {
+        if !self.permits(peer.ip()) {
             return Err(RelaySendError::Unreachable);
         }
         let Some(s) = self.sockets.get(&relay) else {
@@ -415,5 +429,17 @@ mod tests {
         assert_eq!(pkt.payload, Bytes::from_static(b"back"));
         assert_eq!(pkt.relay, a);
         r.release(a);
+    }
+
+    #[tokio::test]
+    async fn socket_relay_refuses_its_own_address_unless_allow_listed() {
+        let (tx, _rx) = mpsc::channel(8);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let r = SocketRelay::new(ip, 40000..=40001, PeerPolicy::default(), tx.clone(), 0);
+        assert!(!r.permits(ip));
+        assert!(r.permits("192.0.2.2".parse().unwrap()));
+        let allow = crate::policy::parse_peer_allow_list(&["192.0.2.1/32".into()]).unwrap();
+        let r = SocketRelay::new(ip, 40000..=40001, PeerPolicy::new(allow), tx, 0);
+        assert!(r.permits(ip));
     }
 }

@@ -312,7 +312,7 @@ impl TurnCore {
 
     /// When [`TurnCore::handle_timeout`] should run next.
     pub fn poll_timeout(&self) -> Millis {
-        self.last_sweep + 1000
+        self.last_sweep.saturating_add(1000)
     }
 
     /// Table sizes.
@@ -740,7 +740,7 @@ impl TurnCore {
             let got = if reserve_next {
                 self.backend.allocate_pair().map(|(a, b)| {
                     let t: [u8; 8] = self.rng.random();
-                    let expires = now + RESERVATION_LIFETIME_S * 1000;
+                    let expires = now.saturating_add(RESERVATION_LIFETIME_S * 1000);
                     self.reservations.insert(
                         t,
                         Reservation {
@@ -771,7 +771,7 @@ impl TurnCore {
         let a = Allocation {
             relay,
             username: auth.username.clone(),
-            expires: now + lifetime * 1000,
+            expires: now.saturating_add(lifetime * 1000),
             alloc_txn: req.transaction_id,
             token: new_token,
             permissions: HashMap::new(),
@@ -840,7 +840,7 @@ impl TurnCore {
         if lifetime == 0 {
             self.remove_allocation(&ft);
         } else if let Some(a) = self.allocations.get_mut(&ft) {
-            a.expires = now + lifetime * 1000;
+            a.expires = now.saturating_add(lifetime * 1000);
         }
         self.respond(ft, req, CLASS_SUCCESS_RESPONSE, Some(auth), |m| {
             m.add(ATTR_LIFETIME, &(lifetime as u32).to_be_bytes());
@@ -893,7 +893,7 @@ impl TurnCore {
             self.metrics.quota(quota::PERMISSIONS);
             return Err(508);
         }
-        let expires = now + PERMISSION_LIFETIME_S * 1000;
+        let expires = now.saturating_add(PERMISSION_LIFETIME_S * 1000);
         for p in &peers {
             a.permissions.insert(p.ip(), expires);
         }
@@ -940,12 +940,12 @@ impl TurnCore {
             number,
             Channel {
                 peer,
-                expires: now + CHANNEL_LIFETIME_S * 1000,
+                expires: now.saturating_add(CHANNEL_LIFETIME_S * 1000),
             },
         );
         a.channel_of_peer.insert(peer, number);
         a.permissions
-            .insert(peer.ip(), now + PERMISSION_LIFETIME_S * 1000);
+            .insert(peer.ip(), now.saturating_add(PERMISSION_LIFETIME_S * 1000));
         self.n_channels += usize::from(new_channel);
         self.n_permissions += usize::from(new_perm);
         self.sync_gauges();

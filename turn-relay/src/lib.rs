@@ -113,6 +113,10 @@ pub struct TurnConfig {
     pub auth_secrets: Vec<Vec<u8>>,
     /// Relay backend.
     pub relay: RelayConfig,
+    /// With [`RelayConfig::Sockets`]: the address announced to clients in
+    /// XOR-RELAYED-ADDRESS when it differs from the bound `relay_ip` (1:1
+    /// NAT, e.g. a cloud VM); `None` announces `relay_ip`.
+    pub relay_public_ip: Option<IpAddr>,
     /// Quotas and rate limits.
     pub quotas: Quotas,
     /// How long a nonce stays fresh before 438 Stale Nonce (default 600 s).
@@ -121,6 +125,23 @@ pub struct TurnConfig {
     pub max_lifetime: Duration,
     /// SOFTWARE attribute in responses (`None` to omit).
     pub software: Option<String>,
+}
+
+impl Default for TurnConfig {
+    /// Default ports, realm `duet`, no secrets (set at least one), socket
+    /// relay on 40000-60000 with no relay IP (set one): `validate` refuses
+    /// it until those are filled in.
+    fn default() -> Self {
+        TurnConfig::new(
+            "duet",
+            Vec::new(),
+            RelayConfig::Sockets {
+                relay_ip: IpAddr::from([0, 0, 0, 0]),
+                port_range: 40000..=60000,
+                allow_peers: Vec::new(),
+            },
+        )
+    }
 }
 
 impl TurnConfig {
@@ -136,6 +157,7 @@ impl TurnConfig {
             realm: realm.into(),
             auth_secrets,
             relay,
+            relay_public_ip: None,
             quotas: Quotas::default(),
             nonce_ttl: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3600),
@@ -159,6 +181,20 @@ impl TurnConfig {
         if self.listen_udp.is_none() && self.listen_tcp.is_none() && self.listen_tls.is_none() {
             return Err(TurnError::Config("no listener configured".into()));
         }
+        if let Some(ip) = self.relay_public_ip {
+            if ip.is_unspecified() {
+                return Err(TurnError::Config(
+                    "relay_public_ip must be a concrete address".into(),
+                ));
+            }
+            if let RelayConfig::Sockets { relay_ip, .. } = &self.relay {
+                if relay_ip.is_ipv4() != ip.is_ipv4() {
+                    return Err(TurnError::Config(
+                        "relay_public_ip and relay_ip differ in family".into(),
+                    ));
+                }
+            }
+        }
         if self.nonce_ttl.is_zero() {
             return Err(TurnError::Config("nonce_ttl must be > 0".into()));
         }
@@ -176,8 +212,10 @@ impl TurnConfig {
             RelayConfig::Sockets {
                 port_range, relay_ip, ..
             } => {
-                if relay_ip.is_unspecified() {
-                    return Err(TurnError::Config("relay_ip must be a concrete address".into()));
+                if relay_ip.is_unspecified() && self.relay_public_ip.is_none() {
+                    return Err(TurnError::Config(
+                        "relay_ip 0.0.0.0/:: needs relay_public_ip (the address clients are told)".into(),
+                    ));
                 }
                 if port_range.is_empty() || *port_range.start() == 0 {
                     return Err(TurnError::Config(

@@ -62,6 +62,11 @@ impl PeerPolicy {
     pub fn allows(&self, peer: IpAddr) -> bool {
         peer_allowed(peer, &self.allow)
     }
+
+    /// Whether `peer` is explicitly on the allow-list.
+    pub fn allow_listed(&self, peer: IpAddr) -> bool {
+        self.allow.iter().any(|n| n.contains(&peer))
+    }
 }
 
 /// The policy as a pure function: allowed when allow-listed (an IPv4-mapped

@@ -196,13 +196,17 @@ impl TurnServer {
                 let (tx, rx) = mpsc::channel(PEER_QUEUE);
                 peer_rx = Some(rx);
                 let start = u16::from_be_bytes([seed[0], seed[1]]);
-                Box::new(SocketRelay::new(
+                let relay = SocketRelay::new(
                     *relay_ip,
                     port_range.clone(),
                     PeerPolicy::new(allow_peers.clone()),
                     tx,
                     start,
-                ))
+                );
+                Box::new(match config.relay_public_ip {
+                    Some(ip) => relay.with_public_ip(ip),
+                    None => relay,
+                })
             }
         };
         let core = TurnCore::new(

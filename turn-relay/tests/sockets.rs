@@ -284,3 +284,34 @@ async fn bad_configuration_is_refused_at_start() {
     );
     assert!(turn_relay::parse_peer_allow_list(&["127.0.0.1/32".into(), "10.0.0.0/x".into()]).is_err());
 }
+
+#[tokio::test]
+async fn relay_public_ip_is_announced_while_sockets_bind_the_relay_ip() {
+    let mut cfg = test_config(sockets_relay(&["127.0.0.1/32"]));
+    cfg.relay_public_ip = Some("192.0.2.44".parse().unwrap());
+    let srv = start(cfg, false, None).await;
+    let mut conn = Conn::udp(srv.udp).await;
+    let mut c = alice();
+    let relay = allocate(&mut conn, &mut c).await;
+    assert_eq!(relay.ip(), "192.0.2.44".parse::<std::net::IpAddr>().unwrap());
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    assert!(conn
+        .request(&c.create_permission(&[peer_addr]))
+        .await
+        .is_success());
+    conn.send(&turn_relay::client::send_indication(peer_addr, b"via nat"))
+        .await;
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(RECV_TIMEOUT, peer.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"via nat");
+    assert_eq!(from, SocketAddr::new("127.0.0.1".parse().unwrap(), relay.port()));
+    peer.send_to(b"reply", from).await.unwrap();
+    match conn.incoming().await {
+        Some(Incoming::Data { data, .. }) => assert_eq!(data, b"reply"),
+        other => panic!("expected a Data indication, got {other:?}"),
+    }
+}
