@@ -181,7 +181,7 @@ struct RelaySocket {
 /// channel given to [`SocketRelay::new`].
 pub struct SocketRelay {
     /// Address the relay sockets bind to.
-    relay_ip: IpAddr,
+    bind_ip: IpAddr,
     /// Address announced in XOR-RELAYED-ADDRESS (differs behind 1:1 NAT).
     public_ip: IpAddr,
     ports: RangeInclusive<u16>,
@@ -194,7 +194,7 @@ pub struct SocketRelay {
 impl std::fmt::Debug for SocketRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SocketRelay")
-            .field("relay_ip", &self.relay_ip)
+            .field("bind_ip", &self.bind_ip)
             .field("ports", &self.ports)
             .field("sockets", &self.sockets.len())
             .finish()
@@ -217,7 +217,7 @@ impl SocketRelay {
         let span = u32::from(ports.end().saturating_sub(*ports.start())) + 1;
         let next = (u32::from(*ports.start()) + u32::from(start_seed) % span) as u16;
         SocketRelay {
-            relay_ip,
+            bind_ip: relay_ip,
             public_ip: relay_ip,
             ports,
             policy,
@@ -244,7 +244,7 @@ impl SocketRelay {
 
     /// Binds `port` and starts its reader task.
     fn open(&mut self, port: u16) -> std::io::Result<()> {
-        let std_sock = std::net::UdpSocket::bind(SocketAddr::new(self.relay_ip, port))?;
+        let std_sock = std::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, port))?;
         std_sock.set_nonblocking(true)?;
         let sender = std_sock.try_clone()?;
         let socket = tokio::net::UdpSocket::from_std(std_sock)?;
@@ -329,8 +329,8 @@ impl RelayBackend for SocketRelay {
                 continue;
             }
             let (a, b) = (
-                SocketAddr::new(self.relay_ip, p),
-                SocketAddr::new(self.relay_ip, p + 1),
+                SocketAddr::new(self.public_ip, p),
+                SocketAddr::new(self.public_ip, p + 1),
             );
             if self.sockets.contains_key(&a) || self.sockets.contains_key(&b) {
                 continue;
@@ -361,7 +361,7 @@ impl RelayBackend for SocketRelay {
     fn permits(&self, peer: IpAddr) -> bool {
         // The relay's own address is refused too (no relay loops through
         // our own relay ports) unless explicitly allow-listed.
-        let own = peer == self.relay_ip || peer == self.public_ip;
+        let own = peer == self.bind_ip || peer == self.public_ip;
         self.policy.allows(peer) && (!own || self.policy.allow_listed(peer))
     }
 
