@@ -12,8 +12,9 @@ use sha2::Sha256;
 use stun::attributes::{AttrType, ATTR_FINGERPRINT, ATTR_MESSAGE_INTEGRITY, ATTR_MESSAGE_INTEGRITY_SHA256};
 use stun::message::{Message, MAGIC_COOKIE, MESSAGE_HEADER_SIZE};
 
-/// Largest frame we accept (a STUN message or ChannelData with header).
-pub const MAX_FRAME: usize = 4 + 65535 + 3;
+/// Largest frame there can be: a STUN header plus the largest length field
+/// (ChannelData with padding, 4 + 65535 + 1, is smaller).
+pub const MAX_FRAME: usize = MESSAGE_HEADER_SIZE + 65535;
 
 const MI_LEN: usize = 20;
 const FP_LEN: usize = 4;

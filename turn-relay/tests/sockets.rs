@@ -315,3 +315,63 @@ async fn relay_public_ip_is_announced_while_sockets_bind_the_relay_ip() {
         other => panic!("expected a Data indication, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn tcp_framing_handles_split_and_coalesced_messages() {
+    use tokio::io::AsyncWriteExt;
+    let srv = start(test_config(sockets_relay(&["127.0.0.1/32"])), false, None).await;
+    let mut tcp = tokio::net::TcpStream::connect(srv.tcp).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let mut c = alice();
+    // One request dribbled byte by byte.
+    let first = c.allocate();
+    for b in &first.raw {
+        tcp.write_all(&[*b]).await.unwrap();
+        tcp.flush().await.unwrap();
+    }
+    let mut conn = Conn::Stream(Box::new(tcp), Vec::new());
+    let r = match conn.incoming().await {
+        Some(Incoming::Response(r)) => r,
+        other => panic!("{other:?}"),
+    };
+    assert!(c.learn(&r));
+    // Allocate + CreatePermission in a single write.
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let alloc = c.allocate();
+    let perm = c.create_permission(&[peer.local_addr().unwrap()]);
+    let mut both = alloc.raw.clone();
+    both.extend_from_slice(&perm.raw);
+    conn.send(&both).await;
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        match conn.incoming().await {
+            Some(Incoming::Response(r)) => answers.push(r),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        answers.iter().all(|r| r.is_success()),
+        "{:?}",
+        answers.iter().map(|r| r.error).collect::<Vec<_>>()
+    );
+    // Padded ChannelData of odd length followed directly by a Send indication.
+    let relay = answers[0].relayed.unwrap();
+    assert!(conn
+        .request(&c.channel_bind(0x4001, peer.local_addr().unwrap()))
+        .await
+        .is_success());
+    let mut two = turn_relay::client::channel_data(0x4001, b"abc", true);
+    two.extend_from_slice(&turn_relay::client::send_indication(
+        peer.local_addr().unwrap(),
+        b"defg",
+    ));
+    conn.send(&two).await;
+    let mut buf = [0u8; 64];
+    for want in [&b"abc"[..], b"defg"] {
+        let (n, from) = tokio::time::timeout(RECV_TIMEOUT, peer.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((&buf[..n], from), (want, relay));
+    }
+}
