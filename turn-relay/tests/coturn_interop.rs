@@ -71,6 +71,12 @@ fn parse_summary(out: &str) -> Option<Summary> {
 }
 
 #[test]
+#[should_panic(expected = "apt-get install coturn")]
+fn missing_coturn_tools_fail_with_the_install_hint() {
+    require_tool("turnutils_uclient_that_does_not_exist");
+}
+
+#[test]
 fn summary_parser_reads_uclient_output() {
     let out = "6: : start_mclient: msz=10, tot_send_msgs=981, tot_recv_msgs=981, tot_send_bytes ~ 1\n\
                6: : start_mclient: tot_send_msgs=1000, tot_recv_msgs=998\n\
