@@ -263,6 +263,15 @@ where
     Ok((runs, ramp))
 }
 
+/// Servers' logs stay out of the report unless `BENCH_SERVER_LOGS=1`.
+fn server_stderr() -> Stdio {
+    if std::env::var_os("BENCH_SERVER_LOGS").is_some_and(|v| v == "1") {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    }
+}
+
 /// A child process that prints a ready line with JSON on stdout.
 pub struct ChildServer {
     pub child: Child,
@@ -274,7 +283,7 @@ impl ChildServer {
     /// Spawns `cmd` and waits (up to `timeout`) for a stdout line starting
     /// with `prefix`, followed by JSON.
     pub fn spawn(name: &str, mut cmd: Command, prefix: &str, timeout: Duration) -> anyhow::Result<ChildServer> {
-        cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped()).stdin(Stdio::null()).stderr(server_stderr());
         let mut child = cmd.spawn().with_context(|| format!("cannot start {name} ({cmd:?})"))?;
         let stdout = child.stdout.take().context("child stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -308,7 +317,7 @@ impl ChildServer {
     /// Spawns `cmd` without waiting for a ready line (stdout is drained);
     /// the caller probes readiness itself.
     pub fn spawn_unready(name: &str, mut cmd: Command) -> anyhow::Result<ChildServer> {
-        cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped()).stdin(Stdio::null()).stderr(server_stderr());
         let mut child = cmd.spawn().with_context(|| format!("cannot start {name} ({cmd:?})"))?;
         if let Some(stdout) = child.stdout.take() {
             std::thread::spawn(move || for _ in BufReader::new(stdout).lines().map_while(Result::ok) {});

@@ -65,9 +65,13 @@ pub fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     sock.bind(&listen.into())?;
     let socket: std::net::UdpSocket = sock.into();
     let state = quinn_udp::UdpSocketState::new((&socket).into())?;
-    // Blocking reads: the forwarder has nothing else to do.
-    socket.set_nonblocking(false)?;
+    // Non-blocking + epoll: a blocking recvmmsg would wait for a full batch.
+    socket.set_nonblocking(true)?;
     let addr = socket.local_addr()?;
+    let mut socket = mio::net::UdpSocket::from_std(socket);
+    let mut poll = mio::Poll::new()?;
+    poll.registry().register(&mut socket, mio::Token(0), mio::Interest::READABLE)?;
+    let mut events = mio::Events::with_capacity(8);
     println!("floor ready {}", serde_json::json!({ "udp": addr.to_string() }));
     let batch = quinn_udp::BATCH_SIZE;
     let mut bufs: Vec<Vec<u8>> = (0..batch).map(|_| vec![0u8; 64 * 1024]).collect();
@@ -81,7 +85,15 @@ pub fn serve(listen: SocketAddr) -> anyhow::Result<()> {
             let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
             match state.recv((&socket).into(), &mut slices, &mut metas) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    drop(slices);
+                    match poll.poll(&mut events, None) {
+                        Ok(()) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e).context("poll"),
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).context("recv"),
             }
         };
@@ -125,8 +137,8 @@ pub fn serve(listen: SocketAddr) -> anyhow::Result<()> {
                 segment_size: (j - k > 1).then_some(len),
                 src_ip: None,
             };
-            // A blocking socket: a full send buffer waits (backpressure), errors drop.
-            let _ = state.send((&socket).into(), &t);
+            // A full send buffer drops (as a congested forwarder would); so do errors.
+            let _ = state.try_send((&socket).into(), &t);
             k = j;
         }
     }

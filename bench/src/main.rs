@@ -8,6 +8,7 @@
 mod common;
 mod engine;
 mod floor;
+#[cfg(feature = "match")]
 mod matchbench;
 mod payload;
 mod procfs;
@@ -38,6 +39,7 @@ enum Cmd {
     /// Relayed packets/s and latency through duet's TURN and coturn (ratio), and TURN → SFU in process.
     Turn(turn::TurnArgs),
     /// Pairs per second and decision time of the matching backends at 10k waiting users.
+    #[cfg(feature = "match")]
     Match(matchbench::MatchArgs),
     /// (internal) The floor forwarder process.
     #[command(hide = true)]
@@ -69,7 +71,7 @@ fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("BENCH_LOG").unwrap_or_else(|_| "warn,rtc_dtls=error".into()),
         )
         .try_init();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
             Cmd::Floor(a) => run_floor(a).await,
             Cmd::Sfu(a) => sfu::run(a).await,
             Cmd::Turn(a) => turn::run(a).await,
+            #[cfg(feature = "match")]
             Cmd::Match(a) => matchbench::run(a).await,
             Cmd::FloorServer { .. } => Ok(()),
         }
