@@ -227,8 +227,8 @@ def media():
               "SFU nodes and their TURN relays: load, packets, drops, keyframes, snapshots, relay use.",
               ["media", "sfu", "turn"])
     b.row("SFU load")
-    b.ts("Participants per node", [(f"sum by (pod, instance)({M['participants']}{R})", "{{pod}}{{instance}}")])
-    b.ts("Links (paired participants) per node", [(f"sum by (pod, instance)({M['links']}{R})", "{{pod}}{{instance}}")])
+    b.ts("Participants per node", [(f"sum by (pod, instance)({M['participants']}{R})", "{{pod}}")])
+    b.ts("Links (paired participants) per node", [(f"sum by (pod, instance)({M['links']}{R})", "{{pod}}")])
     b.ts("SFU nodes up per region", [('sum by (region)(up{job="sfu",region=~"$region"})', "{{region}}")], minimum=0,
          desc="Scrape targets that answer. A draining node stays up until its calls end.")
     b.ts("Capacity headroom per region (free participant slots)", [
@@ -246,9 +246,9 @@ def media():
     b.ts("Keyframe requests sent, by cause", [(rate(M["keyframe_requests"], "cause"), "{{cause}}")], unit="reqps",
          desc="switch: a new link (Next); subscriber: loss on the receiving side; periodic: snapshot refresh.")
     b.ts("Oldest snapshot per node (moderation tap)", [
-        (f"max by (pod, instance)({M['snapshot_age']}{R})", "{{pod}}{{instance}}")], unit="s",
+        (f"max by (pod, instance)({M['snapshot_age']}{R})", "{{pod}}")], unit="s",
          desc="Age of the oldest latest-keyframe among connected video publishers; grows when keyframes stop.")
-    b.ts("SFU WebSocket sessions per node", [(f"sum by (pod, instance)({M['ws_sessions']}{R})", "{{pod}}{{instance}}")])
+    b.ts("SFU WebSocket sessions per node", [(f"sum by (pod, instance)({M['ws_sessions']}{R})", "{{pod}}")])
     b.row("TURN relay")
     b.ts("Allocations, permissions, channels", [
         (f"sum({M['allocations']}{R})", "allocations"),
@@ -289,7 +289,7 @@ def matching():
     b.row("Flow")
     b.ts("Sessions created / s", [(rate(M["sessions"], "region"), "{{region}}")], unit="reqps")
     b.ts("Matches / s", [(rate(M["matches"], "region"), "{{region}}")], unit="reqps")
-    b.ts("Visitors online per replica", [(f"sum by (pod, instance)({M['online']}{R})", "{{pod}}{{instance}}")],
+    b.ts("Visitors online per replica", [(f"sum by (pod, instance)({M['online']}{R})", "{{pod}}")],
          desc="What the signaling HPA scales on (duet_signaling_online per pod).")
     b.ts("Chat messages / s", [(rate(M["chat"]), "chat")], unit="reqps")
     b.row("Refusals and errors")
@@ -328,7 +328,7 @@ def moderation():
          f"p{int(float(q) * 100)}") for q in ("0.5", "0.95")], unit="s",
          desc="Old snapshots on the wall: keyframes not arriving (loss, or periodic keyframe requests off).")
     b.ts("Oldest snapshot per node", [
-        (f"max by (pod, instance)({M['snapshot_age']}{R})", "{{pod}}{{instance}}")], unit="s")
+        (f"max by (pod, instance)({M['snapshot_age']}{R})", "{{pod}}")], unit="s")
     b.ts("Periodic keyframe requests / s (snapshot refresh)", [
         (rate(M["keyframe_requests"], "", PERIODIC), "periodic")], unit="reqps")
     b.ts("Calls in progress (links)", [(f"sum by (region)({M['links']}{R})", "{{region}}")])
