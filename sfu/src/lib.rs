@@ -176,6 +176,7 @@ impl SfuHandle {
     /// Refuses new admissions (409) and tells signaling (`SfuEvent::Draining`).
     pub fn drain(&self) {
         if !self.shared.draining.swap(true, Ordering::SeqCst) {
+            self.shared.metrics.draining.set(1);
             let _ = self.shared.events.send(SfuEvent::Draining);
         }
     }
@@ -243,6 +244,7 @@ impl Sfu {
             ));
         }
         let metrics = Metrics::new(metrics)?;
+        metrics.capacity.set(i64::from(config.max_participants));
         let socket = engine::bind_media_socket(config.media_bind)?;
         let media_addr = socket.local_addr()?;
         let ip = match config.public_ip {

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub handoff_in: IntCounter,
     pub handoff_out: IntCounter,
     pub ws_sessions: IntGauge,
+    /// `max_participants` of this node, so dashboards can compute spare capacity.
+    pub capacity: IntGauge,
+    /// 1 while the node drains (takes no new visitors).
+    pub draining: IntGauge,
 }
 
 impl Metrics {
@@ -96,6 +100,11 @@ impl Metrics {
                 "Datagrams sent via the TURN hand-off",
             )?,
             ws_sessions: IntGauge::new("duet_sfu_ws_sessions", "Open client WebSocket sessions")?,
+            capacity: IntGauge::new("duet_sfu_capacity", "Participants this node accepts at most")?,
+            draining: IntGauge::new(
+                "duet_sfu_draining",
+                "1 while this node drains and takes no new visitors",
+            )?,
         };
         registry.register(Box::new(m.participants.clone()))?;
         registry.register(Box::new(m.links.clone()))?;
@@ -111,6 +120,8 @@ impl Metrics {
         registry.register(Box::new(m.handoff_in.clone()))?;
         registry.register(Box::new(m.handoff_out.clone()))?;
         registry.register(Box::new(m.ws_sessions.clone()))?;
+        registry.register(Box::new(m.capacity.clone()))?;
+        registry.register(Box::new(m.draining.clone()))?;
         m.drop_handles = DROP_REASONS
             .iter()
             .map(|r| (*r, m.drops.with_label_values(&[*r])))
