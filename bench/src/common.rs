@@ -18,7 +18,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?} (use e.g. 10s, 500ms, 2m)"))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (use e.g. 10s, 500ms, 2m)"))?;
     let secs = match unit {
         "ms" => v / 1000.0,
         "s" | "" => v,
@@ -192,7 +194,12 @@ pub async fn measure(
             let cpu = usage
                 .as_ref()
                 .and_then(|u| u.finish().ok())
-                .map(|(c, _, _)| format!(", server {:.2} cores", c / started.elapsed().as_secs_f64().max(1e-3)))
+                .map(|(c, _, _)| {
+                    format!(
+                        ", server {:.2} cores",
+                        c / started.elapsed().as_secs_f64().max(1e-3)
+                    )
+                })
                 .unwrap_or_default();
             eprint!(
                 "\r[{name}] {pairs} pairs {:>4.1}/{:.0}s: {} pkts/s received, p99 {:.0} µs{cpu}        ",
@@ -209,18 +216,32 @@ pub async fn measure(
         (Some(s), Some(u)) => Some((s, u.finish()?)),
         _ => None,
     };
-    let result = tokio::task::spawn_blocking(move || handle.finish()).await.context("load thread")??;
+    let result = tokio::task::spawn_blocking(move || handle.finish())
+        .await
+        .context("load thread")??;
     if !quiet {
         eprintln!();
     }
     let usage = server_figures.map(|(s, (cpu, _rss0, rss))| {
-        report::server_usage(s.pid, cpu, measured, result.received_packets, s.rss_idle, rss, participants)
+        report::server_usage(
+            s.pid,
+            cpu,
+            measured,
+            result.received_packets,
+            s.rss_idle,
+            rss,
+            participants,
+        )
     });
     Ok(Run::from_engine(name, pairs, participants, &result, usage))
 }
 
 /// Runs `one(pairs)` for each step; stops at the first unsustainable step.
-pub async fn ramp<F, Fut>(name: &str, load: &LoadArgs, mut one: F) -> anyhow::Result<(Vec<Run>, Option<RampResult>)>
+pub async fn ramp<F, Fut>(
+    name: &str,
+    load: &LoadArgs,
+    mut one: F,
+) -> anyhow::Result<(Vec<Run>, Option<RampResult>)>
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Run>>,
@@ -282,9 +303,18 @@ pub struct ChildServer {
 impl ChildServer {
     /// Spawns `cmd` and waits (up to `timeout`) for a stdout line starting
     /// with `prefix`, followed by JSON.
-    pub fn spawn(name: &str, mut cmd: Command, prefix: &str, timeout: Duration) -> anyhow::Result<ChildServer> {
-        cmd.stdout(Stdio::piped()).stdin(Stdio::null()).stderr(server_stderr());
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {name} ({cmd:?})"))?;
+    pub fn spawn(
+        name: &str,
+        mut cmd: Command,
+        prefix: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<ChildServer> {
+        cmd.stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .stderr(server_stderr());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({cmd:?})"))?;
         let stdout = child.stdout.take().context("child stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         let prefix = prefix.to_owned();
@@ -306,23 +336,38 @@ impl ChildServer {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("{name} printed no ready line within {:.0}s", timeout.as_secs_f64());
+                bail!(
+                    "{name} printed no ready line within {:.0}s",
+                    timeout.as_secs_f64()
+                );
             }
         };
         let ready: serde_json::Value =
             serde_json::from_str(&line).with_context(|| format!("{name}: ready line is not JSON: {line}"))?;
-        Ok(ChildServer { child, ready, name: name.to_owned() })
+        Ok(ChildServer {
+            child,
+            ready,
+            name: name.to_owned(),
+        })
     }
 
     /// Spawns `cmd` without waiting for a ready line (stdout is drained);
     /// the caller probes readiness itself.
     pub fn spawn_unready(name: &str, mut cmd: Command) -> anyhow::Result<ChildServer> {
-        cmd.stdout(Stdio::piped()).stdin(Stdio::null()).stderr(server_stderr());
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {name} ({cmd:?})"))?;
+        cmd.stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .stderr(server_stderr());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({cmd:?})"))?;
         if let Some(stdout) = child.stdout.take() {
             std::thread::spawn(move || for _ in BufReader::new(stdout).lines().map_while(Result::ok) {});
         }
-        Ok(ChildServer { child, ready: serde_json::Value::Null, name: name.to_owned() })
+        Ok(ChildServer {
+            child,
+            ready: serde_json::Value::Null,
+            name: name.to_owned(),
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -346,7 +391,10 @@ impl ChildServer {
     }
 
     pub fn server(&self) -> anyhow::Result<Server> {
-        Ok(Server { pid: self.pid(), rss_idle: procfs::process_rss(self.pid())? })
+        Ok(Server {
+            pid: self.pid(),
+            rss_idle: procfs::process_rss(self.pid())?,
+        })
     }
 }
 

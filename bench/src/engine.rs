@@ -78,7 +78,10 @@ impl Profile {
 pub enum Link {
     /// Plain RTP to `dest` (the floor forwarder or a TURN relay address).
     /// `register`: a hello the floor forwarder must acknowledge first.
-    Plain { dest: SocketAddr, register: Option<Vec<u8>> },
+    Plain {
+        dest: SocketAddr,
+        register: Option<Vec<u8>>,
+    },
     /// Wrapped in TURN ChannelData to `server` on `channel`.
     Channel { server: SocketAddr, channel: u16 },
     /// A WebRTC peer connection (SRTP), already given the remote description.
@@ -154,7 +157,6 @@ pub struct EngineHandle {
     thread: Option<std::thread::JoinHandle<anyhow::Result<EngineResult>>>,
     pub progress: Arc<Progress>,
     pub participants: usize,
-    pub streams: usize,
 }
 
 /// Figures of one measurement window.
@@ -169,8 +171,6 @@ pub struct EngineResult {
     pub lost_packets: u64,
     pub duplicates: u64,
     pub reordered: u64,
-    #[serde(skip)]
-    pub latency_hist: Histogram,
     pub latency: LatencySummary,
     /// Mean of the per-stream RFC 3550 jitter, µs.
     pub jitter_us: f64,
@@ -207,7 +207,10 @@ impl EngineHandle {
     /// Ends the loop and returns the window's figures.
     pub fn finish(mut self) -> anyhow::Result<EngineResult> {
         self.send(Cmd::Quit);
-        let t = self.thread.take().ok_or_else(|| anyhow::anyhow!("engine already finished"))?;
+        let t = self
+            .thread
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("engine already finished"))?;
         t.join().map_err(|_| anyhow::anyhow!("load thread panicked"))?
     }
 }
@@ -325,11 +328,16 @@ pub fn spawn(
         let local = std_sock.local_addr()?;
         let mut socket = UdpSocket::from_std(std_sock);
         let state = quinn_udp::UdpSocketState::new((&socket).into())?;
-        poll.registry().register(&mut socket, Token(i), Interest::READABLE)?;
+        poll.registry()
+            .register(&mut socket, Token(i), Interest::READABLE)?;
         let (video_ssrc, audio_ssrc, video_pt, audio_pt) = match &p.link {
-            Link::Rtc { video_ssrc, audio_ssrc, video_pt, audio_pt, .. } => {
-                (*video_ssrc, *audio_ssrc, *video_pt, *audio_pt)
-            }
+            Link::Rtc {
+                video_ssrc,
+                audio_ssrc,
+                video_pt,
+                audio_pt,
+                ..
+            } => (*video_ssrc, *audio_ssrc, *video_pt, *audio_pt),
             _ => (rand::random::<u32>() | 1, rand::random::<u32>() | 1, 96, 111),
         };
         let ready = matches!(&p.link, Link::Channel { .. } | Link::Plain { register: None, .. });
@@ -392,10 +400,15 @@ pub fn spawn(
     for (i, s) in streams.iter().enumerate() {
         sends.push(Reverse((base + next_phase(s.interval), i)));
     }
-    let recv = (0..streams.len()).map(|_| RecvStream { loss: None, jitter: Jitter::default(), jitter_samples: 0 }).collect();
+    let recv = (0..streams.len())
+        .map(|_| RecvStream {
+            loss: None,
+            jitter: Jitter::default(),
+            jitter_samples: 0,
+        })
+        .collect();
     let progress = Arc::new(Progress::default());
     let n_participants = endpoints.len();
-    let n_streams = streams.len();
     let mut lp = Loop {
         base,
         endpoints,
@@ -425,19 +438,20 @@ pub fn spawn(
         gso: Vec::with_capacity(64 * 1024),
     };
     let (tx, rx) = mpsc::channel();
-    let thread = std::thread::Builder::new().name("bench-load".into()).spawn(move || {
-        if let Some(cpu) = pin {
-            procfs::pin_current_thread(cpu)?;
-        }
-        lp.run(poll, rx)
-    })?;
+    let thread = std::thread::Builder::new()
+        .name("bench-load".into())
+        .spawn(move || {
+            if let Some(cpu) = pin {
+                procfs::pin_current_thread(cpu)?;
+            }
+            lp.run(poll, rx)
+        })?;
     Ok(EngineHandle {
         cmd: tx,
         waker,
         thread: Some(thread),
         progress,
         participants: n_participants,
-        streams: n_streams,
     })
 }
 
@@ -503,12 +517,23 @@ impl Loop {
             if now.duration_since(last_progress) >= Duration::from_millis(500) {
                 let p = &self.progress;
                 let dt = now.duration_since(last_progress).as_secs_f64();
-                p.recent_p99_ns.store(self.recent.percentile(99.0).unwrap_or(0), Ordering::Relaxed);
-                p.recent_pps.store((self.recent_count as f64 / dt) as u64, Ordering::Relaxed);
-                p.ready.store(self.endpoints.iter().filter(|e| e.ready).count(), Ordering::Relaxed);
-                p.failed.store(self.endpoints.iter().filter(|e| e.failed).count(), Ordering::Relaxed);
+                p.recent_p99_ns
+                    .store(self.recent.percentile(99.0).unwrap_or(0), Ordering::Relaxed);
+                p.recent_pps
+                    .store((self.recent_count as f64 / dt) as u64, Ordering::Relaxed);
+                p.ready.store(
+                    self.endpoints.iter().filter(|e| e.ready).count(),
+                    Ordering::Relaxed,
+                );
+                p.failed.store(
+                    self.endpoints.iter().filter(|e| e.failed).count(),
+                    Ordering::Relaxed,
+                );
                 p.flowing.store(
-                    self.streams.iter().filter(|s| s.kind == Kind::Video && s.confirmed).count(),
+                    self.streams
+                        .iter()
+                        .filter(|s| s.kind == Kind::Video && s.confirmed)
+                        .count(),
                     Ordering::Relaxed,
                 );
                 self.recent = Histogram::new();
@@ -551,21 +576,30 @@ impl Loop {
             (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
             _ => 0.0,
         };
-        let (mut expected, mut received, mut dups, mut reord) = (0u64, 0u64, 0u64, 0u64);
+        let (mut lost, mut received, mut dups, mut reord) = (0u64, 0u64, 0u64, 0u64);
         let mut sent = 0u64;
         for (s, r) in self.streams.iter().zip(&self.recv) {
             if let (Some(a), Some(b)) = (s.window_start, s.window_end) {
                 sent += b - a;
             }
             if let Some(l) = &r.loss {
-                expected += l.expected();
+                lost += l.lost();
                 received += l.received();
                 dups += l.duplicates();
                 reord += l.reordered();
             }
         }
-        let jit: Vec<f64> = self.recv.iter().filter(|r| r.jitter_samples > 1).map(|r| r.jitter.value()).collect();
-        let jitter_us = if jit.is_empty() { 0.0 } else { jit.iter().sum::<f64>() / jit.len() as f64 / 1000.0 };
+        let jit: Vec<f64> = self
+            .recv
+            .iter()
+            .filter(|r| r.jitter_samples > 1)
+            .map(|r| r.jitter.value())
+            .collect();
+        let jitter_us = if jit.is_empty() {
+            0.0
+        } else {
+            jit.iter().sum::<f64>() / jit.len() as f64 / 1000.0
+        };
         let cpu = match (self.cpu_start, self.cpu_end) {
             (Some(a), Some(b)) if window > 0.0 => (b - a) / window,
             _ => 0.0,
@@ -576,13 +610,20 @@ impl Loop {
             0.0
         };
         let max_lag_ms = self.lag_max_ns as f64 / 1e6;
-        let mean_lag_ms = if self.lag_n > 0 { self.lag_sum_ns as f64 / self.lag_n as f64 / 1e6 } else { 0.0 };
+        let mean_lag_ms = if self.lag_n > 0 {
+            self.lag_sum_ns as f64 / self.lag_n as f64 / 1e6
+        } else {
+            0.0
+        };
         let mut reasons = Vec::new();
         if cpu > 0.85 {
             reasons.push(format!("load thread at {:.0}% of a core", cpu * 100.0));
         }
         if send_ratio < 0.99 {
-            reasons.push(format!("sent only {:.1}% of the offered packets", send_ratio * 100.0));
+            reasons.push(format!(
+                "sent only {:.1}% of the offered packets",
+                send_ratio * 100.0
+            ));
         }
         if mean_lag_ms > 2.0 {
             reasons.push(format!("sends {mean_lag_ms:.1} ms behind schedule on average"));
@@ -604,11 +645,10 @@ impl Loop {
             sent_packets: sent,
             received_packets: received,
             received_bytes: self.received_bytes,
-            lost_packets: expected.saturating_sub(received),
+            lost_packets: lost,
             duplicates: dups,
             reordered: reord,
             latency: LatencySummary::from_histogram(&self.hist),
-            latency_hist: self.hist.clone(),
             jitter_us,
             generator: GeneratorHealth {
                 load_thread_cpu: cpu,
@@ -624,7 +664,13 @@ impl Loop {
 
     // ---- receive ------------------------------------------------------
 
-    fn read_endpoint(&mut self, i: usize, bufs: &mut [Vec<u8>], metas: &mut [quinn_udp::RecvMeta], now: Instant) {
+    fn read_endpoint(
+        &mut self,
+        i: usize,
+        bufs: &mut [Vec<u8>],
+        metas: &mut [quinn_udp::RecvMeta],
+        now: Instant,
+    ) {
         loop {
             let n = {
                 let ep = &self.endpoints[i];
@@ -704,7 +750,9 @@ impl Loop {
     }
 
     fn record(&mut self, h: BenchHeader, wire_bytes: usize, arrival: u64) {
-        let Some(r) = self.recv.get_mut(h.stream as usize) else { return };
+        let Some(r) = self.recv.get_mut(h.stream as usize) else {
+            return;
+        };
         if let Some(s) = self.streams.get_mut(h.stream as usize) {
             s.confirmed = true;
         }
@@ -809,7 +857,8 @@ impl Loop {
             let (dest, first) = (out[k].0, &out[k].1);
             let seg = first.len();
             let mut j = k + 1;
-            while max_seg > 1 && j < out.len() && j - k < max_seg && out[j].0 == dest && out[j].1.len() <= seg {
+            while max_seg > 1 && j < out.len() && j - k < max_seg && out[j].0 == dest && out[j].1.len() <= seg
+            {
                 let last = out[j].1.len() < seg;
                 j += 1;
                 if last {
@@ -848,7 +897,11 @@ impl Loop {
             if ep.ready || now < ep.next_hello {
                 continue;
             }
-            if let Link::Plain { dest, register: Some(hello) } = &ep.link {
+            if let Link::Plain {
+                dest,
+                register: Some(hello),
+            } = &ep.link
+            {
                 ep.out.push((*dest, hello.clone()));
                 ep.next_hello = now + Duration::from_millis(100);
                 self.mark_dirty(i);
@@ -886,7 +939,9 @@ impl Loop {
         let key_iv = Duration::from_millis(self.profile.keyframe_interval_ms.max(1));
         let s = &mut self.streams[si];
         let key = s.kind == Kind::Video
-            && (!s.confirmed || s.last_key.is_none_or(|k| now.saturating_duration_since(k) >= key_iv));
+            && (!s.confirmed
+                || s.last_key
+                    .is_none_or(|k| now.saturating_duration_since(k) >= key_iv));
         if key {
             s.last_key = Some(now);
         }
@@ -903,9 +958,18 @@ impl Loop {
                 _ => FramePart::Continuation,
             };
             let marker = k + 1 == n;
-            let h = BenchHeader { stream: si as u32, seq: s.seq, send_ns };
-            let rtp =
-                RtpFields { marker, payload_type: s.pt, sequence_number: s.rtp_seq, timestamp: ts, ssrc: s.ssrc };
+            let h = BenchHeader {
+                stream: si as u32,
+                seq: s.seq,
+                send_ns,
+            };
+            let rtp = RtpFields {
+                marker,
+                payload_type: s.pt,
+                sequence_number: s.rtp_seq,
+                timestamp: ts,
+                ssrc: s.ssrc,
+            };
             s.seq += 1;
             s.rtp_seq = s.rtp_seq.wrapping_add(1);
             let ep_i = s.endpoint;
@@ -939,7 +1003,10 @@ impl Loop {
                         },
                         payload: body.into(),
                     };
-                    let msg = TaggedRTCMessage { now, message: RTCMessage::RtpPacket(String::new(), pkt) };
+                    let msg = TaggedRTCMessage {
+                        now,
+                        message: RTCMessage::RtpPacket(String::new(), pkt),
+                    };
                     if pc.handle_write(msg).is_err() {
                         self.send_errors += 1;
                         continue;

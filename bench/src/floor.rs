@@ -28,7 +28,10 @@ fn parse_hello(d: &[u8]) -> Option<(u32, u32)> {
     if d.len() != 12 || &d[0..4] != HELLO {
         return None;
     }
-    Some((u32::from_be_bytes([d[4], d[5], d[6], d[7]]), u32::from_be_bytes([d[8], d[9], d[10], d[11]])))
+    Some((
+        u32::from_be_bytes([d[4], d[5], d[6], d[7]]),
+        u32::from_be_bytes([d[8], d[9], d[10], d[11]]),
+    ))
 }
 
 /// Forwarding table: learned from hellos, then one lookup per datagram.
@@ -70,7 +73,8 @@ pub fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     let addr = socket.local_addr()?;
     let mut socket = mio::net::UdpSocket::from_std(socket);
     let mut poll = mio::Poll::new()?;
-    poll.registry().register(&mut socket, mio::Token(0), mio::Interest::READABLE)?;
+    poll.registry()
+        .register(&mut socket, mio::Token(0), mio::Interest::READABLE)?;
     let mut events = mio::Events::with_capacity(8);
     println!("floor ready {}", serde_json::json!({ "udp": addr.to_string() }));
     let batch = quinn_udp::BATCH_SIZE;
@@ -170,7 +174,10 @@ pub async fn run_once(
         for (me, partner) in [(a, b), (b, a)] {
             parts.push(ParticipantSetup {
                 socket: common::participant_socket()?,
-                link: Link::Plain { dest: fwd, register: Some(hello(me, partner)) },
+                link: Link::Plain {
+                    dest: fwd,
+                    register: Some(hello(me, partner)),
+                },
                 publish: true,
             });
         }
@@ -179,7 +186,17 @@ pub async fn run_once(
     let profile = load.profile();
     let handle = engine::spawn(parts, profile.clone(), load.pin_load)?;
     let flowing = if profile.publish_video { pairs * 2 } else { 0 };
-    common::measure(name, handle, Some(srv), pairs, flowing, load.warmup, load.window(), load.quiet).await
+    common::measure(
+        name,
+        handle,
+        Some(srv),
+        pairs,
+        flowing,
+        load.warmup,
+        load.window(),
+        load.quiet,
+    )
+    .await
 }
 
 /// `bench floor` (also used by `bench sfu --with-floor`).

@@ -24,7 +24,11 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "bench", version, about = "duet's bench harness: SFU forwarding, raw UDP floor, TURN vs coturn, matching.")]
+#[command(
+    name = "bench",
+    version,
+    about = "duet's bench harness: SFU forwarding, raw UDP floor, TURN vs coturn, matching."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -71,10 +75,15 @@ fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BENCH_LOG").unwrap_or_else(|_| "warn,rtc_dtls=error".into()),
+            tracing_subscriber::EnvFilter::try_from_env("BENCH_LOG")
+                .unwrap_or_else(|_| "warn,rtc_dtls=error".into()),
         )
         .try_init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bench: cannot start the runtime: {e}");
@@ -102,7 +111,7 @@ fn main() -> ExitCode {
 
 async fn run_floor(a: FloorArgs) -> anyhow::Result<()> {
     let mut report = report::Report::new("floor", procfs::machine());
-    report.profile = serde_json::to_value(a.load.profile()).ok();
+    report.set_profile(&a.load.profile());
     let (runs, ramp) = floor::run(&a.load, "floor").await?;
     report.runs = runs;
     report.ramps.extend(ramp);

@@ -57,7 +57,10 @@ pub struct MatchArgs {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn ticket(user: String, interests: Vec<String>) -> anyhow::Result<Ticket> {
@@ -74,12 +77,22 @@ fn ticket(user: String, interests: Vec<String>) -> anyhow::Result<Ticket> {
 }
 
 fn filler(tag: &str, i: usize) -> anyhow::Result<Ticket> {
-    ticket(format!("{tag}f{i}"), vec![format!("{tag}i{i}a"), format!("{tag}i{i}b"), format!("{tag}i{i}c")])
+    ticket(
+        format!("{tag}f{i}"),
+        vec![
+            format!("{tag}i{i}a"),
+            format!("{tag}i{i}b"),
+            format!("{tag}i{i}c"),
+        ],
+    )
 }
 
 fn rules() -> MatchRules {
     // No widening during the run: waiting users stay interest-only.
-    MatchRules { widen_after: Duration::from_secs(24 * 3600), cooldown: Duration::from_secs(600) }
+    MatchRules {
+        widen_after: Duration::from_secs(24 * 3600),
+        cooldown: Duration::from_secs(600),
+    }
 }
 
 async fn bench_backend(
@@ -94,7 +107,10 @@ async fn bench_backend(
         .map(|i| {
             let live = live.clone();
             async move {
-                let ev = live.join(filler(tag, i)?, now_ms()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let ev = live
+                    .join(filler(tag, i)?, now_ms())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 if ev.iter().any(|e| matches!(e, MatchEvent::Matched(_))) {
                     bail!("a waiting user matched another: the pool is not disjoint");
                 }
@@ -109,10 +125,16 @@ async fn bench_backend(
     }
     let (video, _) = live.waiting().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     if !a.quiet {
-        eprintln!("[match {name}] {video} waiting (filled in {:.1}s)", t0.elapsed().as_secs_f64());
+        eprintln!(
+            "[match {name}] {video} waiting (filled in {:.1}s)",
+            t0.elapsed().as_secs_f64()
+        );
     }
     if (video as usize) < a.waiting {
-        bail!("{name}: only {video} of {} users waiting after the fill", a.waiting);
+        bail!(
+            "{name}: only {video} of {} users waiting after the fill",
+            a.waiting
+        );
     }
     // Probes.
     let mut pool: Vec<usize> = (0..a.waiting).collect();
@@ -131,7 +153,11 @@ async fn bench_backend(
             let target = pool.swap_remove(idx);
             let probe = ticket(
                 format!("{tag}p{}", done + k),
-                vec![format!("{tag}nohit{}a", done + k), format!("{tag}i{target}b"), format!("{tag}nohit{}c", done + k)],
+                vec![
+                    format!("{tag}nohit{}a", done + k),
+                    format!("{tag}i{target}b"),
+                    format!("{tag}nohit{}c", done + k),
+                ],
             )?;
             jobs.push((probe, next_filler));
             pool.push(next_filler);
@@ -141,7 +167,10 @@ async fn bench_backend(
             let live = live.clone();
             async move {
                 let t = Instant::now();
-                let ev = live.join(probe, now_ms()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let ev = live
+                    .join(probe, now_ms())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let d = t.elapsed();
                 let matched = ev.iter().any(|e| matches!(e, MatchEvent::Matched(_)));
                 let f = filler(tag, fill)?;
@@ -162,12 +191,17 @@ async fn bench_backend(
         }
         done += batch;
         if !a.quiet && last_progress.elapsed() > Duration::from_millis(500) {
-            eprint!("\r[match {name}] {done}/{} probes, {:.0} pairs/s   ", a.probes, pairs as f64 / started.elapsed().as_secs_f64());
+            eprint!(
+                "\r[match {name}] {done}/{} probes, {:.0} pairs/s   ",
+                a.probes,
+                pairs as f64 / started.elapsed().as_secs_f64()
+            );
             last_progress = Instant::now();
         }
     }
     // Pairs/s counts only the deciding joins' time (the refill joins are timed apart).
-    let decide_secs = decision.mean().unwrap_or(0.0) * decision.count() as f64 / 1e9 / a.concurrency.max(1) as f64;
+    let decide_secs =
+        decision.mean().unwrap_or(0.0) * decision.count() as f64 / 1e9 / a.concurrency.max(1) as f64;
     if !a.quiet {
         eprintln!();
     }
@@ -176,7 +210,11 @@ async fn bench_backend(
         waiting: a.waiting,
         pairs,
         seconds: decide_secs,
-        pairs_per_second: if decide_secs > 0.0 { pairs as f64 / decide_secs } else { 0.0 },
+        pairs_per_second: if decide_secs > 0.0 {
+            pairs as f64 / decide_secs
+        } else {
+            0.0
+        },
         decision: LatencySummary::from_histogram(&decision),
         enqueue: LatencySummary::from_histogram(&enqueue),
     })
@@ -185,7 +223,10 @@ async fn bench_backend(
 async fn delete_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await?;
     for chunk in keys.chunks(500) {
         let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
     }
@@ -203,9 +244,15 @@ pub async fn run(a: MatchArgs) -> anyhow::Result<()> {
         let tag = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         match b {
             Backend::Memory => {
-                let live: Arc<dyn LiveState> =
-                    Arc::new(MemoryLive::new(rules(), Arc::new(LocalConns::default()), 100, 600_000));
-                report.matching.push(bench_backend("memory", live, &a, &tag).await?);
+                let live: Arc<dyn LiveState> = Arc::new(MemoryLive::new(
+                    rules(),
+                    Arc::new(LocalConns::default()),
+                    100,
+                    600_000,
+                ));
+                report
+                    .matching
+                    .push(bench_backend("memory", live, &a, &tag).await?);
             }
             Backend::Redis => {
                 let prefix = format!("bench:{tag}:");
@@ -225,10 +272,15 @@ pub async fn run(a: MatchArgs) -> anyhow::Result<()> {
                 let r = bench_backend("redis", live, &a, &tag).await;
                 cancel.cancel();
                 if let Err(e) = delete_prefix(&a.redis, &prefix).await {
-                    report.notes.push(format!("could not delete Redis keys {prefix}*: {e}"));
+                    report
+                        .notes
+                        .push(format!("could not delete Redis keys {prefix}*: {e}"));
                 }
                 report.matching.push(r?);
-                report.notes.push(format!("redis: {} with key prefix bench:<random>: (deleted afterwards)", a.redis));
+                report.notes.push(format!(
+                    "redis: {} with key prefix bench:<random>: (deleted afterwards)",
+                    a.redis
+                ));
             }
         }
     }

@@ -75,7 +75,11 @@ pub fn read_payload(payload: &[u8]) -> Option<BenchHeader> {
         a.copy_from_slice(&b[i..i + 8]);
         u64::from_be_bytes(a)
     };
-    Some(BenchHeader { stream: u32_at(4), seq: u64_at(8), send_ns: u64_at(16) })
+    Some(BenchHeader {
+        stream: u32_at(4),
+        seq: u64_at(8),
+        send_ns: u64_at(16),
+    })
 }
 
 /// RTP header fields of a packet we send.
@@ -106,6 +110,7 @@ pub fn read_rtp(packet: &[u8]) -> Option<BenchHeader> {
     read_payload(&packet[RTP_HEADER..])
 }
 
+#[cfg(test)]
 /// Whether a VP8 RTP payload starts a keyframe, by the rule the SFU uses
 /// (descriptor S=1 and PID=0, then the frame tag's bit 0 clear).
 pub fn is_vp8_keyframe_start(payload: &[u8]) -> bool {
@@ -122,9 +127,19 @@ mod tests {
 
     #[test]
     fn bench_header_round_trips_through_an_rtp_packet() {
-        let h = BenchHeader { stream: 7, seq: 1 << 40, send_ns: 123_456_789 };
+        let h = BenchHeader {
+            stream: 7,
+            seq: 1 << 40,
+            send_ns: 123_456_789,
+        };
         let mut p = vec![0u8; 1200];
-        let f = RtpFields { marker: true, payload_type: 96, sequence_number: 9, timestamp: 3000, ssrc: 42 };
+        let f = RtpFields {
+            marker: true,
+            payload_type: 96,
+            sequence_number: 9,
+            timestamp: 3000,
+            ssrc: 42,
+        };
         write_rtp(&mut p, &f, FramePart::KeyStart, &h);
         assert_eq!(read_rtp(&p), Some(h));
         assert_eq!(p[1], 0x80 | 96);
@@ -133,7 +148,11 @@ mod tests {
 
     #[test]
     fn only_first_packets_of_keyframes_read_as_keyframes() {
-        let h = BenchHeader { stream: 1, seq: 2, send_ns: 3 };
+        let h = BenchHeader {
+            stream: 1,
+            seq: 2,
+            send_ns: 3,
+        };
         let mut p = vec![0u8; 100];
         write_payload(&mut p, FramePart::InterStart, &h);
         assert!(!is_vp8_keyframe_start(&p));

@@ -34,18 +34,16 @@ pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
 
 /// CPU seconds (user + system, all threads) of process `pid`.
 pub fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("/proc/{pid}/stat"))?;
+    let s =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("/proc/{pid}/stat"))?;
     parse_stat_cpu(&s).context("cannot parse /proc/PID/stat")
 }
 
 /// CPU seconds of the calling thread.
 pub fn thread_cpu_seconds() -> Option<f64> {
-    std::fs::read_to_string("/proc/thread-self/stat").ok().and_then(|s| parse_stat_cpu(&s))
-}
-
-/// CPU seconds of the whole calling process.
-pub fn self_cpu_seconds() -> Option<f64> {
-    std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| parse_stat_cpu(&s))
+    std::fs::read_to_string("/proc/thread-self/stat")
+        .ok()
+        .and_then(|s| parse_stat_cpu(&s))
 }
 
 /// `VmRSS` of a /proc/…/status text, in bytes.
@@ -57,8 +55,8 @@ pub fn parse_status_rss(status: &str) -> Option<u64> {
 
 /// Resident set size of process `pid`, in bytes.
 pub fn process_rss(pid: u32) -> anyhow::Result<u64> {
-    let s =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("/proc/{pid}/status"))?;
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("/proc/{pid}/status"))?;
     parse_status_rss(&s).context("no VmRSS in /proc/PID/status")
 }
 
@@ -70,7 +68,10 @@ pub fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
         .output()
         .context("cannot run taskset (util-linux)")?;
     if !out.status.success() {
-        bail!("taskset -a -p -c {cpu} {pid}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "taskset -a -p -c {cpu} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -88,7 +89,10 @@ pub fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
         .output()
         .context("cannot run taskset (util-linux)")?;
     if !out.status.success() {
-        bail!("taskset -p -c {cpu} {tid}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "taskset -p -c {cpu} {tid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -103,11 +107,19 @@ pub struct Usage {
 
 impl Usage {
     pub fn start(pid: u32) -> anyhow::Result<Self> {
-        Ok(Self { pid, cpu0: process_cpu_seconds(pid)?, rss0: process_rss(pid)? })
+        Ok(Self {
+            pid,
+            cpu0: process_cpu_seconds(pid)?,
+            rss0: process_rss(pid)?,
+        })
     }
     /// CPU seconds since `start`, RSS at start and now.
     pub fn finish(&self) -> anyhow::Result<(f64, u64, u64)> {
-        Ok((process_cpu_seconds(self.pid)? - self.cpu0, self.rss0, process_rss(self.pid)?))
+        Ok((
+            process_cpu_seconds(self.pid)? - self.cpu0,
+            self.rss0,
+            process_rss(self.pid)?,
+        ))
     }
 }
 
@@ -124,10 +136,16 @@ pub struct Machine {
 pub fn machine() -> Machine {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.to_owned())
+        })
         .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_owned()))
         .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
     Machine {
         cpu_model,
         cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -149,7 +167,8 @@ mod tests {
 
     #[test]
     fn stat_cpu_is_parsed_past_a_command_name_with_spaces_and_parens() {
-        let line = "1234 (my (odd) cmd) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0 100 1000 200";
+        let line =
+            "1234 (my (odd) cmd) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0 100 1000 200";
         let secs = parse_stat_cpu(line).unwrap();
         assert!((secs - 300.0 / clk_tck()).abs() < 1e-9);
     }

@@ -4,7 +4,7 @@
 
 use crate::engine::{EngineResult, GeneratorHealth};
 use crate::procfs::Machine;
-use crate::stats::LatencySummary;
+use crate::stats::{loss_fraction, LatencySummary};
 use anyhow::Context;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -111,8 +111,13 @@ impl Run {
     ) -> Run {
         let w = r.window_s.max(1e-9);
         let expected = r.received_packets + r.lost_packets;
-        let loss_pct = if expected > 0 { r.lost_packets as f64 * 100.0 / expected as f64 } else { 100.0 };
-        let sustainable = r.received_packets > 0 && loss_pct <= LOSS_LIMIT_PCT && r.latency.p99_us <= P99_LIMIT_US;
+        let loss_pct = if expected > 0 {
+            loss_fraction(r.lost_packets, expected) * 100.0
+        } else {
+            100.0
+        };
+        let sustainable =
+            r.received_packets > 0 && loss_pct <= LOSS_LIMIT_PCT && r.latency.p99_us <= P99_LIMIT_US;
         Run {
             name: name.to_owned(),
             pairs,
@@ -149,8 +154,16 @@ pub fn server_usage(
         pid,
         cpu_seconds,
         cpu_cores: cpu_seconds / window_s.max(1e-9),
-        packets_per_cpu_second: if cpu_seconds > 0.0 { packets as f64 / cpu_seconds } else { 0.0 },
-        cpu_ns_per_packet: if packets > 0 { cpu_seconds * 1e9 / packets as f64 } else { 0.0 },
+        packets_per_cpu_second: if cpu_seconds > 0.0 {
+            packets as f64 / cpu_seconds
+        } else {
+            0.0
+        },
+        cpu_ns_per_packet: if packets > 0 {
+            cpu_seconds * 1e9 / packets as f64
+        } else {
+            0.0
+        },
         rss_before_participants_bytes: rss_idle,
         rss_bytes: rss,
         rss_per_participant_bytes: if participants > 0 {
@@ -162,9 +175,27 @@ pub fn server_usage(
 }
 
 impl Report {
+    /// Records the media profile and what it offers per participant.
+    pub fn set_profile(&mut self, p: &crate::engine::Profile) {
+        self.profile = serde_json::to_value(p).ok();
+        self.notes.push(format!(
+            "each participant sends {:.0} pkts/s, {:.2} Mbit/s (video {} B x {} pkts/frame x {} fps, audio {} B x {}/s, keyframe every {} ms)",
+            p.packets_per_second(),
+            p.bits_per_second() / 1e6,
+            p.video_bytes,
+            p.video_packets_per_frame(),
+            p.fps,
+            p.audio_bytes,
+            p.audio_pps,
+            p.keyframe_interval_ms
+        ));
+    }
+
     pub fn new(bench: &str, machine: Machine) -> Self {
-        let started_unix =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let started_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let command = std::env::args().collect::<Vec<_>>().join(" ");
         Report {
             bench: bench.to_owned(),
@@ -305,7 +336,10 @@ impl Report {
                 s,
                 "| run | pairs | pkts/s | Mbit/s | loss % | p50 µs | p99 µs | p99.9 µs | jitter µs | server cores | pkts per CPU-s | CPU ns/pkt | RSS KiB/participant | generator |"
             );
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+            let _ = writeln!(
+                s,
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            );
             for r in &self.runs {
                 let (cores, ppc, nspp, kib) = match &r.server {
                     Some(u) => (
@@ -388,10 +422,18 @@ impl Report {
         let runs: Vec<&Run> = self.runs.iter().filter(|r| r.received_pps > 0.0).collect();
         let max_x = runs.iter().map(|r| r.received_pps).fold(1.0f64, f64::max) * 1.1;
         let max_y = runs.iter().map(|r| r.latency.p99_us).fold(10.0f64, f64::max) * 2.0;
-        let min_y = runs.iter().map(|r| r.latency.p50_us).fold(max_y, f64::min).max(1.0) / 2.0;
+        let min_y = runs
+            .iter()
+            .map(|r| r.latency.p50_us)
+            .fold(max_y, f64::min)
+            .max(1.0)
+            / 2.0;
         let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("svg: {e}"))?;
-        let title = format!("bench {}: throughput vs latency ({})", self.bench, self.machine.cpu_model);
+        let title = format!(
+            "bench {}: throughput vs latency ({})",
+            self.bench, self.machine.cpu_model
+        );
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
@@ -417,8 +459,14 @@ impl Report {
             let color = Palette99::pick(ci).to_rgba();
             let mut pts: Vec<&&Run> = runs.iter().filter(|r| r.name == *name).collect();
             pts.sort_by(|a, b| a.received_pps.total_cmp(&b.received_pps));
-            let p50: Vec<(f64, f64)> = pts.iter().map(|r| (r.received_pps, r.latency.p50_us.max(min_y))).collect();
-            let p99: Vec<(f64, f64)> = pts.iter().map(|r| (r.received_pps, r.latency.p99_us.max(min_y))).collect();
+            let p50: Vec<(f64, f64)> = pts
+                .iter()
+                .map(|r| (r.received_pps, r.latency.p50_us.max(min_y)))
+                .collect();
+            let p99: Vec<(f64, f64)> = pts
+                .iter()
+                .map(|r| (r.received_pps, r.latency.p99_us.max(min_y)))
+                .collect();
             chart
                 .draw_series(LineSeries::new(p50.clone(), color.stroke_width(2)))
                 .map_err(|e| anyhow::anyhow!("svg: {e}"))?
@@ -433,7 +481,10 @@ impl Report {
                 .label(format!("{name} p99"))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1)));
             chart
-                .draw_series(p99.iter().map(|&(x, y)| TriangleMarker::new((x, y), 5, color.filled())))
+                .draw_series(
+                    p99.iter()
+                        .map(|&(x, y)| TriangleMarker::new((x, y), 5, color.filled())),
+                )
                 .map_err(|e| anyhow::anyhow!("svg: {e}"))?;
         }
         chart
@@ -467,7 +518,9 @@ pub struct OutputArgs {
 
 pub fn emit(report: &Report, out: &OutputArgs) -> anyhow::Result<()> {
     if let Some(p) = &out.svg {
-        report.svg(p).with_context(|| format!("cannot write {}", p.display()))?;
+        report
+            .svg(p)
+            .with_context(|| format!("cannot write {}", p.display()))?;
     }
     let json = serde_json::to_string_pretty(report)?;
     if let Some(p) = &out.json_out {

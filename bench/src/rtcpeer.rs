@@ -34,8 +34,14 @@ fn vp8() -> RTCRtpCodec {
         channels: 0,
         sdp_fmtp_line: String::new(),
         rtcp_feedback: vec![
-            RTCPFeedback { typ: "nack".to_owned(), parameter: "pli".to_owned() },
-            RTCPFeedback { typ: "ccm".to_owned(), parameter: "fir".to_owned() },
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: "pli".to_owned(),
+            },
+            RTCPFeedback {
+                typ: "ccm".to_owned(),
+                parameter: "fir".to_owned(),
+            },
         ],
     }
 }
@@ -51,14 +57,21 @@ fn opus() -> RTCRtpCodec {
 }
 
 fn track(kind: RtpCodecKind, id: &str, ssrc: u32) -> MediaStreamTrack {
-    let codec = if kind == RtpCodecKind::Video { vp8() } else { opus() };
+    let codec = if kind == RtpCodecKind::Video {
+        vp8()
+    } else {
+        opus()
+    };
     MediaStreamTrack::new(
         "bench".to_owned(),
         id.to_owned(),
         id.to_owned(),
         kind,
         vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
             active: true,
             codec,
             ..Default::default()
@@ -80,12 +93,18 @@ pub fn offer(local: SocketAddr, relayed: Option<SocketAddr>) -> anyhow::Result<O
     let now = Instant::now();
     let mut me = MediaEngine::default();
     me.register_codec(
-        RTCRtpCodecParameters { rtp_codec: vp8(), payload_type: VP8_PT, ..Default::default() },
+        RTCRtpCodecParameters {
+            rtp_codec: vp8(),
+            payload_type: VP8_PT,
+        },
         RtpCodecKind::Video,
     )
     .context("register VP8")?;
     me.register_codec(
-        RTCRtpCodecParameters { rtp_codec: opus(), payload_type: OPUS_PT, ..Default::default() },
+        RTCRtpCodecParameters {
+            rtp_codec: opus(),
+            payload_type: OPUS_PT,
+        },
         RtpCodecKind::Audio,
     )
     .context("register Opus")?;
@@ -98,10 +117,13 @@ pub fn offer(local: SocketAddr, relayed: Option<SocketAddr>) -> anyhow::Result<O
         .build(now)
         .context("build peer connection")?;
     let (video_ssrc, audio_ssrc) = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
-    pc.add_track(track(RtpCodecKind::Audio, "audio", audio_ssrc)).context("add audio track")?;
-    pc.add_track(track(RtpCodecKind::Video, "video", video_ssrc)).context("add video track")?;
+    pc.add_track(track(RtpCodecKind::Audio, "audio", audio_ssrc))
+        .context("add audio track")?;
+    pc.add_track(track(RtpCodecKind::Video, "video", video_ssrc))
+        .context("add video track")?;
     let offer = pc.create_offer(None).context("create offer")?;
-    pc.set_local_description(now, offer.clone()).context("set local description")?;
+    pc.set_local_description(now, offer.clone())
+        .context("set local description")?;
     let cand = match relayed {
         None => CandidateHostConfig {
             base_config: CandidateConfig {
@@ -130,15 +152,23 @@ pub fn offer(local: SocketAddr, relayed: Option<SocketAddr>) -> anyhow::Result<O
         .new_candidate_relay()
         .context("relay candidate")?,
     };
-    let init = RTCIceCandidate::from(&cand).to_json().context("host candidate json")?;
+    let init = RTCIceCandidate::from(&cand)
+        .to_json()
+        .context("host candidate json")?;
     pc.add_local_candidate(init).context("add local candidate")?;
-    Ok(Offerer { pc, offer_sdp: offer.sdp, video_ssrc, audio_ssrc })
+    Ok(Offerer {
+        pc,
+        offer_sdp: offer.sdp,
+        video_ssrc,
+        audio_ssrc,
+    })
 }
 
 /// Applies the SFU's answer and candidates.
 pub fn answer(o: &mut Offerer, sdp: String, candidates: &[IceCandidate]) -> anyhow::Result<()> {
     let desc = RTCSessionDescription::answer(sdp).context("parse answer")?;
-    o.pc.set_remote_description(Instant::now(), desc).context("set remote description")?;
+    o.pc.set_remote_description(Instant::now(), desc)
+        .context("set remote description")?;
     for c in candidates {
         o.pc.add_remote_candidate(RTCIceCandidateInit {
             candidate: c.candidate.clone(),

@@ -14,11 +14,11 @@
 
 use crate::common::{self, ChildServer, LoadArgs, Server};
 use crate::engine::{self, Link, ParticipantSetup, TurnPath};
-use crate::turnclient;
 use crate::floor;
 use crate::procfs;
 use crate::report::{self, OutputArgs, Report, Run};
 use crate::rtcpeer;
+use crate::turnclient;
 use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
 use proto::sfu_api::{AdmitRequest, LinkRequest, PATH_LINK, PATH_NODE, PATH_PARTICIPANTS};
@@ -103,9 +103,16 @@ fn random_secret() -> String {
 }
 
 /// Starts `duet up` on loopback with port 0 everywhere and known secrets.
-pub fn start_duet(bin: &PathBuf, max_participants: usize, pin: Option<usize>) -> anyhow::Result<(ChildServer, Secrets, PathBuf)> {
+pub fn start_duet(
+    bin: &PathBuf,
+    max_participants: usize,
+    pin: Option<usize>,
+) -> anyhow::Result<(ChildServer, Secrets, PathBuf)> {
     if !bin.exists() {
-        bail!("{} not found: build it with `cargo build --release -p duet` or give --duet-bin / --target", bin.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p duet` or give --duet-bin / --target",
+            bin.display()
+        );
     }
     let secrets = Secrets {
         sfu_token: random_secret(),
@@ -113,7 +120,11 @@ pub fn start_duet(bin: &PathBuf, max_participants: usize, pin: Option<usize>) ->
         turn: random_secret(),
         session: random_secret(),
     };
-    let dir = std::env::temp_dir().join(format!("bench-duet-{}-{}", std::process::id(), rand::random::<u32>()));
+    let dir = std::env::temp_dir().join(format!(
+        "bench-duet-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::create_dir_all(&dir)?;
     let mut cmd = Command::new(bin);
     cmd.args([
@@ -246,7 +257,9 @@ async fn sfu_handshake(
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}{sep}token={token}"))
         .await
         .with_context(|| format!("SFU WebSocket {url}"))?;
-    let offer = serde_json::to_string(&SfuClientMsg::Offer { sdp: off.offer_sdp.clone() })?;
+    let offer = serde_json::to_string(&SfuClientMsg::Offer {
+        sdp: off.offer_sdp.clone(),
+    })?;
     ws.send(Message::text(offer)).await?;
     let mut answer = None;
     let mut cands: Vec<IceCandidate> = Vec::new();
@@ -278,7 +291,12 @@ async fn sfu_handshake(
             .await?;
             socket = s;
             let a = r.context("TURN permission/channel to the SFU")?;
-            Some(TurnPath { server: a.server, channel, relayed: a.relayed, peer })
+            Some(TurnPath {
+                server: a.server,
+                channel,
+                relayed: a.relayed,
+                peer,
+            })
         }
         _ => None,
     };
@@ -320,16 +338,23 @@ fn candidate_addr(c: &str) -> Option<SocketAddr> {
 fn turn_of(s: &SessionResponse, i: usize) -> anyhow::Result<ViaTurn> {
     for srv in &s.ice_servers {
         for url in &srv.urls {
-            let Some(rest) = url.strip_prefix("turn:") else { continue };
+            let Some(rest) = url.strip_prefix("turn:") else {
+                continue;
+            };
             let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
             if !(query.is_empty() || query.contains("transport=udp")) {
                 continue;
             }
             let server: SocketAddr = hostport.parse().with_context(|| format!("TURN URL {url}"))?;
-            let (Some(u), Some(p)) = (&srv.username, &srv.credential) else { continue };
+            let (Some(u), Some(p)) = (&srv.username, &srv.credential) else {
+                continue;
+            };
             return Ok(ViaTurn {
                 server,
-                creds: turnclient::Credentials { username: u.clone(), password: p.clone() },
+                creds: turnclient::Credentials {
+                    username: u.clone(),
+                    password: p.clone(),
+                },
                 channel: 0x4000 + (i % 0x3fff) as u16,
             });
         }
@@ -345,8 +370,17 @@ async fn place_browser(
     stop: CancellationToken,
     via_turn: bool,
 ) -> anyhow::Result<Placed> {
-    let req = SessionRequest { accept_rules: true, device_id: format!("bench{run_id}x{i}"), region: None };
-    let resp = http.post(format!("{}/api/session", t.http)).json(&req).send().await.context("POST /api/session")?;
+    let req = SessionRequest {
+        accept_rules: true,
+        device_id: format!("bench{run_id}x{i}"),
+        region: None,
+    };
+    let resp = http
+        .post(format!("{}/api/session", t.http))
+        .json(&req)
+        .send()
+        .await
+        .context("POST /api/session")?;
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
@@ -355,7 +389,12 @@ async fn place_browser(
     let s: SessionResponse = resp.json().await.context("session response")?;
     let turn = if via_turn { Some(turn_of(&s, i)?) } else { None };
     let (setup, media) = sfu_handshake(&s.sfu.url, &s.sfu.token, stop, turn).await?;
-    Ok(Placed { setup, session_token: Some(s.token), participant: s.participant_id, media })
+    Ok(Placed {
+        setup,
+        session_token: Some(s.token),
+        participant: s.participant_id,
+        media,
+    })
 }
 
 struct InternalApi {
@@ -379,7 +418,13 @@ async fn internal_api(http: &reqwest::Client, t: &Target) -> anyhow::Result<Inte
         .context("GET node")?
         .json()
         .await?;
-    Ok(InternalApi { base, token, key: TokenKey::new(secret.as_bytes()), node: node.node_id, ws_url: node.public_ws_url })
+    Ok(InternalApi {
+        base,
+        token,
+        key: TokenKey::new(secret.as_bytes()),
+        node: node.node_id,
+        ws_url: node.public_ws_url,
+    })
 }
 
 async fn place_internal(
@@ -392,13 +437,18 @@ async fn place_internal(
     let pid = ParticipantId::new(format!("bench{run_id}x{i}"));
     http.post(format!("{}{PATH_PARTICIPANTS}", api.base))
         .bearer_auth(&api.token)
-        .json(&AdmitRequest { participant_id: pid.clone(), role: SfuRole::User })
+        .json(&AdmitRequest {
+            participant_id: pid.clone(),
+            role: SfuRole::User,
+        })
         .send()
         .await
         .context("admit")?
         .error_for_status()
         .context("admit")?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let token = api.key.mint(&SfuClaims {
         sub: pid.clone(),
         aud: AUD_SFU.into(),
@@ -408,7 +458,12 @@ async fn place_internal(
         role: SfuRole::User,
     })?;
     let (setup, media) = sfu_handshake(&api.ws_url, &token, stop, None).await?;
-    Ok(Placed { setup, session_token: None, participant: pid, media })
+    Ok(Placed {
+        setup,
+        session_token: None,
+        participant: pid,
+        media,
+    })
 }
 
 /// Signaling WebSocket: `join` (video), wait for `matched`; stays open until `stop`.
@@ -416,7 +471,11 @@ async fn join_queue(ws_base: &str, token: &str, stop: CancellationToken) -> anyh
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{ws_base}/ws?token={token}"))
         .await
         .context("signaling WebSocket")?;
-    let join = serde_json::to_string(&ClientMsg::Join { mode: Mode::Video, interests: vec![], lang: None })?;
+    let join = serde_json::to_string(&ClientMsg::Join {
+        mode: Mode::Video,
+        interests: vec![],
+        lang: None,
+    })?;
     ws.send(Message::text(join)).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let pairing = loop {
@@ -449,11 +508,15 @@ async fn join_queue(ws_base: &str, token: &str, stop: CancellationToken) -> anyh
 fn pid_of_udp_port(port: u16) -> Option<u32> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/udp", "/proc/net/udp6"] {
-        let Ok(s) = std::fs::read_to_string(table) else { continue };
+        let Ok(s) = std::fs::read_to_string(table) else {
+            continue;
+        };
         for line in s.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
             let Some(local) = f.get(1) else { continue };
-            let Some((_, p)) = local.rsplit_once(':') else { continue };
+            let Some((_, p)) = local.rsplit_once(':') else {
+                continue;
+            };
             if u16::from_str_radix(p, 16).ok() == Some(port) {
                 if let Some(inode) = f.get(9) {
                     inodes.push(format!("socket:[{inode}]"));
@@ -463,8 +526,12 @@ fn pid_of_udp_port(port: u16) -> Option<u32> {
     }
     let procs = std::fs::read_dir("/proc").ok()?;
     for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
             if let Ok(link) = std::fs::read_link(fd.path()) {
                 if inodes.iter().any(|i| link.to_str() == Some(i.as_str())) {
@@ -489,7 +556,9 @@ pub async fn run_step(
     if via_turn && a.place != Place::Browser {
         bail!("--via-turn needs --place browser (TURN credentials come with the session)");
     }
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()?;
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
     let run_id = format!("{:08x}s{step}", rand::random::<u32>());
@@ -498,7 +567,11 @@ pub async fn run_step(
         None => None,
     };
     let n = pairs * 2;
-    let api = if a.place == Place::Internal { Some(internal_api(&http, t).await?) } else { None };
+    let api = if a.place == Place::Internal {
+        Some(internal_api(&http, t).await?)
+    } else {
+        None
+    };
     let mut placed: Vec<Placed> = Vec::with_capacity(n);
     {
         let results: Vec<anyhow::Result<Placed>> = futures::stream::iter(0..n)
@@ -532,7 +605,8 @@ pub async fn run_step(
     let profile = a.load.profile();
     let handle = engine::spawn(setups, profile.clone(), a.load.pin_load)?;
     // ICE + DTLS up for everybody before anyone is linked.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30) + Duration::from_millis(30 * n as u64);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(30) + Duration::from_millis(30 * n as u64);
     let mut last_line = String::new();
     loop {
         let ready = handle.progress.ready.load(std::sync::atomic::Ordering::Relaxed);
@@ -559,7 +633,10 @@ pub async fn run_step(
                 if let [x, y] = pair {
                     http.post(format!("{}{PATH_LINK}", api.base))
                         .bearer_auth(&api.token)
-                        .json(&LinkRequest { a: x.clone(), b: y.clone() })
+                        .json(&LinkRequest {
+                            a: x.clone(),
+                            b: y.clone(),
+                        })
                         .send()
                         .await
                         .context("link")?
@@ -580,7 +657,11 @@ pub async fn run_step(
                 *pairings.entry(j?).or_default() += 1;
             }
             if pairings.len() != pairs || pairings.values().any(|&c| c != 2) {
-                bail!("the queue formed {} pairings for {} participants", pairings.len(), n);
+                bail!(
+                    "the queue formed {} pairings for {} participants",
+                    pairings.len(),
+                    n
+                );
             }
         }
     }
@@ -589,7 +670,17 @@ pub async fn run_step(
         _ => None,
     };
     let flowing = if profile.publish_video { n } else { 0 };
-    let run = common::measure(name, handle, server, pairs, flowing, a.load.warmup, a.load.window(), a.load.quiet).await;
+    let run = common::measure(
+        name,
+        handle,
+        server,
+        pairs,
+        flowing,
+        a.load.warmup,
+        a.load.window(),
+        a.load.quiet,
+    )
+    .await;
     stop.cancel();
     // Let the SFU notice the closed WebSockets before the next step.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -598,7 +689,7 @@ pub async fn run_step(
 
 pub async fn run(a: SfuArgs) -> anyhow::Result<()> {
     let mut report = Report::new("sfu", procfs::machine());
-    report.profile = serde_json::to_value(a.load.profile()).ok();
+    report.set_profile(&a.load.profile());
     let mut t = target(&a, &mut report).await?;
     report.notes.push(match a.place {
         Place::Browser => "placement: as browsers (POST /api/session, SFU WebSocket offer/answer, signaling /ws join; the queue pairs them, signaling links them on the SFU)".into(),
@@ -660,8 +751,19 @@ pub async fn run(a: SfuArgs) -> anyhow::Result<()> {
         report.runs.extend(runs);
         report.ramps.extend(ramp);
         report.add_ratio("sfu/floor received pkts/s", "sfu", "floor", "received_pps");
-        report.add_ratio("sfu/floor pkts per CPU-second", "sfu", "floor", "packets_per_cpu_second");
-        let hs = |n: &str| report.ramps.iter().find(|r| r.name == n).map(|r| r.highest_sustainable_pps);
+        report.add_ratio(
+            "sfu/floor pkts per CPU-second",
+            "sfu",
+            "floor",
+            "packets_per_cpu_second",
+        );
+        let hs = |n: &str| {
+            report
+                .ramps
+                .iter()
+                .find(|r| r.name == n)
+                .map(|r| r.highest_sustainable_pps)
+        };
         if let (Some(s), Some(f)) = (hs("sfu"), hs("floor")) {
             report.ratios.push(report::Ratio {
                 name: "sfu/floor highest sustainable pkts/s".into(),

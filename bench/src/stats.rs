@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+#[cfg(test)]
 /// Nearest-rank percentile of sorted samples (`q` in 0..=100): the smallest
 /// value such that at least `q`% of the samples are <= it.
 pub fn percentile_sorted(sorted: &[u64], q: f64) -> Option<u64> {
@@ -63,7 +64,13 @@ fn bucket_range(b: usize) -> (u64, u64) {
 
 impl Histogram {
     pub fn new() -> Self {
-        Self { counts: vec![0; (64 - SUB_BITS as usize + 1) * SUB as usize], total: 0, sum: 0, min: u64::MAX, max: 0 }
+        Self {
+            counts: vec![0; (64 - SUB_BITS as usize + 1) * SUB as usize],
+            total: 0,
+            sum: 0,
+            min: u64::MAX,
+            max: 0,
+        }
     }
 
     pub fn record(&mut self, v: u64) {
@@ -72,16 +79,6 @@ impl Histogram {
         self.sum += u128::from(v);
         self.min = self.min.min(v);
         self.max = self.max.max(v);
-    }
-
-    pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += *b;
-        }
-        self.total += other.total;
-        self.sum += other.sum;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
     }
 
     pub fn count(&self) -> u64 {
@@ -137,7 +134,11 @@ const MAX_WINDOW: u64 = 1 << 30;
 impl LossWindow {
     /// A window with a known end.
     pub fn new(start: u64, end: u64) -> Self {
-        Self { start, end, ..Default::default() }
+        Self {
+            start,
+            end,
+            ..Default::default()
+        }
     }
 
     /// A window whose end is set later with [`LossWindow::close`].
@@ -187,7 +188,12 @@ impl LossWindow {
     pub fn received(&self) -> u64 {
         let n = self.expected();
         let full = (n / 64) as usize;
-        let mut count: u64 = self.seen.iter().take(full).map(|w| u64::from(w.count_ones())).sum();
+        let mut count: u64 = self
+            .seen
+            .iter()
+            .take(full)
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
         let rest = n % 64;
         if rest > 0 {
             if let Some(w) = self.seen.get(full) {
@@ -309,21 +315,6 @@ mod tests {
             let (lo_next, _) = bucket_range(b + 1);
             assert_eq!(hi + 1, lo_next, "gap after bucket {b}");
         }
-    }
-
-    #[test]
-    fn histogram_merge_adds_counts() {
-        let mut a = Histogram::new();
-        let mut b = Histogram::new();
-        a.record(10);
-        b.record(1_000_000);
-        a.merge(&b);
-        assert_eq!(a.count(), 2);
-        assert_eq!(a.percentile(100.0), Some(1_000_000).map(|v| {
-            let (lo, hi) = bucket_range(bucket_of(v));
-            (lo + (hi - lo) / 2).clamp(10, 1_000_000)
-        }));
-        assert_eq!(a.max(), Some(1_000_000));
     }
 
     proptest! {

@@ -69,7 +69,10 @@ fn split_range(r: &str) -> anyhow::Result<(u16, u16)> {
 
 fn start_duet_turn(a: &TurnArgs, secret: &str) -> anyhow::Result<(ChildServer, SocketAddr)> {
     if !a.duet_bin.exists() {
-        bail!("{} not found: build it with `cargo build --release -p duet`", a.duet_bin.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p duet`",
+            a.duet_bin.display()
+        );
     }
     let mut cmd = Command::new(&a.duet_bin);
     cmd.args([
@@ -158,26 +161,47 @@ async fn turn_step(
             let mut alloc = turnclient::allocate(&client, server_addr, &creds)
                 .with_context(|| format!("allocation {i} on {server_addr}"))?;
             let channel = 0x4000 + (i % 0x3fff) as u16;
-            alloc.bind_channel(&client, peer.local_addr()?, channel).with_context(|| format!("channel {i}"))?;
+            alloc
+                .bind_channel(&client, peer.local_addr()?, channel)
+                .with_context(|| format!("channel {i}"))?;
             v.push(ParticipantSetup {
                 socket: client,
-                link: Link::Channel { server: server_addr, channel },
+                link: Link::Channel {
+                    server: server_addr,
+                    channel,
+                },
                 publish: true,
             });
             v.push(ParticipantSetup {
                 socket: peer,
-                link: Link::Plain { dest: alloc.relayed, register: None },
+                link: Link::Plain {
+                    dest: alloc.relayed,
+                    register: None,
+                },
                 publish: true,
             });
         }
         Ok(v)
     })
     .await??;
-    let server = Server { pid: srv.pid(), rss_idle: procfs::process_rss(srv.pid())? };
+    let server = Server {
+        pid: srv.pid(),
+        rss_idle: procfs::process_rss(srv.pid())?,
+    };
     let profile = load.profile();
     let handle = engine::spawn(setups, profile.clone(), load.pin_load)?;
     let flowing = if profile.publish_video { pairs * 2 } else { 0 };
-    common::measure(name, handle, Some(server), pairs, flowing, load.warmup, load.window(), load.quiet).await
+    common::measure(
+        name,
+        handle,
+        Some(server),
+        pairs,
+        flowing,
+        load.warmup,
+        load.window(),
+        load.quiet,
+    )
+    .await
 }
 
 async fn measure_server(
@@ -211,7 +235,7 @@ fn installed(bin: &PathBuf) -> bool {
 
 pub async fn run(a: TurnArgs) -> anyhow::Result<()> {
     let mut report = Report::new("turn", procfs::machine());
-    report.profile = serde_json::to_value(a.load.profile()).ok();
+    report.set_profile(&a.load.profile());
     report.notes.push(
         "each pair: a TURN client (UDP allocation, permission, channel; ChannelData) and a plain UDP peer on 127.0.0.1; both publish, so relayed pkts/s counts both directions".into(),
     );
@@ -230,18 +254,38 @@ pub async fn run(a: TurnArgs) -> anyhow::Result<()> {
             let (child, addr) = start_coturn(&a, &s)?;
             measure_server("coturn", &child, addr, &s, &a.load, &mut report).await?;
             let v = Command::new(&a.coturn_bin).arg("--version").output().ok();
-            let version = v.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+            let version = v
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default();
             report.notes.push(format!(
                 "coturn {version}: --use-auth-secret, --allow-loopback-peers, relay ports {}, default relay threads",
                 a.coturn_relay_ports
             ));
         } else {
-            report.notes.push(format!("coturn not measured: {} is not installed (apt-get install coturn)", a.coturn_bin.display()));
+            report.notes.push(format!(
+                "coturn not measured: {} is not installed (apt-get install coturn)",
+                a.coturn_bin.display()
+            ));
         }
     }
-    report.add_ratio("duet/coturn relayed pkts/s", "duet-turn", "coturn", "received_pps");
-    report.add_ratio("duet/coturn relayed pkts per CPU-second", "duet-turn", "coturn", "packets_per_cpu_second");
-    let hs = |r: &Report, n: &str| r.ramps.iter().find(|x| x.name == n).map(|x| x.highest_sustainable_pps);
+    report.add_ratio(
+        "duet/coturn relayed pkts/s",
+        "duet-turn",
+        "coturn",
+        "received_pps",
+    );
+    report.add_ratio(
+        "duet/coturn relayed pkts per CPU-second",
+        "duet-turn",
+        "coturn",
+        "packets_per_cpu_second",
+    );
+    let hs = |r: &Report, n: &str| {
+        r.ramps
+            .iter()
+            .find(|x| x.name == n)
+            .map(|x| x.highest_sustainable_pps)
+    };
     if let (Some(d), Some(c)) = (hs(&report, "duet-turn"), hs(&report, "coturn")) {
         report.ratios.push(report::Ratio {
             name: "duet/coturn highest sustainable pkts/s".into(),
@@ -253,7 +297,10 @@ pub async fn run(a: TurnArgs) -> anyhow::Result<()> {
     }
     if !a.skip_sfu_path {
         let sa = SfuArgs {
-            load: LoadArgs { ramp: false, ..a.load.clone() },
+            load: LoadArgs {
+                ramp: false,
+                ..a.load.clone()
+            },
             out: a.out.clone(),
             target: None,
             duet_bin: a.duet_bin.clone(),
@@ -273,7 +320,12 @@ pub async fn run(a: TurnArgs) -> anyhow::Result<()> {
                 report.runs.push(r);
                 let direct = sfu::run_step(&sa, &mut t, a.load.pairs, 2, false, "sfu-direct").await?;
                 report.runs.push(direct);
-                report.add_ratio("turn→sfu / sfu-direct pkts/s", "turn→sfu", "sfu-direct", "received_pps");
+                report.add_ratio(
+                    "turn→sfu / sfu-direct pkts/s",
+                    "turn→sfu",
+                    "sfu-direct",
+                    "received_pps",
+                );
                 report.add_ratio(
                     "turn→sfu / sfu-direct pkts per CPU-second",
                     "turn→sfu",
@@ -282,7 +334,9 @@ pub async fn run(a: TurnArgs) -> anyhow::Result<()> {
                 );
                 report.notes.push("turn→sfu: rtc clients whose only ICE candidate is a relay on `duet up`'s TURN (UDP, ChannelData); the in-process hand-off carries media into the SFU; sfu-direct: same clients with host candidates, same duet process".into());
             }
-            Err(e) => report.notes.push(format!("in-process TURN → SFU path failed: {e:#}")),
+            Err(e) => report
+                .notes
+                .push(format!("in-process TURN → SFU path failed: {e:#}")),
         }
     }
     report::emit(&report, &a.out)

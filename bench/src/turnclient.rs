@@ -31,7 +31,10 @@ impl Credentials {
             .unwrap_or(0)
             + ttl.as_secs();
         let c = proto::turn_cred::mint(secret.as_bytes(), id, expiry);
-        Self { username: c.username, password: c.password }
+        Self {
+            username: c.username,
+            password: c.password,
+        }
     }
 }
 
@@ -87,7 +90,14 @@ fn transact(sock: &UdpSocket, server: SocketAddr, req: &Message) -> anyhow::Resu
                     }
                 }
                 Ok(_) => continue,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -133,17 +143,33 @@ pub fn allocate(sock: &UdpSocket, server: SocketAddr, creds: &Credentials) -> an
     if code != 401 {
         bail!("Allocate: error {code}");
     }
-    let realm = TextAttribute::get_from_as(&first, ATTR_REALM).context("401 without REALM")?.text;
-    let nonce = TextAttribute::get_from_as(&first, ATTR_NONCE).context("401 without NONCE")?.text;
+    let realm = TextAttribute::get_from_as(&first, ATTR_REALM)
+        .context("401 without REALM")?
+        .text;
+    let nonce = TextAttribute::get_from_as(&first, ATTR_NONCE)
+        .context("401 without NONCE")?
+        .text;
     let mut auth = Auth { realm, nonce };
-    let mut resp = transact(sock, server, &build(METHOD_ALLOCATE, transport, Some((creds, &auth)))?)?;
+    let mut resp = transact(
+        sock,
+        server,
+        &build(METHOD_ALLOCATE, transport, Some((creds, &auth)))?,
+    )?;
     if let Some((438, _)) = error_of(&resp) {
-        auth.nonce = TextAttribute::get_from_as(&resp, ATTR_NONCE).context("438 without NONCE")?.text;
-        resp = transact(sock, server, &build(METHOD_ALLOCATE, transport, Some((creds, &auth)))?)?;
+        auth.nonce = TextAttribute::get_from_as(&resp, ATTR_NONCE)
+            .context("438 without NONCE")?
+            .text;
+        resp = transact(
+            sock,
+            server,
+            &build(METHOD_ALLOCATE, transport, Some((creds, &auth)))?,
+        )?;
     }
     ok_or_error(&resp, "Allocate")?;
     let mut relayed = XorMappedAddress::default();
-    relayed.get_from_as(&resp, ATTR_XOR_RELAYED_ADDRESS).context("no XOR-RELAYED-ADDRESS")?;
+    relayed
+        .get_from_as(&resp, ATTR_XOR_RELAYED_ADDRESS)
+        .context("no XOR-RELAYED-ADDRESS")?;
     Ok(Allocation {
         server,
         relayed: SocketAddr::new(relayed.ip, relayed.port),
@@ -155,8 +181,18 @@ pub fn allocate(sock: &UdpSocket, server: SocketAddr, creds: &Credentials) -> an
 impl Allocation {
     /// CreatePermission for `peer`, then ChannelBind `channel` (0x4000..=0x7FFF) to it.
     pub fn bind_channel(&mut self, sock: &UdpSocket, peer: SocketAddr, channel: u16) -> anyhow::Result<()> {
-        let peer_attr = |m: &mut Message| XorMappedAddress { ip: peer.ip(), port: peer.port() }.add_to_as(m, ATTR_XOR_PEER_ADDRESS);
-        let req = build(METHOD_CREATE_PERMISSION, peer_attr, Some((&self.creds, &self.auth)))?;
+        let peer_attr = |m: &mut Message| {
+            XorMappedAddress {
+                ip: peer.ip(),
+                port: peer.port(),
+            }
+            .add_to_as(m, ATTR_XOR_PEER_ADDRESS)
+        };
+        let req = build(
+            METHOD_CREATE_PERMISSION,
+            peer_attr,
+            Some((&self.creds, &self.auth)),
+        )?;
         let resp = transact(sock, self.server, &req)?;
         ok_or_error(&resp, "CreatePermission")?;
         let req = build(

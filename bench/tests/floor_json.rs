@@ -8,10 +8,24 @@ use std::process::Command;
 #[test]
 fn floor_run_reports_received_packets_and_computed_loss_as_json() {
     let out = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["floor", "--pairs", "4", "--duration", "1s", "--warmup", "300ms", "--json", "--quiet"])
+        .args([
+            "floor",
+            "--pairs",
+            "4",
+            "--duration",
+            "1s",
+            "--warmup",
+            "300ms",
+            "--json",
+            "--quiet",
+        ])
         .output()
         .expect("the bench binary runs");
-    assert!(out.status.success(), "bench floor failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bench floor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON report");
     assert_eq!(v["bench"], "floor");
     let run = &v["runs"][0];
@@ -27,7 +41,9 @@ fn floor_run_reports_received_packets_and_computed_loss_as_json() {
     // The server's /proc readings and the generator's self-check are there.
     assert!(run["server"]["cpu_seconds"].as_f64().is_some());
     assert!(run["server"]["rss_bytes"].as_u64().expect("rss") > 0);
-    assert!(run["generator"]["verdict"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(run["generator"]["verdict"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
 }
 
 #[test]
