@@ -75,6 +75,10 @@ pub struct LoadArgs {
     /// Pin the load generator thread to this CPU.
     #[arg(long, value_name = "CPU")]
     pub pin_load: Option<usize>,
+    /// SCHED_FIFO (chrt) for the server process and the load thread, so other work on a shared
+    /// machine does not preempt them (root or CAP_SYS_NICE).
+    #[arg(long)]
+    pub realtime: bool,
     /// Add pairs step by step until loss > 1% or p99 > 10 ms; report the highest sustainable rate.
     #[arg(long)]
     pub ramp: bool,
@@ -383,9 +387,13 @@ impl ChildServer {
             .with_context(|| format!("{}: {key} is not an address", self.name))
     }
 
-    pub fn pin(&self, cpu: Option<usize>) -> anyhow::Result<()> {
-        if let Some(cpu) = cpu {
+    /// Applies `--pin-sfu` and `--realtime` to the server process.
+    pub fn prepare(&self, load: &LoadArgs) -> anyhow::Result<()> {
+        if let Some(cpu) = load.pin_sfu {
             procfs::pin(self.pid(), cpu)?;
+        }
+        if load.realtime {
+            procfs::realtime(self.pid(), true, 10)?;
         }
         Ok(())
     }

@@ -305,6 +305,7 @@ pub fn spawn(
     participants: Vec<ParticipantSetup>,
     profile: Profile,
     pin: Option<usize>,
+    realtime: bool,
 ) -> anyhow::Result<EngineHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), Token(usize::MAX))?);
@@ -443,6 +444,9 @@ pub fn spawn(
         .spawn(move || {
             if let Some(cpu) = pin {
                 procfs::pin_current_thread(cpu)?;
+            }
+            if realtime {
+                procfs::realtime(procfs::current_tid()?, false, 10)?;
             }
             lp.run(poll, rx)
         })?;

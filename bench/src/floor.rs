@@ -149,12 +149,12 @@ pub fn serve(listen: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// Starts a floor forwarder process (this binary, `floor-server`).
-pub fn start_server(pin: Option<usize>) -> anyhow::Result<ChildServer> {
+pub fn start_server(load: &LoadArgs) -> anyhow::Result<ChildServer> {
     let exe = std::env::current_exe().context("cannot find the bench binary")?;
     let mut cmd = Command::new(exe);
     cmd.args(["floor-server", "--listen", "127.0.0.1:0"]);
     let child = ChildServer::spawn("floor forwarder", cmd, "floor ready ", Duration::from_secs(10))?;
-    child.pin(pin)?;
+    child.prepare(load)?;
     Ok(child)
 }
 
@@ -184,7 +184,7 @@ pub async fn run_once(
     }
     let srv = server.server()?;
     let profile = load.profile();
-    let handle = engine::spawn(parts, profile.clone(), load.pin_load)?;
+    let handle = engine::spawn(parts, profile.clone(), load.pin_load, load.realtime)?;
     let flowing = if profile.publish_video { pairs * 2 } else { 0 };
     common::measure(
         name,
@@ -201,7 +201,7 @@ pub async fn run_once(
 
 /// `bench floor` (also used by `bench sfu --with-floor`).
 pub async fn run(load: &LoadArgs, name: &str) -> anyhow::Result<(Vec<Run>, Option<RampResult>)> {
-    let server = start_server(load.pin_sfu)?;
+    let server = start_server(load)?;
     let mut next_id = 0u32;
     common::ramp(name, load, |pairs| {
         let base = next_id;

@@ -78,12 +78,7 @@ pub fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
 
 /// Pins only the calling thread (`/proc/thread-self` names its tid).
 pub fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
-    let link = std::fs::read_link("/proc/thread-self").context("/proc/thread-self")?;
-    let tid = link
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.parse::<u32>().ok())
-        .context("cannot read this thread's id")?;
+    let tid = current_tid()?;
     let out = Command::new("taskset")
         .args(["-p", "-c", &cpu.to_string(), &tid.to_string()])
         .output()
@@ -95,6 +90,38 @@ pub fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Gives every thread of `pid` (or only the thread `pid` with
+/// `all_threads == false`) SCHED_FIFO priority `prio` (`chrt`), so that
+/// other work on a shared machine (compiles) does not preempt the measured
+/// processes. Threads that sleep in epoll cannot starve the machine, and the
+/// kernel's RT throttling keeps 5% for everybody else.
+pub fn realtime(pid: u32, all_threads: bool, prio: u8) -> anyhow::Result<()> {
+    let mut cmd = Command::new("chrt");
+    if all_threads {
+        cmd.arg("-a");
+    }
+    let out = cmd
+        .args(["-f", "-p", &prio.to_string(), &pid.to_string()])
+        .output()
+        .context("cannot run chrt (util-linux)")?;
+    if !out.status.success() {
+        bail!(
+            "chrt -f -p {prio} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The calling thread's id (from /proc/thread-self).
+pub fn current_tid() -> anyhow::Result<u32> {
+    let link = std::fs::read_link("/proc/thread-self").context("/proc/thread-self")?;
+    link.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse::<u32>().ok())
+        .context("cannot read this thread's id")
 }
 
 /// A CPU/RSS sampler of one process over a measurement window.

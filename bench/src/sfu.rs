@@ -106,7 +106,7 @@ fn random_secret() -> String {
 pub fn start_duet(
     bin: &PathBuf,
     max_participants: usize,
-    pin: Option<usize>,
+    load: &LoadArgs,
 ) -> anyhow::Result<(ChildServer, Secrets, PathBuf)> {
     if !bin.exists() {
         bail!(
@@ -155,7 +155,7 @@ pub fn start_duet(
     .args(["--turn-secret", &secrets.turn])
     .args(["--session-secret", &secrets.session]);
     let child = ChildServer::spawn("duet up", cmd, "duet ready ", Duration::from_secs(60))?;
-    child.pin(pin)?;
+    child.prepare(load)?;
     Ok((child, secrets, dir))
 }
 
@@ -187,7 +187,7 @@ pub async fn target(a: &SfuArgs, report: &mut Report) -> anyhow::Result<Target> 
         });
     }
     let max = (a.load.steps().last().copied().unwrap_or(a.load.pairs) * 2 + 16).max(500);
-    let (child, secrets, dir) = start_duet(&a.duet_bin, max, a.load.pin_sfu)?;
+    let (child, secrets, dir) = start_duet(&a.duet_bin, max, &a.load)?;
     let http = format!("http://{}", child.addr("http")?);
     let internal = format!("http://{}", child.addr("internal")?);
     report.notes.push(format!(
@@ -603,7 +603,7 @@ pub async fn run_step(
     let pids: Vec<ParticipantId> = placed.iter().map(|p| p.participant.clone()).collect();
     let setups: Vec<ParticipantSetup> = placed.into_iter().map(|p| p.setup).collect();
     let profile = a.load.profile();
-    let handle = engine::spawn(setups, profile.clone(), a.load.pin_load)?;
+    let handle = engine::spawn(setups, profile.clone(), a.load.pin_load, a.load.realtime)?;
     // ICE + DTLS up for everybody before anyone is linked.
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(30) + Duration::from_millis(30 * n as u64);

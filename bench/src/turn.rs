@@ -102,7 +102,7 @@ fn start_duet_turn(a: &TurnArgs, secret: &str) -> anyhow::Result<(ChildServer, S
         "warn",
     ]);
     let child = ChildServer::spawn("duet turn", cmd, "duet ready ", Duration::from_secs(30))?;
-    child.pin(a.load.pin_sfu)?;
+    child.prepare(&a.load)?;
     let udp = child.addr("turn_udp")?;
     Ok((child, udp))
 }
@@ -136,7 +136,7 @@ fn start_coturn(a: &TurnArgs, secret: &str) -> anyhow::Result<(ChildServer, Sock
             bail!("coturn did not answer on {server}");
         }
     }
-    child.pin(a.load.pin_sfu)?;
+    child.prepare(&a.load)?;
     Ok((child, server))
 }
 
@@ -189,7 +189,7 @@ async fn turn_step(
         rss_idle: procfs::process_rss(srv.pid())?,
     };
     let profile = load.profile();
-    let handle = engine::spawn(setups, profile.clone(), load.pin_load)?;
+    let handle = engine::spawn(setups, profile.clone(), load.pin_load, load.realtime)?;
     let flowing = if profile.publish_video { pairs * 2 } else { 0 };
     common::measure(
         name,
