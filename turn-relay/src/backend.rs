@@ -159,6 +159,21 @@ impl RelayBackend for InProcessRelay {
     }
 }
 
+/// Raises a UDP socket's kernel buffers (capped by `net.core.rmem_max` /
+/// `wmem_max`) so bursts are not dropped; failures only lose the tuning.
+pub fn tune_udp_buffers(sock: &std::net::UdpSocket, bytes: usize) {
+    let s = socket2::SockRef::from(sock);
+    if let Err(e) = s.set_recv_buffer_size(bytes) {
+        tracing::debug!(error = %e, "SO_RCVBUF not raised");
+    }
+    if let Err(e) = s.set_send_buffer_size(bytes) {
+        tracing::debug!(error = %e, "SO_SNDBUF not raised");
+    }
+}
+
+/// Kernel buffer size asked for each relay socket.
+const RELAY_SOCKET_BUFFER: usize = 1 << 20;
+
 /// A datagram a relay socket received from a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerPacket {
@@ -246,6 +261,7 @@ impl SocketRelay {
     fn open(&mut self, port: u16) -> std::io::Result<()> {
         let std_sock = std::net::UdpSocket::bind(SocketAddr::new(self.bind_ip, port))?;
         std_sock.set_nonblocking(true)?;
+        tune_udp_buffers(&std_sock, RELAY_SOCKET_BUFFER);
         let sender = std_sock.try_clone()?;
         let socket = tokio::net::UdpSocket::from_std(std_sock)?;
         let addr = SocketAddr::new(self.public_ip, port);

@@ -550,8 +550,14 @@ impl TurnCore {
     }
 
     /// Rate limit for anything answered without valid credentials.
+    ///
+    /// Only UDP is limited: a UDP source address can be spoofed (floods,
+    /// reflection), a TCP/TLS peer has completed a handshake, and a stream
+    /// client would wait forever for a silently dropped answer since nothing
+    /// retransmits over a reliable transport. Streams are bounded by the
+    /// connection limit and TCP flow control instead.
     fn unauth_allowed(&mut self, ft: FiveTuple, now: Millis) -> bool {
-        if self.limiter.allow(ft.client.ip(), now) {
+        if ft.transport != Transport::Udp || self.limiter.allow(ft.client.ip(), now) {
             true
         } else {
             self.metrics.quota(quota::UNAUTH_RATE);

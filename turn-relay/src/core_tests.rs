@@ -709,6 +709,12 @@ fn unauthenticated_requests_are_rate_limited_per_source() {
     };
     assert!(h.request(other, &c.allocate()).is_some());
     assert!(h.metrics.quota_hits.with_label_values(&["unauth_rate"]).get() >= 7);
+    // TCP clients (handshake-verified source, no retransmissions) are always answered.
+    let tcp = FiveTuple {
+        transport: Transport::Tcp,
+        ..ft(1)
+    };
+    assert!((0..10).all(|_| h.request(tcp, &c.allocate()).is_some()));
 }
 
 #[test]

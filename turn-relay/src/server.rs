@@ -32,6 +32,8 @@ const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 const STREAM_QUEUE: usize = 512;
 const PEER_QUEUE: usize = 8192;
 const BATCH: usize = 64;
+/// Kernel buffer size asked for the UDP listener (capped by the sysctls).
+const LISTENER_BUFFER: usize = 4 << 20;
 
 fn now_ms() -> Millis {
     SystemTime::now()
@@ -133,6 +135,7 @@ impl TurnServer {
                 let s = std::net::UdpSocket::bind(a).map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
                 s.set_nonblocking(true)
                     .map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
+                crate::backend::tune_udp_buffers(&s, LISTENER_BUFFER);
                 let tx = s.try_clone().map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
                 let rx = UdpSocket::from_std(s).map_err(|e| TurnError::io(format!("UDP {a}"), e))?;
                 (Some(Arc::new(rx)), Some(tx))
