@@ -191,6 +191,53 @@ impl Report {
         ));
     }
 
+    /// Ratios of two runs (same load) and, with ramps, of their highest sustainable rates.
+    pub fn compare(&mut self, label: &str, num: &str, den: &str) {
+        let best = |n: &str| {
+            self.ramps
+                .iter()
+                .find(|r| r.name == n)
+                .map(|r| (r.highest_sustainable_pps, r.at_pairs))
+        };
+        match (best(num), best(den)) {
+            (Some((a, pa)), Some((b, _))) => {
+                self.ratios.push(Ratio {
+                    name: format!("{label} highest sustainable pkts/s"),
+                    metric: "highest_sustainable_pps".into(),
+                    numerator: a,
+                    denominator: b,
+                    value: if b > 0.0 { a / b } else { 0.0 },
+                });
+                // CPU efficiency at the same load: the numerator's best step.
+                if pa > 0 {
+                    self.add_ratio(
+                        &format!("{label} pkts per CPU-second"),
+                        num,
+                        den,
+                        "packets_per_cpu_second",
+                        Some(pa),
+                    );
+                }
+            }
+            _ => {
+                self.add_ratio(
+                    &format!("{label} received pkts/s"),
+                    num,
+                    den,
+                    "received_pps",
+                    None,
+                );
+                self.add_ratio(
+                    &format!("{label} pkts per CPU-second"),
+                    num,
+                    den,
+                    "packets_per_cpu_second",
+                    None,
+                );
+            }
+        }
+    }
+
     pub fn new(bench: &str, machine: Machine) -> Self {
         let started_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -212,16 +259,27 @@ impl Report {
     }
 
     /// `numerator / denominator` of `metric` (`received_pps` or
-    /// `packets_per_cpu_second`) of the last runs with those names.
-    pub fn add_ratio(&mut self, name: &str, num: &str, den: &str, metric: &str) {
+    /// `packets_per_cpu_second`) of the runs with those names at `pairs`
+    /// pairs (the last runs with those names when `None`).
+    pub fn add_ratio(&mut self, name: &str, num: &str, den: &str, metric: &str, pairs: Option<usize>) {
         let value_of = |r: &Run| match metric {
             "packets_per_cpu_second" => r.server.as_ref().map(|s| s.packets_per_cpu_second),
             _ => Some(r.received_pps),
         };
-        let last = |n: &str| self.runs.iter().rev().find(|r| r.name == n).and_then(value_of);
-        if let (Some(a), Some(b)) = (last(num), last(den)) {
+        let pick = |n: &str| {
+            self.runs
+                .iter()
+                .rev()
+                .find(|r| r.name == n && pairs.is_none_or(|p| r.pairs == p))
+                .and_then(value_of)
+        };
+        let name = match pairs {
+            Some(p) => format!("{name} at {p} pairs"),
+            None => name.to_owned(),
+        };
+        if let (Some(a), Some(b)) = (pick(num), pick(den)) {
             self.ratios.push(Ratio {
-                name: name.to_owned(),
+                name,
                 metric: metric.to_owned(),
                 numerator: a,
                 denominator: b,

@@ -750,29 +750,7 @@ pub async fn run(a: SfuArgs) -> anyhow::Result<()> {
         let (runs, ramp) = floor::run(&a.load, "floor").await?;
         report.runs.extend(runs);
         report.ramps.extend(ramp);
-        report.add_ratio("sfu/floor received pkts/s", "sfu", "floor", "received_pps");
-        report.add_ratio(
-            "sfu/floor pkts per CPU-second",
-            "sfu",
-            "floor",
-            "packets_per_cpu_second",
-        );
-        let hs = |n: &str| {
-            report
-                .ramps
-                .iter()
-                .find(|r| r.name == n)
-                .map(|r| r.highest_sustainable_pps)
-        };
-        if let (Some(s), Some(f)) = (hs("sfu"), hs("floor")) {
-            report.ratios.push(report::Ratio {
-                name: "sfu/floor highest sustainable pkts/s".into(),
-                metric: "highest_sustainable_pps".into(),
-                numerator: s,
-                denominator: f,
-                value: if f > 0.0 { s / f } else { 0.0 },
-            });
-        }
+        report.compare("sfu/floor", "sfu", "floor");
     }
     report::emit(&report, &a.out)
 }

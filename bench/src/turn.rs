@@ -268,33 +268,7 @@ pub async fn run(a: TurnArgs) -> anyhow::Result<()> {
             ));
         }
     }
-    report.add_ratio(
-        "duet/coturn relayed pkts/s",
-        "duet-turn",
-        "coturn",
-        "received_pps",
-    );
-    report.add_ratio(
-        "duet/coturn relayed pkts per CPU-second",
-        "duet-turn",
-        "coturn",
-        "packets_per_cpu_second",
-    );
-    let hs = |r: &Report, n: &str| {
-        r.ramps
-            .iter()
-            .find(|x| x.name == n)
-            .map(|x| x.highest_sustainable_pps)
-    };
-    if let (Some(d), Some(c)) = (hs(&report, "duet-turn"), hs(&report, "coturn")) {
-        report.ratios.push(report::Ratio {
-            name: "duet/coturn highest sustainable pkts/s".into(),
-            metric: "highest_sustainable_pps".into(),
-            numerator: d,
-            denominator: c,
-            value: if c > 0.0 { d / c } else { 0.0 },
-        });
-    }
+    report.compare("duet/coturn relayed", "duet-turn", "coturn");
     if !a.skip_sfu_path {
         let sa = SfuArgs {
             load: LoadArgs {
@@ -325,12 +299,14 @@ pub async fn run(a: TurnArgs) -> anyhow::Result<()> {
                     "turn→sfu",
                     "sfu-direct",
                     "received_pps",
+                    None,
                 );
                 report.add_ratio(
                     "turn→sfu / sfu-direct pkts per CPU-second",
                     "turn→sfu",
                     "sfu-direct",
                     "packets_per_cpu_second",
+                    None,
                 );
                 report.notes.push("turn→sfu: rtc clients whose only ICE candidate is a relay on `duet up`'s TURN (UDP, ChannelData); the in-process hand-off carries media into the SFU; sfu-direct: same clients with host candidates, same duet process".into());
             }
