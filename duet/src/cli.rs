@@ -33,6 +33,8 @@ pub enum Command {
     Sfu(SfuArgs),
     /// A standalone TURN relay with real relay sockets (a coturn replacement).
     Turn(TurnArgs),
+    /// Administration: moderator accounts.
+    Admin(AdminArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -387,6 +389,47 @@ pub struct TurnArgs {
         value_name = "ADDR"
     )]
     pub metrics_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Database URL (default: the SQLite file `duet up` uses with its default --data-dir).
+    #[arg(
+        long,
+        env = "DUET_DATABASE_URL",
+        default_value = "sqlite://./duet-data/duet.db?mode=rwc",
+        value_name = "URL",
+        global = true
+    )]
+    pub database_url: String,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminCommand {
+    /// Creates a moderator account (password prompted, or read from stdin with --password-stdin).
+    CreateModerator(CreateModeratorArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeratorRoleArg {
+    Moderator,
+    Senior,
+    Admin,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateModeratorArgs {
+    /// The moderator's email (their login).
+    #[arg(long)]
+    pub email: String,
+    /// moderator: temporary bans, end calls; senior: also permanent bans and appeals; admin: also accounts and settings.
+    #[arg(long, value_enum)]
+    pub role: ModeratorRoleArg,
+    /// Read the password from the first line of stdin instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

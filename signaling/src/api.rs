@@ -172,15 +172,8 @@ pub(crate) async fn check_ban(
 }
 
 async fn ban_notice(state: &AppState, ban: &Ban) -> Result<BanNotice, ApiError> {
-    let appeal_status = state.inner.store.appeal_status(&ban.id).await?;
-    Ok(BanNotice {
-        ban_id: ban.id.clone(),
-        reason: ban.reason.clone(),
-        expires_at: ban.expires_at.map(|e| e.max(0) as u64),
-        can_appeal: appeal_status.is_none(),
-        appeal_status,
-        appeal_token: None,
-    })
+    // With the appeal state and, while appealable, a token for one appeal.
+    Ok(crate::admin::appeals::notice(&state.inner, ban).await?)
 }
 
 fn valid_region(r: &str) -> bool {

@@ -133,6 +133,8 @@ pub struct SignalingConfig {
     pub sfu_timeout: Duration,
     /// Id of this replica (random when `None`).
     pub replica_id: Option<String>,
+    /// Moderation: moderator tokens, login limits, wall keyframes, retention.
+    pub admin: crate::admin::AdminConfig,
 }
 
 impl std::fmt::Debug for SignalingConfig {
@@ -191,6 +193,7 @@ impl Default for SignalingConfig {
             max_body_bytes: 16 * 1024,
             sfu_timeout: Duration::from_secs(5),
             replica_id: None,
+            admin: crate::admin::AdminConfig::default(),
         }
     }
 }

@@ -151,6 +151,7 @@ impl Inner {
         let Some(p) = self.live.end_pairing(user, now_ms()).await? else {
             return Ok(None);
         };
+        self.on_pairing_ended(&p, reason, now_ms());
         if p.mode == Mode::Video {
             match self.node(&p.a.node).await {
                 Ok(Some(node)) => {

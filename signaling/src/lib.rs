@@ -5,6 +5,7 @@
 //! into its router (or calls [`run`]) and upserts its embedded SFU node
 //! through [`AppState::node_registry`].
 
+pub mod admin;
 pub mod api;
 pub mod chat;
 pub mod config;
@@ -77,6 +78,7 @@ pub(crate) struct Inner {
     pub conns: Arc<LocalConns>,
     pub filter: WordFilter,
     pub limits: Limits,
+    pub admin: admin::AdminState,
     pub cancel: CancellationToken,
     _guard: DropGuard,
 }
@@ -152,6 +154,7 @@ pub async fn build_state(
         ));
     }
     let metrics = Metrics::new(registry).map_err(|e| SignalingError::Config(format!("metrics: {e}")))?;
+    let admin = admin::AdminState::new(&config, registry)?;
     let store = Store::connect(&config.database_url).await?;
     let conns = Arc::new(LocalConns::default());
     let cancel = CancellationToken::new();
@@ -216,15 +219,18 @@ pub async fn build_state(
         conns,
         filter: WordFilter::new(&config.word_filter),
         limits,
+        admin,
         _guard: cancel.clone().drop_guard(),
         cancel: cancel.clone(),
         config,
     });
-    hub::spawn_background(Arc::downgrade(&inner), cancel);
+    hub::spawn_background(Arc::downgrade(&inner), cancel.clone());
+    admin::spawn_background(Arc::downgrade(&inner), cancel);
     Ok(AppState { inner })
 }
 
-/// Every signaling route: `/api/*`, `/ws`, and the pages at `/` and `/admin/`.
+/// Every signaling route: `/api/*` (with the moderator API under
+/// `/api/admin/`), `/ws`, and the pages at `/` and `/admin/`.
 pub fn app(state: AppState) -> Router {
     let max_body = state.inner.config.max_body_bytes;
     let api = Router::new()
@@ -235,6 +241,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body));
     Router::new()
         .merge(api)
+        .merge(admin::router(&state))
         .route("/ws", get(ws::ws_handler))
         .merge(pages::routes())
         .layer(axum::middleware::from_fn(pages::security_headers))

@@ -2,6 +2,7 @@
 //! library configs, binds every listener (port 0 works), runs until
 //! SIGINT/SIGTERM and shuts down within a bound.
 
+mod admin;
 mod heartbeat;
 mod serve;
 mod sfu_node;
@@ -17,5 +18,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Signaling(args) => signaling_role::run(args).await,
         Command::Sfu(args) => sfu_node::run(args).await,
         Command::Turn(args) => turn_role::run(args).await,
+        Command::Admin(args) => admin::run(args).await,
     }
 }

@@ -126,6 +126,18 @@ impl LiveState for MemoryLive {
         Ok(Some((*p).clone()))
     }
 
+    async fn current_pairings(&self, limit: usize) -> Result<Vec<Pairing>, SignalingError> {
+        let inner = self.inner.lock();
+        let mut seen = std::collections::HashSet::new();
+        Ok(inner
+            .current
+            .values()
+            .filter(|p| seen.insert(p.pairing_id.clone()))
+            .take(limit)
+            .map(|p| (**p).clone())
+            .collect())
+    }
+
     async fn last_pairing(&self, user: &str) -> Result<Option<Pairing>, SignalingError> {
         let inner = self.inner.lock();
         if let Some(p) = inner.current.get(user) {

@@ -45,6 +45,8 @@ pub trait LiveState: Send + Sync {
     /// Ends `user`'s current pairing for both sides (exactly one caller gets
     /// it back) and keeps it as both sides' last pairing for reports.
     async fn end_pairing(&self, user: &str, now_ms: u64) -> Result<Option<Pairing>, SignalingError>;
+    /// Pairings running now (at most `limit`, in no particular order).
+    async fn current_pairings(&self, limit: usize) -> Result<Vec<Pairing>, SignalingError>;
     /// The current or else the most recent pairing of `user` (within the report window).
     async fn last_pairing(&self, user: &str) -> Result<Option<Pairing>, SignalingError>;
     async fn append_chat(&self, pairing: &PairingId, line: ChatLine) -> Result<(), SignalingError>;

@@ -221,6 +221,47 @@ impl LiveState for RedisLive {
         }
     }
 
+    async fn current_pairings(&self, limit: usize) -> Result<Vec<Pairing>, SignalingError> {
+        // Every `cur:{user}` names its pairing; each pairing has two.
+        let glob_escaped: String = self
+            .prefix
+            .chars()
+            .flat_map(|c| {
+                let esc = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
+                esc.into_iter().chain(std::iter::once(c))
+            })
+            .collect();
+        let pattern = format!("{glob_escaped}cur:*");
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut ids = std::collections::BTreeSet::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let pids: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+                ids.extend(pids.into_iter().flatten());
+            }
+            cursor = next;
+            if cursor == 0 || ids.len() >= limit {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        for pid in ids.into_iter().take(limit) {
+            if let Some(p) = self.load_pairing(&pid).await? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
     async fn last_pairing(&self, user: &str) -> Result<Option<Pairing>, SignalingError> {
         if let Some(p) = self.current_pairing(user).await? {
             return Ok(Some(p));
