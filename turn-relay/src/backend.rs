@@ -59,8 +59,12 @@ pub trait RelayBackend: Send {
     fn send(&mut self, relay: SocketAddr, peer: SocketAddr, payload: &[u8]) -> Result<(), RelaySendError>;
 }
 
-/// Virtual port range of the in-process backend.
-pub const VIRTUAL_PORTS: RangeInclusive<u16> = 49152..=65535;
+/// Virtual port range of the in-process backend. It lies below the
+/// ephemeral port ranges of Linux (32768-60999), Windows and macOS
+/// (49152-65535), so a virtual relay address is unlikely to equal the host
+/// address of a direct client on the same IP (e.g. a browser on the same
+/// laptop as `duet up`), which the SFU could otherwise confuse.
+pub const VIRTUAL_PORTS: RangeInclusive<u16> = 16384..=32767;
 
 /// The in-process backend: virtual relay addresses, the SFU's media
 /// addresses as the only peers, datagrams handed over through

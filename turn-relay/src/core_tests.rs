@@ -1006,7 +1006,7 @@ proptest! {
         }
         h.input(tuple(0), &b);
         h.input(tuple(1), &b);
-        h.core.handle_peer("203.0.113.1:49152".parse().unwrap(), "8.8.8.8:1".parse().unwrap(), &b, T0);
+        h.core.handle_peer("203.0.113.1:16384".parse().unwrap(), "8.8.8.8:1".parse().unwrap(), &b, T0);
         let _ = wire::frame_len(&b);
         let _ = wire::parse_stun(&b);
         let _ = parse_incoming(&b);

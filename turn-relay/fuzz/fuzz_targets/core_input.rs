@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     for (i, chunk) in data.split(|b| *b == 0xfe).enumerate() {
         let now = 1_700_000_000_000 + i as u64 * 1000;
         core.handle_client(if i % 2 == 0 { udp } else { tcp }, chunk, now);
-        core.handle_peer("192.0.2.1:49152".parse().expect("valid address literal"), sfu, chunk, now);
+        core.handle_peer("192.0.2.1:16384".parse().expect("valid address literal"), sfu, chunk, now);
         core.handle_timeout(now);
         while core.poll_transmit().is_some() {}
     }
