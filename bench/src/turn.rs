@@ -156,10 +156,19 @@ async fn turn_step(
         let mut v = Vec::with_capacity(pairs * 2);
         for i in 0..pairs {
             let peer = common::participant_socket()?;
-            let client = common::participant_socket()?;
             let creds = Credentials::rest(&secret, &format!("bench{run_tag}x{i}"), Duration::from_secs(3600));
-            let mut alloc = turnclient::allocate(&client, server_addr, &creds)
-                .with_context(|| format!("allocation {i} on {server_addr}"))?;
+            // A new socket may get the port of an earlier step's socket whose
+            // allocation still lives on the server (437): take another port.
+            let mut held = Vec::new();
+            let (client, mut alloc) = loop {
+                let client = common::participant_socket()?;
+                match turnclient::allocate(&client, server_addr, &creds) {
+                    Ok(a) => break (client, a),
+                    Err(e) if e.to_string().contains("error 437") && held.len() < 20 => held.push(client),
+                    Err(e) => return Err(e.context(format!("allocation {i} on {server_addr}"))),
+                }
+            };
+            drop(held);
             let channel = 0x4000 + (i % 0x3fff) as u16;
             alloc
                 .bind_channel(&client, peer.local_addr()?, channel)
