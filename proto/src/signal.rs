@@ -208,10 +208,15 @@ pub enum ServerMsg {
     PartnerLeft {
         reason: PartnerLeftReason,
     },
-    /// The visit must move to another SFU node (node lost or draining):
-    /// open a new peer connection there.
+    /// The visit must move to another SFU node (node lost or draining, or
+    /// the partner's media is on another node): open a new peer connection
+    /// there. The participant id and the session token stay the same.
     Relocate {
         sfu: SfuPlacement,
+        /// ICE servers (the TURN relay beside the new node) for the new peer
+        /// connection; empty: keep the session's `ice_servers`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     Error(ErrorBody),
 }
@@ -262,5 +267,36 @@ mod tests {
             serde_json::to_string(&m).unwrap(),
             r#"{"type":"error","code":"rate_limited","message":"slow"}"#
         );
+    }
+
+    #[test]
+    fn relocate_without_ice_servers_keeps_its_old_shape() {
+        let sfu = SfuPlacement {
+            node_id: NodeId::new("eu-2"),
+            region: "eu".into(),
+            url: "wss://eu-2.example/sfu/ws".into(),
+            token: "t".into(),
+        };
+        let old = r#"{"type":"relocate","sfu":{"node_id":"eu-2","region":"eu","url":"wss://eu-2.example/sfu/ws","token":"t"}}"#;
+        let m: ServerMsg = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            m,
+            ServerMsg::Relocate {
+                sfu: sfu.clone(),
+                ice_servers: vec![]
+            }
+        );
+        assert_eq!(serde_json::to_string(&m).unwrap(), old);
+        let with = ServerMsg::Relocate {
+            sfu,
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:10.0.0.2:3478?transport=udp".into()],
+                username: Some("u".into()),
+                credential: Some("p".into()),
+            }],
+        };
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(json["ice_servers"][0]["username"], "u");
+        assert_eq!(serde_json::from_value::<ServerMsg>(json).unwrap(), with);
     }
 }
