@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use proto::signal::{
-    BanNotice, IceServer, PartnerLeftReason, ReportCreated, ReportRequest, SessionRequest, SessionResponse,
+    BanNotice, PartnerLeftReason, ReportCreated, ReportRequest, SessionRequest, SessionResponse,
     MAX_REPORT_TEXT_BYTES,
 };
 use proto::token::{SessionClaims, TokenError, AUD_SESSION};
@@ -228,7 +228,7 @@ pub async fn create_session(
             "region must be 1-32 characters of a-z 0-9 _ -",
         ));
     }
-    let nodes = inner.registry.nodes().await?;
+    let nodes = inner.healthy_nodes().await?;
     let order = crate::registry::placement_order(&nodes, &region, &inner.config.region_fallbacks);
     let participant = ParticipantId::random();
     let mut chosen = None;
@@ -263,23 +263,7 @@ pub async fn create_session(
         .mint(&claims)
         .map_err(crate::SignalingError::from)?;
     let sfu = inner.placement(&node, &participant)?;
-    let cred = proto::turn_cred::mint(
-        &inner.config.turn_secret,
-        participant.as_str(),
-        now + inner.config.turn_credential_ttl.as_secs(),
-    );
-    let host = if node.turn_host.contains(':') && !node.turn_host.starts_with('[') {
-        format!("[{}]", node.turn_host)
-    } else {
-        node.turn_host.clone()
-    };
-    let mut urls = vec![
-        format!("turn:{host}:{}?transport=udp", node.turn_udp_port),
-        format!("turn:{host}:{}?transport=tcp", node.turn_tcp_port),
-    ];
-    if let Some(tls) = node.turn_tls_port {
-        urls.push(format!("turns:{host}:{tls}?transport=tcp"));
-    }
+    let ice_servers = inner.ice_servers(&node, &participant);
     inner.metrics.sessions_created.inc();
     Ok(Json(SessionResponse {
         session_id,
@@ -287,11 +271,7 @@ pub async fn create_session(
         participant_id: participant,
         expires_at: exp,
         sfu,
-        ice_servers: vec![IceServer {
-            urls,
-            username: Some(cred.username),
-            credential: Some(cred.password),
-        }],
+        ice_servers,
         ice_transport_policy: inner.config.ice_transport_policy,
     }))
 }

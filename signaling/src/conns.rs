@@ -79,6 +79,15 @@ impl LocalConns {
         self.map.lock().keys().cloned().collect()
     }
 
+    /// `(user, participant, node)` of every connection here.
+    pub fn placements(&self) -> Vec<(String, ParticipantId, NodeId)> {
+        self.map
+            .lock()
+            .iter()
+            .map(|(u, e)| (u.clone(), e.participant.clone(), e.node.clone()))
+            .collect()
+    }
+
     /// Users whose media is `participant` on `node`.
     pub fn find_participant(&self, node: &NodeId, participant: &ParticipantId) -> Option<(String, u64)> {
         self.map
@@ -94,7 +103,7 @@ impl LocalConns {
         let Some(entry) = map.get_mut(user) else {
             return false;
         };
-        if let ServerMsg::Relocate { sfu } = &msg {
+        if let ServerMsg::Relocate { sfu, .. } = &msg {
             entry.node = sfu.node_id.clone();
         }
         match entry.tx.try_send(Outbound::Msg(msg)) {

@@ -103,22 +103,6 @@ impl Inner {
         Ok(Vec::new())
     }
 
-    /// Links the pair on `a`'s node; `b` is relocated there first if its
-    /// media is on another node.
-    async fn link(&self, p: &Pairing) -> Result<(), SignalingError> {
-        let node = self.node(&p.a.node).await?.ok_or_else(|| SignalingError::Sfu {
-            node: p.a.node.to_string(),
-            message: "node not registered".into(),
-        })?;
-        if p.b.node != p.a.node {
-            self.sfu.admit(&node, &p.b.participant).await?;
-            let placement = self.placement(&node, &p.b.participant)?;
-            self.deliver(&p.b.user, ServerMsg::Relocate { sfu: placement })
-                .await;
-        }
-        self.sfu.link(&node, &p.a.participant, &p.b.participant).await
-    }
-
     /// An SFU placement (URL + token) for `participant` on `node`.
     pub(crate) fn placement(
         &self,
@@ -221,6 +205,11 @@ impl Inner {
     }
 
     async fn on_sfu_event(&self, node: &NodeId, ev: SfuEvent) {
+        if let SfuEvent::Draining = ev {
+            // Nobody new goes there; its visitors move (crate::relocate).
+            self.nodes.mark_draining(node);
+            return;
+        }
         if let SfuEvent::Disconnected {
             participant_id,
             reason,
@@ -290,6 +279,7 @@ pub(crate) fn spawn_background(weak: WeakInner, cancel: CancellationToken) {
             inner.on_sfu_event(&node, ev).await;
         }
     });
+    crate::relocate::spawn(weak.clone(), cancel.clone());
     tokio::spawn(async move {
         let mut subs: HashMap<NodeId, (String, CancellationToken)> = HashMap::new();
         loop {
@@ -335,18 +325,45 @@ fn spawn_subscription(
     cancel: CancellationToken,
 ) {
     tokio::spawn(async move {
+        // After a stream that was open ends, reconnect at once; a node whose
+        // stream cannot be reopened is marked unreachable (crate::relocate).
+        let mut was_open = false;
         loop {
             let Some(client) = weak.upgrade().map(|i| i.sfu.clone()) else {
                 break;
             };
             let id = node.node_id.clone();
             let txc = tx.clone();
+            let opened = std::sync::atomic::AtomicBool::new(false);
+            let on_open = || {
+                opened.store(true, std::sync::atomic::Ordering::SeqCst);
+                if let Some(i) = weak.upgrade() {
+                    i.nodes.mark_reachable(&node.node_id);
+                }
+            };
             let res = tokio::select! {
                 _ = cancel.cancelled() => break,
-                r = client.events(&node, move |ev| { let _ = txc.send((id.clone(), ev)); }) => r,
+                r = client.events(&node, on_open, move |ev| { let _ = txc.send((id.clone(), ev)); }) => r,
             };
-            if let Err(e) = res {
+            if let Err(e) = &res {
                 tracing::debug!(error = %e, node = %node.node_id, "SFU event stream failed; retrying");
+            }
+            let opened = opened.load(std::sync::atomic::Ordering::SeqCst);
+            if !opened {
+                if was_open {
+                    if let Some(i) = weak.upgrade() {
+                        i.nodes.mark_unreachable(&node.node_id);
+                    }
+                }
+                was_open = false;
+            } else {
+                was_open = true;
+                // It was open: try again almost at once.
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                continue;
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,

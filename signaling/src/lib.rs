@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pages;
 pub mod ratelimit;
 pub mod registry;
+mod relocate;
 pub mod sfu_client;
 pub mod store;
 pub mod ws;
@@ -76,6 +77,8 @@ pub(crate) struct Inner {
     pub session_key: TokenKey,
     pub sfu_key: TokenKey,
     pub conns: Arc<LocalConns>,
+    /// Node health beyond the registry (unreachable, draining) for relocation.
+    pub nodes: relocate::NodeWatch,
     pub filter: WordFilter,
     pub limits: Limits,
     pub admin: admin::AdminState,
@@ -217,6 +220,7 @@ pub async fn build_state(
         session_key: TokenKey::new(&config.session_secret),
         sfu_key: TokenKey::new(&config.sfu_token_secret),
         conns,
+        nodes: relocate::NodeWatch::default(),
         filter: WordFilter::new(&config.word_filter),
         limits,
         admin,

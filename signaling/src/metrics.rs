@@ -19,6 +19,9 @@ pub struct Metrics {
     /// label `kind` = bad_json | unknown_type | too_large | binary | bad_token | invalid
     pub bad_input: IntCounterVec,
     pub sfu_errors: IntCounter,
+    /// Visitors moved to another SFU node; labels `reason` = match | node_lost
+    /// | draining, `result` = ok | failed.
+    pub relocations: IntCounterVec,
 }
 
 fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, prometheus::Error> {
@@ -85,6 +88,16 @@ impl Metrics {
                 IntCounter::new(
                     "duet_signaling_sfu_errors_total",
                     "Failed calls to SFU internal APIs",
+                )?,
+            )?,
+            relocations: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "duet_signaling_relocations_total",
+                        "Visitors moved to another SFU node",
+                    ),
+                    &["reason", "result"],
                 )?,
             )?,
         })

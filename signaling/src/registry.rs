@@ -8,6 +8,17 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use std::collections::BTreeMap;
 
+/// A record whose heartbeat is older than this is ignored by readers (the
+/// node beats every second; Redis drops the record after
+/// [`redis_keys::NODE_TTL_SECS`]). Placement stops using a node that died
+/// within about this long.
+pub const NODE_STALE_AFTER_MS: u64 = 3_000;
+
+/// Whether `rec`'s last heartbeat is recent enough to trust at `now_ms`.
+pub fn is_fresh(rec: &NodeRecord, now_ms: u64) -> bool {
+    now_ms.saturating_sub(rec.heartbeat_ms) <= NODE_STALE_AFTER_MS
+}
+
 /// Where SFU nodes are listed. `duet up` uses [`MemoryRegistry`] and upserts
 /// its embedded node; deployments use [`RedisRegistry`], which nodes write
 /// with a heartbeat TTL.
@@ -17,7 +28,7 @@ pub trait NodeRegistry: Send + Sync {
     async fn upsert(&self, rec: NodeRecord) -> Result<(), SignalingError>;
     /// Removes a node.
     async fn remove(&self, node_id: &NodeId) -> Result<(), SignalingError>;
-    /// Every live node.
+    /// Every live node (for Redis: records with a fresh heartbeat only).
     async fn nodes(&self) -> Result<Vec<NodeRecord>, SignalingError>;
 }
 
@@ -66,7 +77,9 @@ impl RedisRegistry {
 
 #[async_trait::async_trait]
 impl NodeRegistry for RedisRegistry {
-    async fn upsert(&self, rec: NodeRecord) -> Result<(), SignalingError> {
+    /// A heartbeat: `heartbeat_ms` is set to now.
+    async fn upsert(&self, mut rec: NodeRecord) -> Result<(), SignalingError> {
+        rec.heartbeat_ms = crate::now_ms();
         let json = serde_json::to_string(&rec).map_err(|e| SignalingError::Data(e.to_string()))?;
         let mut conn = self.conn.clone();
         redis::pipe()
@@ -108,9 +121,12 @@ impl NodeRegistry for RedisRegistry {
         let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
         let mut out = Vec::new();
         let mut gone = Vec::new();
+        let now = crate::now_ms();
         for (id, v) in ids.iter().zip(values) {
             match v.and_then(|v| serde_json::from_str::<NodeRecord>(&v).ok()) {
-                Some(rec) => out.push(rec),
+                // A node that stopped beating is out before its key expires.
+                Some(rec) if is_fresh(&rec, now) => out.push(rec),
+                Some(_) => {}
                 None => gone.push(id.clone()),
             }
         }
@@ -167,6 +183,17 @@ mod tests {
             draining,
             heartbeat_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_record_is_stale_three_seconds_after_its_heartbeat() {
+        let mut n = node("eu1", "eu", 10, 0, false);
+        n.heartbeat_ms = 100_000;
+        assert!(is_fresh(&n, 100_000));
+        assert!(is_fresh(&n, 100_000 + NODE_STALE_AFTER_MS));
+        assert!(!is_fresh(&n, 100_001 + NODE_STALE_AFTER_MS));
+        // A clock slightly behind the node's is not "stale".
+        assert!(is_fresh(&n, 99_000));
     }
 
     #[test]

@@ -157,10 +157,28 @@ impl SfuClient {
         Ok(Some((ctype, bytes)))
     }
 
-    /// Streams the node's events into `on_event` until the stream ends or fails.
-    pub async fn events<F: FnMut(SfuEvent)>(
+    /// The node's own view of itself (`GET /internal/v1/node`), within `limit`:
+    /// a liveness probe that does not depend on the registry.
+    pub async fn node_info(&self, node: &NodeRecord, limit: Duration) -> Result<NodeRecord, SignalingError> {
+        let req = self
+            .http
+            .get(Self::url(node, sfu_api::PATH_NODE))
+            .bearer_auth(&self.token)
+            .timeout(limit)
+            .send();
+        let resp = req.await.map_err(|e| Self::err(node, e))?;
+        if !resp.status().is_success() {
+            return Err(Self::err(node, format!("node answered {}", resp.status())));
+        }
+        resp.json::<NodeRecord>().await.map_err(|e| Self::err(node, e))
+    }
+
+    /// Streams the node's events into `on_event` until the stream ends or
+    /// fails; `on_open` runs once the stream is open.
+    pub async fn events<O: FnOnce(), F: FnMut(SfuEvent)>(
         &self,
         node: &NodeRecord,
+        on_open: O,
         mut on_event: F,
     ) -> Result<(), SignalingError> {
         let resp = self
@@ -174,6 +192,7 @@ impl SfuClient {
         if !resp.status().is_success() {
             return Err(Self::err(node, format!("events answered {}", resp.status())));
         }
+        on_open();
         let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         while let Some(chunk) = stream.next().await {

@@ -317,13 +317,18 @@ async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr
     let user = claims.sub.clone();
     let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
     let conn_id = inner.conns.next_conn_id();
+    // The token names the first node; the media may have moved since.
+    let node = match inner.live.user_node(&user).await {
+        Ok(Some(n)) => n,
+        _ => claims.node.clone(),
+    };
     inner.conns.insert(
         &user,
         ConnEntry {
             conn_id,
             tx: tx.clone(),
             participant: claims.participant.clone(),
-            node: claims.node.clone(),
+            node,
         },
     );
     if let Err(e) = inner.live.attach(&user).await {

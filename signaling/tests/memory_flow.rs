@@ -420,7 +420,7 @@ async fn partners_on_different_nodes_relocate_one_side_and_placement_follows_reg
     b.send_json(json!({"type":"join","mode":"video"})).await;
     // B (joined later) moves to A's node, then both are matched and linked there.
     let relocate = b.recv_until(|m| matches!(m, ServerMsg::Relocate { .. })).await;
-    let ServerMsg::Relocate { sfu } = relocate else {
+    let ServerMsg::Relocate { sfu, ice_servers } = relocate else {
         unreachable!()
     };
     assert_eq!(sfu.node_id.as_str(), "n1");
@@ -428,6 +428,9 @@ async fn partners_on_different_nodes_relocate_one_side_and_placement_follows_reg
     let claims: proto::token::SfuClaims = key.verify(&sfu.token).unwrap();
     assert_eq!(claims.node.as_str(), "n1");
     assert_eq!(claims.sub, sb.participant_id);
+    // With the TURN relay beside the new node.
+    assert_eq!(ice_servers.len(), 1);
+    assert!(ice_servers[0].username.is_some());
     matched(&mut a).await;
     matched(&mut b).await;
     sfu1.wait_call(&format!("admit {}", sb.participant_id)).await;

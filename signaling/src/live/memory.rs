@@ -6,7 +6,7 @@ use crate::error::SignalingError;
 use crate::matching::{MatchEvent, MatchRules, Matcher, Pairing, Ticket};
 use parking_lot::Mutex;
 use proto::signal::Mode;
-use proto::{DeviceId, PairingId};
+use proto::{DeviceId, NodeId, PairingId};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -16,6 +16,10 @@ struct Inner {
     /// user -> (pairing, ended_ms)
     last: HashMap<String, (Arc<Pairing>, u64)>,
     transcripts: HashMap<PairingId, VecDeque<ChatLine>>,
+    /// user -> (node the media moved to, expires_ms)
+    user_nodes: HashMap<String, (NodeId, u64)>,
+    /// claim key -> (token, expires_ms)
+    claims: HashMap<String, (String, u64)>,
 }
 
 pub struct MemoryLive {
@@ -38,6 +42,8 @@ impl MemoryLive {
                 current: HashMap::new(),
                 last: HashMap::new(),
                 transcripts: HashMap::new(),
+                user_nodes: HashMap::new(),
+                claims: HashMap::new(),
             }),
             conns,
             transcript_max,
@@ -85,6 +91,8 @@ impl LiveState for MemoryLive {
             }
             keep
         });
+        inner.user_nodes.retain(|_, (_, until)| *until > now_ms);
+        inner.claims.retain(|_, (_, until)| *until > now_ms);
         for pid in expired {
             let still_used = inner.current.values().any(|p| p.pairing_id == pid)
                 || inner.last.values().any(|(p, _)| p.pairing_id == pid);
@@ -201,6 +209,68 @@ impl LiveState for MemoryLive {
     }
 
     async fn ping(&self) -> Result<(), SignalingError> {
+        Ok(())
+    }
+
+    async fn user_node(&self, user: &str) -> Result<Option<NodeId>, SignalingError> {
+        let now = crate::now_ms();
+        Ok(self
+            .inner
+            .lock()
+            .user_nodes
+            .get(user)
+            .filter(|(_, until)| *until > now)
+            .map(|(n, _)| n.clone()))
+    }
+
+    async fn set_user_node(&self, user: &str, node: &NodeId, ttl_ms: u64) -> Result<(), SignalingError> {
+        let until = crate::now_ms().saturating_add(ttl_ms);
+        self.inner
+            .lock()
+            .user_nodes
+            .insert(user.to_owned(), (node.clone(), until));
+        Ok(())
+    }
+
+    async fn set_pairing_node(&self, pairing: &PairingId, node: &NodeId) -> Result<(), SignalingError> {
+        let mut inner = self.inner.lock();
+        let moved = |p: &Arc<Pairing>| {
+            let mut q = (**p).clone();
+            q.a.node = node.clone();
+            q.b.node = node.clone();
+            Arc::new(q)
+        };
+        for p in inner.current.values_mut() {
+            if &p.pairing_id == pairing {
+                *p = moved(p);
+            }
+        }
+        for (p, _) in inner.last.values_mut() {
+            if &p.pairing_id == pairing {
+                *p = moved(p);
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim(&self, key: &str, ttl_ms: u64) -> Result<Option<String>, SignalingError> {
+        let now = crate::now_ms();
+        let mut inner = self.inner.lock();
+        if inner.claims.get(key).is_some_and(|(_, until)| *until > now) {
+            return Ok(None);
+        }
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        inner
+            .claims
+            .insert(key.to_owned(), (token.clone(), now.saturating_add(ttl_ms)));
+        Ok(Some(token))
+    }
+
+    async fn release(&self, key: &str, token: &str) -> Result<(), SignalingError> {
+        let mut inner = self.inner.lock();
+        if inner.claims.get(key).is_some_and(|(t, _)| t == token) {
+            inner.claims.remove(key);
+        }
         Ok(())
     }
 }

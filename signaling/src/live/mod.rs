@@ -8,7 +8,7 @@ pub mod redis;
 use crate::error::SignalingError;
 use crate::matching::{MatchEvent, Pairing, Ticket};
 use proto::signal::ServerMsg;
-use proto::{DeviceId, PairingId};
+use proto::{DeviceId, NodeId, PairingId};
 use serde::{Deserialize, Serialize};
 
 /// One chat line of a pairing's transcript.
@@ -65,4 +65,20 @@ pub trait LiveState: Send + Sync {
     /// Background duties (heartbeats); called every tick by each replica.
     async fn housekeeping(&self, now_ms: u64) -> Result<(), SignalingError>;
     async fn ping(&self) -> Result<(), SignalingError>;
+
+    // ---- relocation (node lost or draining; see crate::relocate) ----
+
+    /// The SFU node `user`'s media was moved to, if it moved since the
+    /// session token was minted (the token still names the first node).
+    async fn user_node(&self, user: &str) -> Result<Option<NodeId>, SignalingError>;
+    /// Records that `user`'s media is on `node` now (kept `ttl_ms`).
+    async fn set_user_node(&self, user: &str, node: &NodeId, ttl_ms: u64) -> Result<(), SignalingError>;
+    /// The pairing's two sides are linked on `node` now (unlink, reports
+    /// and snapshots go there). No-op for an unknown pairing.
+    async fn set_pairing_node(&self, pairing: &PairingId, node: &NodeId) -> Result<(), SignalingError>;
+    /// A short exclusive claim on `key` across replicas: `Some(token)` if
+    /// this caller won it (it lapses after `ttl_ms`).
+    async fn claim(&self, key: &str, ttl_ms: u64) -> Result<Option<String>, SignalingError>;
+    /// Gives a claim back (only if `token` still holds it).
+    async fn release(&self, key: &str, token: &str) -> Result<(), SignalingError>;
 }

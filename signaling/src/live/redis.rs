@@ -398,6 +398,66 @@ impl LiveState for RedisLive {
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         Ok(())
     }
+
+    async fn user_node(&self, user: &str) -> Result<Option<NodeId>, SignalingError> {
+        let mut conn = self.conn.clone();
+        let node: Option<String> = conn.get(self.key(&format!("unode:{user}"))).await?;
+        Ok(node.map(NodeId::new))
+    }
+
+    async fn set_user_node(&self, user: &str, node: &NodeId, ttl_ms: u64) -> Result<(), SignalingError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(self.key(&format!("unode:{user}")))
+            .arg(node.as_str())
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_pairing_node(&self, pairing: &PairingId, node: &NodeId) -> Result<(), SignalingError> {
+        // Only an existing pairing hash is touched (no half-written pairings).
+        let script = redis::Script::new(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then \
+               redis.call('HSET', KEYS[1], 'a_node', ARGV[1], 'b_node', ARGV[1]) return 1 end return 0",
+        );
+        let mut conn = self.conn.clone();
+        script
+            .key(self.key(&format!("pair:{pairing}")))
+            .arg(node.as_str())
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim(&self, key: &str, ttl_ms: u64) -> Result<Option<String>, SignalingError> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut conn = self.conn.clone();
+        let won: Option<String> = redis::cmd("SET")
+            .arg(self.key(&format!("claim:{key}")))
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(won.map(|_| token))
+    }
+
+    async fn release(&self, key: &str, token: &str) -> Result<(), SignalingError> {
+        let script = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        );
+        let mut conn = self.conn.clone();
+        script
+            .key(self.key(&format!("claim:{key}")))
+            .arg(token)
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
 }
 
 impl RedisLive {
