@@ -18,6 +18,9 @@ const MAX_CHAT_CHARS = 500;
 const MAX_REPORT_BYTES = 1024;
 const TYPING_SEND_EVERY_MS = 2000;
 const TYPING_SHOW_MS = 3500;
+// When the media server drops us, signaling normally moves us to another one
+// (`relocate`) within a few seconds, keeping the partner; start over only if not.
+const RELOCATE_GRACE_MS = 6000;
 const LANGS = ['en', 'es', 'fr', 'de', 'it', 'pt', 'nl', 'pl', 'ru', 'uk', 'tr', 'ar', 'hi', 'id', 'ja', 'ko', 'zh'];
 
 const $ = (id) => document.getElementById(id);
@@ -437,6 +440,8 @@ class Visit {
   async recoverVisit(why) {
     if (this.ended || this.recovering) return;
     this.recovering = true;
+    clearTimeout(this.lostTimer);
+    this.lostTimer = null;
     this.paired = false;
     duet.pairingId = null;
     log('recover', why);
@@ -507,7 +512,13 @@ class Visit {
         break;
       case 'lost':
         this.media = null;
-        this.recoverVisit(detail && detail.why);
+        setStatus('Connection to the media server lost — reconnecting…', { tone: 'warn', speak: true });
+        if (this.paired) setOverlay('Reconnecting…');
+        clearTimeout(this.lostTimer);
+        this.lostTimer = setTimeout(() => {
+          this.lostTimer = null;
+          this.recoverVisit(detail && detail.why);
+        }, RELOCATE_GRACE_MS);
         break;
       case 'error':
         duet.lastError = detail;
@@ -544,19 +555,27 @@ class Visit {
         }
         break;
       case 'matched': {
+        // The same pairing again: the call moved to another media server.
+        const again = this.paired && m.pairing_id === duet.pairingId;
         this.paired = true;
         duet.pairingId = m.pairing_id;
-        duet.pairings.push(m.pairing_id);
-        duet.matchedCount++;
+        if (!again) {
+          duet.pairings.push(m.pairing_id);
+          duet.matchedCount++;
+        }
         duet.commonInterests = m.common_interests || [];
         duet.marks.matched = performance.now();
         duet.marks.firstFrame = null;
         refreshStats();
         setState('matched');
-        clearMessages();
         const common = (m.common_interests || []).length ? ` — you both like ${m.common_interests.join(', ')}` : '';
-        setStatus(`Connected${common}`, { tone: 'ok', speak: true });
-        addSystem(`You’re now chatting with a random stranger${common}. Say hi!`);
+        if (again) {
+          setStatus('Reconnected — you are still with the same stranger', { tone: 'ok', speak: true });
+        } else {
+          clearMessages();
+          setStatus(`Connected${common}`, { tone: 'ok', speak: true });
+          addSystem(`You’re now chatting with a random stranger${common}. Say hi!`);
+        }
         setChatEnabled(true);
         $('report-btn').disabled = false;
         if (this.mode === 'video') {
@@ -601,8 +620,12 @@ class Visit {
         break;
       }
       case 'relocate':
-        if (m.sfu && this.mode === 'video') {
+        if (m.sfu && this.mode === 'video' && !this.recovering) {
           duet.relocations++;
+          clearTimeout(this.lostTimer);
+          this.lostTimer = null;
+          // The new node's TURN relay, when the message names it.
+          if (Array.isArray(m.ice_servers) && m.ice_servers.length) this.session.ice_servers = m.ice_servers;
           setStatus('Moving your call to another server…', { tone: 'warn', speak: true });
           if (this.media) this.media.close();
           this.startMedia(m.sfu);
@@ -659,6 +682,7 @@ class Visit {
   end() {
     if (this.ended) return;
     this.ended = true;
+    clearTimeout(this.lostTimer);
     if (this.signal) this.signal.close();
     if (this.media) this.media.close();
     this.signal = null;
