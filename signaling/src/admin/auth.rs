@@ -99,6 +99,12 @@ pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Resul
         .session_row(&claims.jti, &claims.sub)
         .await?
         .ok_or_else(|| unauthorized("bad_token", "unknown moderator session"))?;
+    if row.disabled {
+        return Err(unauthorized(
+            "account_disabled",
+            "this moderator account is disabled",
+        ));
+    }
     if row.revoked_at.is_some() {
         return Err(unauthorized(
             "token_revoked",
@@ -109,12 +115,6 @@ pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Resul
         return Err(unauthorized(
             "token_expired",
             "moderator token expired, log in again",
-        ));
-    }
-    if row.disabled {
-        return Err(unauthorized(
-            "account_disabled",
-            "this moderator account is disabled",
         ));
     }
     // The role as stored now: a demotion takes effect at once.

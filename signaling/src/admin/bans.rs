@@ -201,7 +201,7 @@ pub async fn create(
             created_at: now,
             expires_at,
         };
-        super::reports::enforce_device_ban(inner, &value, &stored).await;
+        super::reports::enforce_device_ban(inner, &value, &stored, &[]).await;
     }
     Ok((
         StatusCode::CREATED,

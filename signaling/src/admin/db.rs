@@ -607,6 +607,7 @@ impl Store {
     /// Resolves an open report (`status` = dismissed, warned or banned) and,
     /// for a ban, stores the ban, in one transaction. `false` if the report
     /// was not open any more.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn resolve_report(
         &self,
         report_id: &str,

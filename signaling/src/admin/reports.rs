@@ -216,16 +216,17 @@ pub struct ActionDone {
     pub expires_at: Option<i64>,
 }
 
-/// Ends the live calls of a freshly banned device and shows its pages the
-/// refusal (the ban is in force for every later session anyway).
-pub(crate) async fn enforce_device_ban(inner: &Inner, device: &str, ban: &crate::store::Ban) {
-    let pairings = match inner.live.current_pairings(super::wall::MAX_WALL * 4).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot look for the banned device's calls");
-            return;
-        }
-    };
+/// Takes a freshly banned device off the service now: its sessions known to
+/// be open (`users`, e.g. the reported session) and any live call of the
+/// device leave the queue and their call, and their pages are shown the
+/// refusal (this replica also closes the socket). Every later session is
+/// refused by the ban check anyway.
+pub(crate) async fn enforce_device_ban(
+    inner: &Inner,
+    device: &str,
+    ban: &crate::store::Ban,
+    users: &[String],
+) {
     let notice = match super::appeals::notice(inner, ban).await {
         Ok(n) => n,
         Err(e) => {
@@ -234,17 +235,31 @@ pub(crate) async fn enforce_device_ban(inner: &Inner, device: &str, ban: &crate:
         }
     };
     let refusal = *crate::ApiError::banned(notice).body;
-    for p in pairings {
-        for side in [&p.a, &p.b] {
-            if side.device.as_str() != device {
-                continue;
+    let mut targets: Vec<String> = users.to_vec();
+    match inner.live.current_pairings(super::wall::MAX_WALL * 4).await {
+        Ok(pairings) => {
+            for p in pairings {
+                for side in [&p.a, &p.b] {
+                    if side.device.as_str() == device && !targets.contains(&side.user) {
+                        targets.push(side.user.clone());
+                    }
+                }
             }
-            if let Err(e) = inner.end_pairing(&side.user, PartnerLeftReason::Ended).await {
-                tracing::warn!(error = %e, "ending a banned device's call failed");
-            }
-            inner
-                .send_local_or_deliver(&side.user, ServerMsg::Error(refusal.clone()))
-                .await;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot look for the banned device's calls"),
+    }
+    for user in targets {
+        if let Err(e) = inner.live.leave(&user).await {
+            tracing::warn!(error = %e, "taking a banned visitor out of the queue failed");
+        }
+        if let Err(e) = inner.end_pairing(&user, PartnerLeftReason::Ended).await {
+            tracing::warn!(error = %e, "ending a banned device's call failed");
+        }
+        inner
+            .send_local_or_deliver(&user, ServerMsg::Error(refusal.clone()))
+            .await;
+        if let Some(c) = inner.conns.get(&user) {
+            let _ = c.tx.try_send(crate::conns::Outbound::Close(4003, "banned"));
         }
     }
 }
@@ -368,7 +383,13 @@ pub async fn action(
             created_at: b.created_at,
             expires_at: b.expires_at,
         };
-        enforce_device_ban(inner, &b.value, &stored).await;
+        enforce_device_ban(
+            inner,
+            &b.value,
+            &stored,
+            std::slice::from_ref(&report.reported_session),
+        )
+        .await;
     }
     Ok(Json(ActionDone {
         report_id: id,
