@@ -31,6 +31,17 @@ fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> 
 
 impl Metrics {
     pub fn new(r: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self::register(r)?;
+        // Every relocation series exists from the start (at 0), for rate() and alerts.
+        for reason in ["match", "node_lost", "draining"] {
+            for result in ["ok", "failed"] {
+                m.relocations.with_label_values(&[reason, result]);
+            }
+        }
+        Ok(m)
+    }
+
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
         Ok(Self {
             sessions_created: reg(
                 r,

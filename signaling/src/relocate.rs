@@ -65,8 +65,8 @@ pub(crate) struct NodeWatch {
 
 #[derive(Default)]
 struct WatchState {
-    /// The latest record seen per node.
-    seen: HashMap<NodeId, NodeRecord>,
+    /// The latest record seen per node, and when (this replica's clock).
+    seen: HashMap<NodeId, (NodeRecord, u64)>,
     /// Node -> when its event stream broke and could not be reopened.
     unreachable: HashMap<NodeId, u64>,
     /// Node -> when it announced `Draining` on its event stream.
@@ -101,7 +101,7 @@ impl NodeWatch {
     }
 
     fn seen(&self, node: &NodeId) -> Option<NodeRecord> {
-        self.state.lock().seen.get(node).cloned()
+        self.state.lock().seen.get(node).map(|(r, _)| r.clone())
     }
 
     /// Fresh registry records minus unreachable nodes, with announced
@@ -110,10 +110,10 @@ impl NodeWatch {
         let now = now_ms();
         let mut st = self.state.lock();
         for n in &nodes {
-            st.seen.insert(n.node_id.clone(), n.clone());
+            st.seen.insert(n.node_id.clone(), (n.clone(), now));
         }
         st.seen
-            .retain(|_, r| now.saturating_sub(r.heartbeat_ms) < FORGET_AFTER_MS);
+            .retain(|_, (_, at)| now.saturating_sub(*at) < FORGET_AFTER_MS);
         st.draining
             .retain(|id, at| match nodes.iter().find(|n| &n.node_id == id) {
                 Some(n) => n.draining || n.heartbeat_ms <= at.saturating_add(DRAIN_MARK_GRACE_MS),

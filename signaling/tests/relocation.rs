@@ -44,11 +44,12 @@ async fn matched(ws: &mut Ws) -> String {
 async fn a_pair_on_a_lost_node_moves_to_a_healthy_node_of_its_region_and_is_matched_again() {
     let eu1 = FakeSfu::start().await;
     let eu2 = FakeSfu::start().await;
+    // Sorts before "eu2": only the region keeps it from being chosen.
     let us1 = FakeSfu::start().await;
     let server = Server::start(test_config()).await;
     let reg = server.state.node_registry();
     reg.upsert(eu1.record("eu1", "eu")).await.unwrap();
-    reg.upsert(us1.record("us1", "us")).await.unwrap();
+    reg.upsert(us1.record("aa-us", "us")).await.unwrap();
     let sa = session(&server, "device-alice", "eu").await;
     let sb = session(&server, "device-bob01", "eu").await;
     assert_eq!(sa.sfu.node_id.as_str(), "eu1");
@@ -69,7 +70,7 @@ async fn a_pair_on_a_lost_node_moves_to_a_healthy_node_of_its_region_and_is_matc
 
     for (ws, s) in [(&mut a, &sa), (&mut b, &sb)] {
         let sfu = relocated(ws).await;
-        assert_eq!(sfu.node_id.as_str(), "eu2", "same region, not us1");
+        assert_eq!(sfu.node_id.as_str(), "eu2", "same region, not aa-us");
         let key = proto::token::TokenKey::new(&test_config().sfu_token_secret);
         let claims: proto::token::SfuClaims = key.verify(&sfu.token).unwrap();
         assert_eq!(claims.node.as_str(), "eu2");
