@@ -695,7 +695,7 @@ pub async fn run(a: SfuArgs) -> anyhow::Result<()> {
         Place::Browser => "placement: as browsers (POST /api/session, SFU WebSocket offer/answer, signaling /ws join; the queue pairs them, signaling links them on the SFU)".into(),
         Place::Internal => "placement: SFU internal API (admit, bench-minted SFU tokens, POST /internal/v1/link); signaling not involved".into(),
     });
-    report.notes.push("clients: webrtc-rs sans-IO rtc 0.21.1 peer connections (offerer, full ICE controlling, DTLS client, SRTP AES128_CM_HMAC_SHA1_80), all driven by one mio/recvmmsg loop; latency includes the clients' SRTP protect/unprotect".into());
+    report.notes.push("clients: webrtc-rs sans-IO rtc 0.21.1 peer connections (offerer, full ICE controlling, DTLS client, SRTP as negotiated between rtc peers: AES-128-GCM in profiles), all driven by one mio/recvmmsg loop; latency includes the clients' SRTP protect/unprotect".into());
     let mut step = 0usize;
     let (runs, ramp) = {
         let a = &a;
