@@ -89,6 +89,15 @@ pub struct SecretArgs {
     /// TURN REST secret (signaling mints credentials, TURN verifies).
     #[arg(long, env = "DUET_TURN_SECRET", hide_env_values = true, value_name = "SECRET")]
     pub turn_secret: Option<Secret>,
+    /// Earlier TURN REST secrets still accepted by TURN relays (repeatable; for rotation without a gap).
+    #[arg(
+        long = "turn-secret-previous",
+        env = "DUET_TURN_SECRETS_PREVIOUS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub turn_secrets_previous: Vec<Secret>,
     /// Bearer token for the SFU's internal API (signaling -> SFU).
     #[arg(
         long,
@@ -247,6 +256,9 @@ pub struct SignalingArgs {
         value_delimiter = ','
     )]
     pub region_fallbacks: Vec<String>,
+    /// Take the client IP from `X-Forwarded-For` (only behind a trusted ingress; otherwise clients could forge it).
+    #[arg(long, env = "DUET_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
     #[command(flatten)]
     pub matching: MatchingArgs,
     #[command(flatten)]

@@ -31,6 +31,8 @@ pub struct NodeParams<'a> {
     pub max_participants: u32,
     pub sfu_token_secret: Secret,
     pub turn_secret: Secret,
+    /// Earlier TURN secrets still accepted during a rotation.
+    pub turn_secrets_previous: Vec<Secret>,
     pub internal_token: Secret,
 }
 
@@ -122,7 +124,10 @@ pub async fn start_node(p: NodeParams<'_>, metrics: &prometheus::Registry) -> an
         tls_key: Some(key),
         ..turn_relay::TurnConfig::new(
             p.turn.turn_realm.clone(),
-            vec![p.turn_secret.as_bytes().to_vec()],
+            std::iter::once(&p.turn_secret)
+                .chain(&p.turn_secrets_previous)
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
             turn_relay::RelayConfig::InProcess {
                 relay_ip: p.public_ip,
                 sfu_addrs: vec![announced_media, media_addr],
@@ -212,6 +217,7 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
             max_participants: args.max_participants,
             sfu_token_secret,
             turn_secret,
+            turn_secrets_previous: args.secrets.turn_secrets_previous.clone(),
             internal_token,
         },
         &metrics,
@@ -221,10 +227,22 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
     let stop_http = CancellationToken::new();
     let stop_media = CancellationToken::new();
     let mut handles = node.spawn(stop_media.clone());
-    let public_router = node.sfu.client_router().merge(observability::health_router(
-        metrics.clone(),
-        observability::always_ready(),
-    ));
+    // Not ready while draining, so load balancers stop sending new visitors.
+    let drain_state = node.sfu.clone();
+    let ready: observability::ReadyCheck = std::sync::Arc::new(move || {
+        let draining = drain_state.is_draining();
+        Box::pin(async move {
+            if draining {
+                Err("draining".to_owned())
+            } else {
+                Ok(())
+            }
+        })
+    });
+    let public_router = node
+        .sfu
+        .client_router()
+        .merge(observability::health_router(metrics.clone(), ready));
     handles.push(serve::spawn_http(http, public_router, stop_http.clone(), "http"));
     handles.push(serve::spawn_http(
         internal,

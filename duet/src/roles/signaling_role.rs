@@ -73,7 +73,7 @@ pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
     };
     let http = serve::bind_tcp(args.http_listen, "--http-listen").await?;
     let http_addr = http.local_addr()?;
-    let cfg = config(
+    let mut cfg = config(
         &args.matching,
         shared,
         args.database_url.clone(),
@@ -82,6 +82,7 @@ pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
         args.region_fallbacks.clone(),
         format!("http://{http_addr}"),
     );
+    cfg.trust_forwarded_for = args.trust_forwarded_for;
     let state = signaling::build_state(cfg, &metrics)
         .await
         .context("cannot start signaling")?;

@@ -55,6 +55,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             max_participants: args.max_participants,
             sfu_token_secret: sfu_token_secret.clone(),
             turn_secret: turn_secret.clone(),
+            turn_secrets_previous: args.secrets.turn_secrets_previous.clone(),
             internal_token: internal_token.clone(),
         },
         &metrics,
