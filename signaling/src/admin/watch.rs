@@ -56,32 +56,6 @@ pub struct WatchStarted {
     pub sides: WatchSides,
 }
 
-/// TURN servers for `participant` on `node` (as a visitor gets them).
-fn ice_servers(inner: &Inner, node: &NodeRecord, participant: &ParticipantId) -> Vec<IceServer> {
-    let cred = proto::turn_cred::mint(
-        &inner.config.turn_secret,
-        participant.as_str(),
-        now_secs() + inner.config.turn_credential_ttl.as_secs(),
-    );
-    let host = if node.turn_host.contains(':') && !node.turn_host.starts_with('[') {
-        format!("[{}]", node.turn_host)
-    } else {
-        node.turn_host.clone()
-    };
-    let mut urls = vec![
-        format!("turn:{host}:{}?transport=udp", node.turn_udp_port),
-        format!("turn:{host}:{}?transport=tcp", node.turn_tcp_port),
-    ];
-    if let Some(tls) = node.turn_tls_port {
-        urls.push(format!("turns:{host}:{tls}?transport=tcp"));
-    }
-    vec![IceServer {
-        urls,
-        username: Some(cred.username),
-        credential: Some(cred.password),
-    }]
-}
-
 /// `POST /api/admin/pairings/{pairing}/watch`.
 pub async fn start(
     State(state): State<AppState>,
@@ -131,7 +105,7 @@ pub async fn start(
             url: node.public_ws_url.clone(),
             token,
         },
-        ice_servers: ice_servers(inner, &node, &watcher),
+        ice_servers: inner.ice_servers(&node, &watcher),
         ice_transport_policy: inner.config.ice_transport_policy,
         sides: WatchSides {
             a: p.a.device.to_string(),
