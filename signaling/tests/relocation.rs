@@ -220,3 +220,44 @@ async fn a_reconnecting_websocket_follows_the_visitors_current_node() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_node_out_of_the_registry_that_still_answers_keeps_its_visitors() {
+    let n1 = FakeSfu::start().await;
+    let n2 = FakeSfu::start().await;
+    let server = Server::start(test_config()).await;
+    let reg = server.state.node_registry();
+    reg.upsert(n1.record("n1", "eu")).await.unwrap();
+    let sa = session(&server, "device-alice", "eu").await;
+    let sb = session(&server, "device-bob01", "eu").await;
+    reg.upsert(n2.record("n2", "eu")).await.unwrap();
+    let mut a = server.ws(&sa.token).await;
+    let mut b = server.ws(&sb.token).await;
+    a.send_json(json!({"type":"join","mode":"video"})).await;
+    b.send_json(json!({"type":"join","mode":"video"})).await;
+    matched(&mut a).await;
+    matched(&mut b).await;
+
+    // n1 loses its registry record (say, it cannot reach Redis) but is alive.
+    reg.remove(&proto::NodeId::new("n1")).await.unwrap();
+    // Two scans probed it; a move decided by the first would have been sent
+    // before the second began.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while n1.calls().iter().filter(|c| *c == "node").count() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "n1 was never probed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    a.send_json(json!({"type":"chat","text":"still on n1"})).await;
+    assert_eq!(
+        b.recv().await,
+        ServerMsg::Chat {
+            text: "still on n1".into()
+        },
+        "nobody was moved"
+    );
+    assert!(n2.calls().iter().all(|c| !c.starts_with("admit")));
+    // New visitors go to the registered node only.
+    let sc = session(&server, "device-carol", "eu").await;
+    assert_eq!(sc.sfu.node_id.as_str(), "n2");
+    server.stop().await;
+}

@@ -34,6 +34,8 @@ pub const WAIT: Duration = Duration::from_secs(15);
 pub struct FakeSfu {
     pub addr: SocketAddr,
     pub calls: Arc<Mutex<Vec<String>>>,
+    /// What `GET /internal/v1/node` answers: the last [`FakeSfu::record`].
+    pub node: Arc<Mutex<Option<NodeRecord>>>,
     pub events: broadcast::Sender<SfuEvent>,
     pub cancel: CancellationToken,
 }
@@ -42,6 +44,7 @@ pub struct FakeSfu {
 struct SfuState {
     calls: Arc<Mutex<Vec<String>>>,
     events: broadcast::Sender<SfuEvent>,
+    node: Arc<Mutex<Option<NodeRecord>>>,
 }
 
 fn authorized(h: &HeaderMap) -> bool {
@@ -97,6 +100,17 @@ async fn snapshot(
     ([("content-type", "image/webp")], SNAPSHOT.to_vec()).into_response()
 }
 
+async fn node(State(s): State<SfuState>, h: HeaderMap) -> axum::response::Response {
+    if !authorized(&h) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    s.calls.lock().unwrap().push("node".into());
+    match s.node.lock().unwrap().clone() {
+        Some(rec) => Json(rec).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 async fn events(
     State(s): State<SfuState>,
     h: HeaderMap,
@@ -126,9 +140,11 @@ impl FakeSfu {
     pub async fn start() -> Self {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let (events_tx, _) = broadcast::channel(64);
+        let node_rec = Arc::new(Mutex::new(None));
         let state = SfuState {
             calls: calls.clone(),
             events: events_tx.clone(),
+            node: node_rec.clone(),
         };
         let app = Router::new()
             .route(proto::sfu_api::PATH_PARTICIPANTS, post(admit))
@@ -136,6 +152,7 @@ impl FakeSfu {
             .route(proto::sfu_api::PATH_LINK, post(link))
             .route(proto::sfu_api::PATH_UNLINK, post(unlink))
             .route(proto::sfu_api::PATH_EVENTS, get(events))
+            .route(proto::sfu_api::PATH_NODE, get(node))
             .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -150,13 +167,14 @@ impl FakeSfu {
         FakeSfu {
             addr,
             calls,
+            node: node_rec,
             events: events_tx,
             cancel,
         }
     }
 
     pub fn record(&self, node_id: &str, region: &str) -> NodeRecord {
-        NodeRecord {
+        let rec = NodeRecord {
             node_id: NodeId::new(node_id),
             region: Region::new(region),
             public_ws_url: format!("ws://{}/sfu/ws", self.addr),
@@ -169,7 +187,9 @@ impl FakeSfu {
             load: 0,
             draining: false,
             heartbeat_ms: 0,
-        }
+        };
+        *self.node.lock().unwrap() = Some(rec.clone());
+        rec
     }
 
     pub fn calls(&self) -> Vec<String> {
