@@ -300,7 +300,7 @@ pub struct Mod {
     pub base: String,
     pub token: String,
     pub email: String,
-    http: reqwest::Client,
+    pub http: reqwest::Client,
 }
 
 pub async fn login(server: &Server, email: &str) -> Mod {
