@@ -181,7 +181,8 @@ pub async fn target(a: &SfuArgs, report: &mut Report) -> anyhow::Result<Target> 
             http: t.trim_end_matches('/').to_owned(),
             internal,
             sfu_secret: a.sfu_token_secret.clone(),
-            pid: a.sfu_pid,
+            // The process listening on the target's HTTP port (`duet up`), unless given.
+            pid: a.sfu_pid.or_else(|| url_port(t).and_then(pid_of_tcp_port)),
             _child: None,
             _data_dir: None,
         });
@@ -202,6 +203,13 @@ pub async fn target(a: &SfuArgs, report: &mut Report) -> anyhow::Result<Target> 
         _child: Some(child),
         _data_dir: Some(TempDir(dir)),
     })
+}
+
+/// The port of an `http://host:port/…` URL.
+fn url_port(u: &str) -> Option<u16> {
+    let rest = u.split_once("://").map(|(_, r)| r).unwrap_or(u);
+    let hostport = rest.split('/').next()?;
+    hostport.rsplit_once(':')?.1.parse().ok()
 }
 
 fn ws_url(http: &str) -> String {
@@ -506,8 +514,17 @@ async fn join_queue(ws_base: &str, token: &str, stop: CancellationToken) -> anyh
 
 /// Finds the process holding the UDP socket bound to `port` (/proc/net/udp + fds).
 fn pid_of_udp_port(port: u16) -> Option<u32> {
+    pid_of_port(&["/proc/net/udp", "/proc/net/udp6"], port)
+}
+
+/// Finds the process listening on TCP `port` (the target's HTTP port).
+fn pid_of_tcp_port(port: u16) -> Option<u32> {
+    pid_of_port(&["/proc/net/tcp", "/proc/net/tcp6"], port)
+}
+
+fn pid_of_port(tables: &[&str], port: u16) -> Option<u32> {
     let mut inodes = Vec::new();
-    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+    for table in tables {
         let Ok(s) = std::fs::read_to_string(table) else {
             continue;
         };
@@ -562,7 +579,7 @@ pub async fn run_step(
     let stop = CancellationToken::new();
     let _guard = stop.clone().drop_guard();
     let run_id = format!("{:08x}s{step}", rand::random::<u32>());
-    let rss_idle = match t.pid {
+    let rss_idle: Option<u64> = match t.pid {
         Some(pid) => procfs::process_rss(pid).ok(),
         None => None,
     };
@@ -594,9 +611,18 @@ pub async fn run_step(
             eprintln!("[{name}] {n} participants placed ({:?})", a.place);
         }
     }
-    if t.pid.is_none() {
+    // The process holding the SFU's media socket is the one to read (a
+    // guess from the HTTP port may have named signaling in a split setup).
+    let mut rss_idle = rss_idle;
+    if a.sfu_pid.is_none() {
         if let Some(port) = placed.iter().find_map(|p| p.media).map(|m| m.port()) {
-            t.pid = pid_of_udp_port(port);
+            if let Some(media_pid) = pid_of_udp_port(port) {
+                if t.pid != Some(media_pid) {
+                    t.pid = Some(media_pid);
+                    // No baseline before the participants: RSS per participant reads ~0.
+                    rss_idle = procfs::process_rss(media_pid).ok();
+                }
+            }
         }
     }
     let tokens: Vec<Option<String>> = placed.iter().map(|p| p.session_token.clone()).collect();
