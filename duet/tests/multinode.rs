@@ -342,7 +342,7 @@ impl Drop for Cluster {
         for id in &self.node_ids {
             let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("duet-sfu-{id}")));
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("MULTINODE_KEEP_LOGS").is_some() {
             eprintln!("multinode: process logs kept in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);

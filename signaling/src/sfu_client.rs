@@ -78,6 +78,7 @@ impl SfuClient {
         path: &str,
         a: &ParticipantId,
         b: &ParticipantId,
+        gone_is_fine: bool,
     ) -> Result<(), SignalingError> {
         let body = LinkRequest {
             a: a.clone(),
@@ -91,7 +92,7 @@ impl SfuClient {
             .send()
             .await
             .map_err(|e| Self::err(node, e))?;
-        if resp.status().is_success() {
+        if resp.status().is_success() || (gone_is_fine && resp.status() == StatusCode::NOT_FOUND) {
             Ok(())
         } else {
             Err(Self::err(node, format!("{path} answered {}", resp.status())))
@@ -104,7 +105,7 @@ impl SfuClient {
         a: &ParticipantId,
         b: &ParticipantId,
     ) -> Result<(), SignalingError> {
-        self.post_link(node, sfu_api::PATH_LINK, a, b).await
+        self.post_link(node, sfu_api::PATH_LINK, a, b, false).await
     }
 
     pub async fn unlink(
@@ -113,7 +114,8 @@ impl SfuClient {
         a: &ParticipantId,
         b: &ParticipantId,
     ) -> Result<(), SignalingError> {
-        self.post_link(node, sfu_api::PATH_UNLINK, a, b).await
+        // A participant the node no longer knows (it left) is unlinked already.
+        self.post_link(node, sfu_api::PATH_UNLINK, a, b, true).await
     }
 
     /// The participant's latest snapshot (`image/webp`), `None` if the node has none.
