@@ -58,7 +58,7 @@ fn bucket_range(b: usize) -> (u64, u64) {
     let shift = b / SUB - 1;
     let mantissa = b % SUB;
     let lo = (SUB + mantissa) << shift;
-    let hi = lo + (1u64 << shift) - 1;
+    let hi = lo + ((1u64 << shift) - 1); // no overflow for the top bucket
     (lo, hi)
 }
 
