@@ -160,10 +160,20 @@ async fn every_moderator_route_refuses_expired_user_forged_and_revoked_tokens() 
             r.path
         );
     }
-    // Unknown admin paths are plain 404s.
+    // Unknown admin paths and wrong methods get JSON refusals too.
     let admin = login(&server, "admin@example.org").await;
     let (s, b) = admin.get("/api/admin/nope").await;
     assert_eq!((s, b["code"].as_str()), (404, Some("not_found")));
+    let (s, b) = admin.get("/api/admin/logout").await;
+    assert_eq!((s, b["code"].as_str()), (405, Some("method_not_allowed")), "{b}");
+    let (s, b) = admin.req("PUT", "/api/appeals", Some(json!({}))).await;
+    assert_eq!((s, b["code"].as_str()), (405, Some("method_not_allowed")), "{b}");
+    // Public bodies are small; bad JSON is a JSON 400.
+    let big = json!({"appeal_token": "x", "text": "y".repeat(64 * 1024)});
+    let (s, b) = admin.post("/api/appeals", big).await;
+    assert_eq!((s, b["code"].as_str()), (413, Some("payload_too_large")), "{b}");
+    let (s, b) = admin.post("/api/admin/login", json!({"email": 1})).await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("bad_json")), "{b}");
     server.stop().await;
 }
 

@@ -307,17 +307,31 @@ pub const MAX_ADMIN_BODY: usize = 1024 * 1024;
 
 /// The moderator API and `POST /api/appeals`, guarded as described above.
 pub fn router(state: &AppState) -> Router<AppState> {
-    let mut r = Router::new()
+    let public = Router::new()
         .route("/api/admin/login", axum::routing::post(auth::login))
-        .route("/api/appeals", axum::routing::post(appeals::create));
+        .route("/api/appeals", axum::routing::post(appeals::create))
+        .layer(DefaultBodyLimit::max(state.inner.config.max_body_bytes));
+    let mut guarded = Router::new();
     for (_, path, min_role, handler) in entries() {
-        let guarded = handler.layer(axum::middleware::from_fn_with_state(
+        let handler = handler.layer(axum::middleware::from_fn_with_state(
             (state.clone(), min_role),
             auth::guard,
         ));
-        r = r.route(path, guarded);
+        guarded = guarded.route(path, handler);
     }
-    r.layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
+    guarded
+        .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
+        .merge(public)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// A known path with another method: JSON like every other refusal.
+async fn method_not_allowed() -> crate::ApiError {
+    crate::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
 }
 
 /// Starts the moderation jobs: wall keyframes, watch clean-up, analytics
