@@ -5,7 +5,7 @@ import * as api from './api.js';
 import { $, el, clear, fmtTime, toast } from './ui.js';
 
 const ACTIONS = [
-  'login', 'login_failed', 'logout', 'view_snapshot', 'view_report', 'view_report_snapshot', 'view_appeal',
+  'login', 'login_failed', 'logout', 'view_wall', 'view_snapshot', 'view_report', 'view_report_snapshot', 'view_appeal',
   'watch_start', 'watch_stop', 'end_call', 'report_dismiss', 'report_warn', 'report_ban', 'ban_create', 'ban_lift',
   'ban_import', 'bans_export', 'appeal_decide', 'audit_export', 'moderator_create', 'moderator_update',
   'settings_update', 'retention_run',

@@ -316,7 +316,7 @@ test('a second moderator decides the appeal; the decision is audited and shown t
   await sam.selectOption('#audit-action', '');
   await sam.waitForFunction(() => window.admin.audit.length > 5);
   const actions = await sam.evaluate(() => window.admin.audit);
-  for (const a of ['login', 'view_snapshot', 'watch_start', 'watch_stop', 'end_call', 'view_report', 'view_report_snapshot', 'report_ban', 'view_appeal', 'appeal_decide']) {
+  for (const a of ['login', 'view_wall', 'view_snapshot', 'watch_start', 'watch_stop', 'end_call', 'view_report', 'view_report_snapshot', 'report_ban', 'view_appeal', 'appeal_decide']) {
     assert.ok(actions.includes(a), `${a} is in the audit log (${actions.join(', ')})`);
   }
   await noToast(sam);

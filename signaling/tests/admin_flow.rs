@@ -18,7 +18,7 @@ use std::time::Duration;
 
 fn config() -> signaling::SignalingConfig {
     let mut c = test_config();
-    c.admin.wall_open_ttl = Duration::from_millis(1500);
+    c.admin.wall_open_ttl = Duration::from_secs(3);
     c.admin.wall_keyframe_interval = Duration::from_millis(2500);
     c
 }
@@ -61,6 +61,10 @@ async fn wall_shows_live_calls_with_proxied_snapshots_and_drives_keyframes() {
     assert!(parts.contains(&sa.participant_id.to_string()) && parts.contains(&sb.participant_id.to_string()));
     assert_eq!(p["a"]["snapshot_age_ms"], 100);
     assert_eq!(p["report_count"], 0);
+    // Opening the wall is recorded once per opening, not per refresh.
+    assert_eq!(m.get("/api/admin/wall").await.0, 200);
+    let (_, log) = m.get("/api/admin/audit?action=view_wall").await;
+    assert_eq!(log["entries"].as_array().unwrap().len(), 1, "{log}");
 
     // Snapshots come through signaling, from the pair's node, unchanged.
     for side in ["a", "b"] {

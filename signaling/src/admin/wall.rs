@@ -32,6 +32,8 @@ const CACHE_FOR: Duration = Duration::from_secs(20);
 #[derive(Default)]
 pub(crate) struct WallState {
     last_open: Mutex<Option<Instant>>,
+    /// Per moderator: when their wall last refreshed (a new opening is audited).
+    by_moderator: Mutex<HashMap<String, Instant>>,
     cache: Mutex<Option<(Instant, HashMap<String, Pairing>)>>,
     /// Interval last sent to each node, and when.
     applied: tokio::sync::Mutex<HashMap<NodeId, (Option<u64>, Instant)>>,
@@ -129,11 +131,30 @@ pub(crate) async fn pair_node(inner: &Inner, p: &Pairing) -> Result<NodeRecord, 
 /// `GET /api/admin/wall`.
 pub async fn list(
     State(state): State<AppState>,
-    Extension(_me): Extension<Me>,
+    Extension(me): Extension<Me>,
     ApiQuery(q): ApiQuery<WallQuery>,
 ) -> Result<Json<Wall>, ApiError> {
     let inner = &state.inner;
     *inner.admin.wall.last_open.lock() = Some(Instant::now());
+    // Opening the wall (the blurred pictures reach the page) is recorded once
+    // per opening; each unblur is recorded by `view`.
+    let ttl = inner.config.admin.wall_open_ttl;
+    let opened = {
+        let mut seen = inner.admin.wall.by_moderator.lock();
+        seen.retain(|_, t| t.elapsed() < ttl);
+        seen.insert(me.id.clone(), Instant::now()).is_none()
+    };
+    if opened {
+        super::audit(
+            inner,
+            &me.email,
+            "view_wall",
+            "wall",
+            "live",
+            serde_json::json!({}),
+        )
+        .await?;
+    }
     let limit = q.limit.unwrap_or(60).clamp(1, MAX_WALL);
     let map = refresh_cache(inner).await?;
     let mut video: Vec<&Pairing> = map.values().filter(|p| p.mode == Mode::Video).collect();
