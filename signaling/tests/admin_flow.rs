@@ -247,7 +247,7 @@ async fn report_queue_shows_evidence_and_a_ban_refuses_the_device_with_its_state
     let m = moderator(&server, "queue@example.org", "moderator").await;
 
     // Two reports: a spam report first, then a more severe one (minor).
-    let (s1, _w1, _s2, _w2, _) = video_call(&server, "device-qa000001", "device-qb000001").await;
+    let (s1, _w1, _s2, mut w2, _) = video_call(&server, "device-qa000001", "device-qb000001").await;
     let spam = report(&server, &s1, "spam").await;
     let (s3, mut w3, _s4, mut w4, _) = video_call(&server, "device-qc000001", "device-qd000001").await;
     w3.send_json(json!({"type":"chat","text":"how old are you"}))
@@ -306,14 +306,21 @@ async fn report_queue_shows_evidence_and_a_ban_refuses_the_device_with_its_state
         "evidence views are audited"
     );
 
-    // Dismiss one, ban the other (a preset duration, a statement).
+    // Warn about one (its page is told), ban the other (a preset duration, a statement).
     let (st, _) = m
         .post(
             &format!("/api/admin/reports/{spam}/action"),
-            json!({"action":"dismiss","template":"other"}),
+            json!({"action":"warn","template":"spam","statement":"No advertising, please."}),
         )
         .await;
     assert_eq!(st, 200);
+    let warned = w2
+        .recv_until(|m| matches!(m, ServerMsg::Error(e) if e.code == "warning"))
+        .await;
+    let ServerMsg::Error(w) = warned else {
+        unreachable!()
+    };
+    assert!(w.message.contains("No advertising, please."));
     let (st, body) = m
         .post(
             &format!("/api/admin/reports/{minor}/action"),

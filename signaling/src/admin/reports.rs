@@ -373,6 +373,19 @@ pub async fn action(
         }),
     )
     .await?;
+    if status == "warned" {
+        // Still connected: the page shows it (as a status line).
+        inner
+            .send_local_or_deliver(
+                &report.reported_session,
+                ServerMsg::Error(proto::signal::ErrorBody {
+                    code: "warning".into(),
+                    message: format!("A moderator warned you: {resolution}"),
+                    ban: None,
+                }),
+            )
+            .await;
+    }
     if let Some(b) = &ban {
         let stored = crate::store::Ban {
             id: b.id.clone(),
