@@ -25,6 +25,10 @@ pub struct ConnEntry {
     pub participant: ParticipantId,
     /// The SFU node the visitor's media is on now (changes on relocation).
     pub node: NodeId,
+    /// Whether the node reported this participant's media connected. A
+    /// text-mode visitor never connects media, so the node's "admission
+    /// expired" must not end their chat.
+    pub media_connected: bool,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +101,23 @@ impl LocalConns {
             .map(|(u, e)| (u.clone(), e.conn_id))
     }
 
+    /// Records that `participant`'s media connected on `node`.
+    pub fn mark_media_connected(&self, node: &NodeId, participant: &ParticipantId) {
+        if let Some(e) = self
+            .map
+            .lock()
+            .values_mut()
+            .find(|e| &e.node == node && &e.participant == participant)
+        {
+            e.media_connected = true;
+        }
+    }
+
+    /// Whether `user`'s media ever connected on its current node.
+    pub fn media_connected(&self, user: &str) -> bool {
+        self.map.lock().get(user).is_some_and(|e| e.media_connected)
+    }
+
     /// Hands `msg` to `user`'s socket if it is here; `true` if handed over.
     pub fn deliver(&self, user: &str, msg: ServerMsg) -> bool {
         let mut map = self.map.lock();
@@ -105,6 +126,7 @@ impl LocalConns {
         };
         if let ServerMsg::Relocate { sfu, .. } = &msg {
             entry.node = sfu.node_id.clone();
+            entry.media_connected = false;
         }
         match entry.tx.try_send(Outbound::Msg(msg)) {
             Ok(()) => true,

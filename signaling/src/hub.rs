@@ -210,12 +210,22 @@ impl Inner {
             self.nodes.mark_draining(node);
             return;
         }
+        if let SfuEvent::Connected { participant_id } = &ev {
+            self.conns.mark_media_connected(node, participant_id);
+            return;
+        }
         if let SfuEvent::Disconnected {
             participant_id,
             reason,
         } = ev
         {
             if let Some((user, _)) = self.conns.find_participant(node, &participant_id) {
+                if !self.conns.media_connected(&user) {
+                    // Never connected media (text mode, or a page still
+                    // connecting): the node only let its admission lapse.
+                    tracing::debug!(%reason, "admission lapsed without media; visit goes on");
+                    return;
+                }
                 tracing::debug!(%reason, "participant left its SFU node");
                 self.leave_all(&user, PartnerLeftReason::Disconnected).await;
                 self.send_local(

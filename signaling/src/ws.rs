@@ -329,6 +329,7 @@ async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr
             tx: tx.clone(),
             participant: claims.participant.clone(),
             node,
+            media_connected: false,
         },
     );
     if let Err(e) = inner.live.attach(&user).await {

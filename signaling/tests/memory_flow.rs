@@ -241,8 +241,13 @@ async fn partner_disconnecting_from_the_sfu_is_noticed() {
         participant_id: sb.participant_id.clone(),
         reason: "ice timeout".into(),
     };
+    let connected = SfuEvent::Connected {
+        participant_id: sb.participant_id.clone(),
+    };
     let mut tries = 0;
     let left = loop {
+        // Only a participant whose media connected can lose it.
+        let _ = sfu.events.send(connected.clone());
         let _ = sfu.events.send(ev.clone());
         tries += 1;
         match tokio::time::timeout(std::time::Duration::from_millis(500), a.recv()).await {
@@ -441,5 +446,42 @@ async fn partners_on_different_nodes_relocate_one_side_and_placement_follows_reg
     // A region with no node falls back to the others.
     let sc = session("device-carol", "ap").await;
     assert!(["n1", "n2"].contains(&sc.sfu.node_id.as_str()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_text_visitor_whose_unused_media_admission_lapses_keeps_chatting() {
+    let sfu = FakeSfu::start().await;
+    let server = Server::start(test_config()).await;
+    server
+        .state
+        .node_registry()
+        .upsert(sfu.record("n1", "local"))
+        .await
+        .unwrap();
+    let sa = server.session("device-tina1").await;
+    let sb = server.session("device-tom01").await;
+    let mut a = server.ws(&sa.token).await;
+    let mut b = server.ws(&sb.token).await;
+    a.send_json(json!({"type":"join","mode":"text"})).await;
+    b.send_json(json!({"type":"join","mode":"text"})).await;
+    matched(&mut a).await;
+    matched(&mut b).await;
+    sfu.wait_call("events").await;
+    // Text mode never connects media; the node lets the admission lapse.
+    for _ in 0..5 {
+        let _ = sfu.events.send(SfuEvent::Disconnected {
+            participant_id: sb.participant_id.clone(),
+            reason: "admission_expired".into(),
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    b.send_json(json!({"type":"chat","text":"still here?"})).await;
+    assert_eq!(
+        a.recv().await,
+        ServerMsg::Chat {
+            text: "still here?".into()
+        }
+    );
     server.stop().await;
 }

@@ -192,6 +192,11 @@ async fn a_reconnecting_websocket_follows_the_visitors_current_node() {
     n2.wait_call("events").await;
     for p in [&sc.participant_id, &sa.participant_id] {
         n1.events
+            .send(SfuEvent::Connected {
+                participant_id: p.clone(),
+            })
+            .unwrap();
+        n1.events
             .send(SfuEvent::Disconnected {
                 participant_id: p.clone(),
                 reason: "ws_closed".into(),
@@ -208,6 +213,11 @@ async fn a_reconnecting_websocket_follows_the_visitors_current_node() {
         other => panic!("expected not_paired, got {other:?}"),
     }
     // n2's events do concern her.
+    n2.events
+        .send(SfuEvent::Connected {
+            participant_id: sc.participant_id.clone(),
+        })
+        .unwrap();
     n2.events
         .send(SfuEvent::Disconnected {
             participant_id: sc.participant_id.clone(),
