@@ -377,6 +377,12 @@ class Visit {
     duet.session = { participant_id: session.participant_id, node_id: session.sfu && session.sfu.node_id, policy: this.policy() };
     log('session', duet.session);
     enterCall(this.mode, this.stream);
+    if (session.notice) {
+      // One-time message from the service, e.g. an accepted appeal.
+      duet.notice = session.notice;
+      addSystem(session.notice);
+      announce(session.notice);
+    }
     this.signal = new Signal(session.token, (m) => this.onSignal(m), (k, d) => this.onSignalConn(k, d));
     this.signal.open();
     this.join();

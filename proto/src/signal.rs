@@ -85,6 +85,10 @@ pub struct SessionResponse {
     pub sfu: SfuPlacement,
     pub ice_servers: Vec<IceServer>,
     pub ice_transport_policy: IceTransportPolicy,
+    /// A one-time message for this device, shown once: e.g. that an appeal
+    /// was accepted and the ban lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 /// `POST /api/reports` body.

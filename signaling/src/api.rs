@@ -265,6 +265,18 @@ pub async fn create_session(
     let sfu = inner.placement(&node, &participant)?;
     let ice_servers = inner.ice_servers(&node, &participant);
     inner.metrics.sessions_created.inc();
+    let notice = match inner
+        .store
+        .take_appeal_outcome(device.as_str(), i64::try_from(now).unwrap_or(i64::MAX))
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            // The visit goes on; the notice is shown on a later visit.
+            tracing::warn!(error = %e, "could not look up an appeal outcome");
+            None
+        }
+    };
     Ok(Json(SessionResponse {
         session_id,
         token,
@@ -273,6 +285,7 @@ pub async fn create_session(
         sfu,
         ice_servers,
         ice_transport_policy: inner.config.ice_transport_policy,
+        notice,
     }))
 }
 

@@ -317,6 +317,45 @@ impl Store {
         Ok(id)
     }
 
+    /// The outcome of an accepted appeal of this device's ban that the device
+    /// has not been told yet; marks it told, so it is shown on one visit only.
+    pub async fn take_appeal_outcome(
+        &self,
+        device: &str,
+        now: i64,
+    ) -> Result<Option<String>, SignalingError> {
+        let found: Option<(String, Option<String>)> = on_pool!(self, p => {
+            let row = sqlx::query(
+                "SELECT a.id, a.decision_reason FROM appeals a JOIN bans b ON b.id = a.ban_id \
+                 WHERE b.kind = 'device' AND b.value = $1 AND a.status = 'lifted' \
+                 AND a.outcome_shown_at IS NULL ORDER BY a.decided_at DESC LIMIT 1",
+            )
+            .bind(device)
+            .fetch_optional(p)
+            .await?;
+            match row {
+                Some(r) => Some((r.try_get("id")?, r.try_get("decision_reason")?)),
+                None => None,
+            }
+        });
+        let Some((id, reason)) = found else {
+            return Ok(None);
+        };
+        on_pool!(self, p => {
+            sqlx::query("UPDATE appeals SET outcome_shown_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(&id)
+                .execute(p)
+                .await?;
+        });
+        Ok(Some(match reason {
+            Some(r) if !r.trim().is_empty() => {
+                format!("Your appeal was accepted and your ban has been lifted. Moderator's note: {r}")
+            }
+            _ => "Your appeal was accepted and your ban has been lifted.".to_owned(),
+        }))
+    }
+
     /// The ban in force for this device or IP at `now` (unix seconds), the
     /// longest-lasting one if several.
     pub async fn active_ban(

@@ -365,6 +365,36 @@ async fn report_queue_shows_evidence_and_a_ban_refuses_the_device_with_its_state
     let (_, bans) = m.get("/api/admin/bans?q=device-qd000001").await;
     assert_eq!(bans["total"], 1);
     assert_eq!(bans["bans"][0]["report_id"], minor.as_str());
+
+    // The device appeals; another senior lifts the ban; the next visit is
+    // told once, the one after is not.
+    let r = reqwest::Client::new()
+        .post(server.url("/api/appeals"))
+        .json(&json!({"appeal_token": body["ban"]["appeal_token"], "text": "I am 34, see my ID."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+    let other = moderator(&server, "other-senior@example.org", "senior").await;
+    let (_, appeals) = other.get("/api/admin/appeals").await;
+    let appeal_id = appeals["appeals"][0]["id"].as_str().unwrap().to_owned();
+    let (st, decided) = other
+        .post(
+            &format!("/api/admin/appeals/{appeal_id}/decision"),
+            json!({"decision":"lift","reason":"Adult, verified."}),
+        )
+        .await;
+    assert_eq!(st, 200, "{decided}");
+    let (st, first) = try_session(&server, "device-qd000001").await;
+    assert_eq!(st, 200, "{first}");
+    let told = first["notice"].as_str().unwrap_or_default();
+    assert!(
+        told.contains("appeal was accepted") && told.contains("Adult, verified."),
+        "{first}"
+    );
+    let (st, second) = try_session(&server, "device-qd000001").await;
+    assert_eq!(st, 200);
+    assert!(second.get("notice").is_none(), "shown once only: {second}");
     server.stop().await;
 }
 
