@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use proto::sfu_api::SfuEvent;
-use proto::signal::{PartnerLeftReason, ServerMsg, Stats};
+use proto::signal::{PartnerLeftReason, ServerMsg, SessionResponse, Stats};
 use serde_json::json;
 
 async fn matched(ws: &mut Ws) -> (String, Vec<String>) {
@@ -217,8 +217,12 @@ async fn two_strangers_meet_chat_and_next_then_report_with_evidence() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn partner_disconnecting_from_the_sfu_is_noticed() {
+/// Two visitors paired in `mode` on one stand-in node whose event stream signaling follows.
+async fn paired_on_one_node(
+    mode: &str,
+    device_a: &str,
+    device_b: &str,
+) -> (FakeSfu, Server, SessionResponse, SessionResponse, Ws, Ws) {
     let sfu = FakeSfu::start().await;
     let server = Server::start(test_config()).await;
     server
@@ -227,15 +231,22 @@ async fn partner_disconnecting_from_the_sfu_is_noticed() {
         .upsert(sfu.record("n1", "local"))
         .await
         .unwrap();
-    let sa = server.session("device-alice").await;
-    let sb = server.session("device-bob01").await;
+    let sa = server.session(device_a).await;
+    let sb = server.session(device_b).await;
     let mut a = server.ws(&sa.token).await;
     let mut b = server.ws(&sb.token).await;
-    a.send_json(json!({"type":"join","mode":"video"})).await;
-    b.send_json(json!({"type":"join","mode":"video"})).await;
+    a.send_json(json!({"type":"join","mode":mode})).await;
+    b.send_json(json!({"type":"join","mode":mode})).await;
     matched(&mut a).await;
     matched(&mut b).await;
     sfu.wait_call("events").await;
+    (sfu, server, sa, sb, a, b)
+}
+
+#[tokio::test]
+async fn partner_disconnecting_from_the_sfu_is_noticed() {
+    let (sfu, server, _sa, sb, mut a, mut b) =
+        paired_on_one_node("video", "device-alice", "device-bob01").await;
     // Keep sending until the subscription is surely up (broadcast has no backlog).
     let ev = SfuEvent::Disconnected {
         participant_id: sb.participant_id.clone(),
@@ -451,23 +462,8 @@ async fn partners_on_different_nodes_relocate_one_side_and_placement_follows_reg
 
 #[tokio::test]
 async fn a_text_visitor_whose_unused_media_admission_lapses_keeps_chatting() {
-    let sfu = FakeSfu::start().await;
-    let server = Server::start(test_config()).await;
-    server
-        .state
-        .node_registry()
-        .upsert(sfu.record("n1", "local"))
-        .await
-        .unwrap();
-    let sa = server.session("device-tina1").await;
-    let sb = server.session("device-tom01").await;
-    let mut a = server.ws(&sa.token).await;
-    let mut b = server.ws(&sb.token).await;
-    a.send_json(json!({"type":"join","mode":"text"})).await;
-    b.send_json(json!({"type":"join","mode":"text"})).await;
-    matched(&mut a).await;
-    matched(&mut b).await;
-    sfu.wait_call("events").await;
+    let (sfu, server, _sa, sb, mut a, mut b) =
+        paired_on_one_node("text", "device-tina1", "device-tom01").await;
     // Text mode never connects media; the node lets the admission lapse.
     for _ in 0..5 {
         let _ = sfu.events.send(SfuEvent::Disconnected {

@@ -296,7 +296,8 @@ pub async fn drain(sfu: &sfu::SfuHandle, limit: Duration) {
     tracing::info!(participants = sfu.participant_count(), "drain finished");
 }
 
-fn node_record_source(node: &RunningNode) -> impl Fn() -> NodeRecord + Send + Sync + 'static {
+/// The node's live record with the TURN addresses actually bound.
+pub fn node_record_source(node: &RunningNode) -> impl Fn() -> NodeRecord + Send + Sync + 'static {
     let sfu = node.sfu.clone();
     let fixed = node.record();
     move || {

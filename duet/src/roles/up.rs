@@ -91,8 +91,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let stop_http = CancellationToken::new();
     let mut handles = node.spawn(stop_media.clone());
     {
-        let sfu = node.sfu.clone();
-        let fixed = node.record();
+        let record = sfu_node::node_record_source(&node);
         let stop = stop_media.clone();
         let registry = registry.clone();
         handles.push(tokio::spawn(async move {
@@ -102,11 +101,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                let mut rec = sfu.node_record();
-                rec.turn_host = fixed.turn_host.clone();
-                rec.turn_udp_port = fixed.turn_udp_port;
-                rec.turn_tcp_port = fixed.turn_tcp_port;
-                rec.turn_tls_port = fixed.turn_tls_port;
+                let rec = record();
                 if let Err(e) = registry.upsert(rec).await {
                     tracing::warn!(error = %e, "cannot refresh the embedded node's record");
                 }
