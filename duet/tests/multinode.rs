@@ -773,6 +773,7 @@ impl Media {
                 &format!("{name}-a"),
                 RtpCodecKind::Audio,
                 audio_ssrc,
+                None,
             ))
             .unwrap();
         let video = pc
@@ -781,6 +782,7 @@ impl Media {
                 &format!("{name}-v"),
                 RtpCodecKind::Video,
                 video_ssrc,
+                None,
             ))
             .unwrap();
         let offer = pc.create_offer(None).unwrap();

@@ -3,9 +3,11 @@
 //! mungers. The WebSocket and internal API reach it only through
 //! [`Command`]s on a channel; nothing on the packet path takes a lock.
 
+use crate::extensions::{self, LegExtensions};
 use crate::graph::{Change, ForwardingGraph, SlotRef};
 use crate::munger::{Munger, Throttle};
 use crate::peer::{self, AUDIO_CLOCK, OPUS_PT, VIDEO_CLOCK, VP8_PT};
+use crate::remb::RembRelay;
 use crate::routing::{Key, PathAddr, Route, RoutingTable, UnknownReason};
 use crate::vp8::{self, KeyframeAssembler};
 use crate::{SfuError, Shared};
@@ -24,6 +26,7 @@ use rtc::peer_connection::transport::{
 };
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
@@ -155,13 +158,15 @@ struct Participant {
     role: SfuRole,
     ws: Option<(u64, mpsc::Sender<SfuServerMsg>)>,
     pc: Option<Box<RTCPeerConnection>>,
-    ufrag: String,
-    pwd: String,
     slots: Vec<OutSlot>,
     incoming: Vec<Incoming>,
+    /// Header extension ids this participant's leg negotiated.
+    extensions: LegExtensions,
     /// Remote addresses this participant's agent may answer, by path.
     remotes: Vec<PathAddr>,
     connected: bool,
+    /// When ICE first connected; DTLS must follow within `dtls_timeout`.
+    ice_connected_at: Option<Instant>,
     via_turn: bool,
     packets_in: u64,
     packets_out: u64,
@@ -218,6 +223,9 @@ struct Loop {
     timers: BinaryHeap<Reverse<(Instant, Key)>>,
     dirty: Vec<Key>,
     keyframe_interval: Option<Duration>,
+    remb: RembRelay,
+    /// Origin of the abs-send-time the SFU writes.
+    epoch: Instant,
     scratch_reads: Vec<TaggedRTCMessage>,
     scratch_sinks: Vec<SlotRef>,
     scratch_writes: Vec<TaggedBytesMut>,
@@ -266,6 +274,8 @@ impl Engine {
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
             keyframe_interval: None,
+            remb: RembRelay::default(),
+            epoch: Instant::now(),
             scratch_reads: Vec::new(),
             scratch_sinks: Vec::new(),
             scratch_writes: Vec::new(),
@@ -583,6 +593,11 @@ impl Loop {
                 RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(RTCIceConnectionState::Failed) => {
                     self.mark_removed(key, "ice_failed");
                 }
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(RTCIceConnectionState::Connected) => {
+                    if let Some(p) = self.participants.get_mut(&key) {
+                        p.ice_connected_at.get_or_insert(Instant::now());
+                    }
+                }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                     let Some(p) = self.participants.get_mut(&key) else {
                         continue;
@@ -672,19 +687,8 @@ impl Loop {
         for m in reads.drain(..) {
             match m.message {
                 RTCMessage::RtpPacket(track_id, pkt) => self.forward_rtp(key, &track_id, pkt, now),
-                RTCMessage::RtcpPacket(track_id, _pkts) => {
-                    // Only PLI/FIR reach here (KeyframeRequestMarker): a
-                    // subscriber asks for a keyframe on one of its outgoing
-                    // video tracks. Ask that track's current source.
-                    let slot = self
-                        .participants
-                        .get(&key)
-                        .and_then(|p| p.slots.iter().position(|s| s.video_track_id == track_id));
-                    if let Some(slot) = slot {
-                        if let Some(src) = self.graph.source((key, slot as u8)) {
-                            self.request_keyframe(src, "subscriber", false, now);
-                        }
-                    }
+                RTCMessage::RtcpPacket(track_id, pkts) => {
+                    self.subscriber_feedback(key, &track_id, &pkts, now)
                 }
                 _ => {}
             }
@@ -692,8 +696,81 @@ impl Loop {
         self.scratch_reads = reads;
     }
 
+    /// RTCP a subscriber sent about one of its outgoing tracks; only PLI,
+    /// FIR and REMB get here (`peer::FeedbackToApplication`). Keyframe
+    /// requests go to the track's current source; bandwidth estimates are
+    /// relayed to it (see `remb`). Nothing is passed on as is: the other
+    /// leg knows neither these SSRCs nor this sender.
+    fn subscriber_feedback(
+        &mut self,
+        key: Key,
+        track_id: &str,
+        pkts: &[Box<dyn rtc::rtcp::Packet>],
+        now: Instant,
+    ) {
+        for pkt in pkts {
+            if let Some(remb) = pkt.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                // A REMB names the SSRCs it covers: find the slot they belong to.
+                let slot = self.participants.get(&key).and_then(|p| {
+                    p.slots.iter().position(|s| {
+                        remb.ssrcs.iter().any(|ssrc| {
+                            *ssrc == s.video.munger.out_ssrc() || *ssrc == s.audio.munger.out_ssrc()
+                        })
+                    })
+                });
+                let Some(src) = slot.and_then(|slot| self.graph.source((key, slot as u8))) else {
+                    continue;
+                };
+                let bps = if remb.bitrate.is_finite() && remb.bitrate > 0.0 {
+                    remb.bitrate as u64
+                } else {
+                    continue;
+                };
+                if let Some(send) = self.remb.handle_estimate(src, key, bps, now) {
+                    self.send_remb(src, send, now);
+                }
+            } else {
+                // PLI or FIR on one of this subscriber's video tracks.
+                let slot = self
+                    .participants
+                    .get(&key)
+                    .and_then(|p| p.slots.iter().position(|s| s.video_track_id == track_id));
+                if let Some(src) = slot.and_then(|slot| self.graph.source((key, slot as u8))) {
+                    self.request_keyframe(src, "subscriber", false, now);
+                }
+            }
+        }
+    }
+
+    /// Sends `source` a REMB for its media streams: the lowest estimate
+    /// among the subscribers of its media.
+    fn send_remb(&mut self, source: Key, bps: u64, now: Instant) {
+        let Some(p) = self.participants.get_mut(&source) else {
+            return;
+        };
+        if !p.connected {
+            return;
+        }
+        let ssrcs: Vec<u32> = p.incoming.iter().map(|i| i.ssrc).collect();
+        let sender_ssrc = p.slots.first().map(|s| s.video.munger.out_ssrc()).unwrap_or(0);
+        let Some(pc) = p.pc.as_mut() else { return };
+        let remb: Box<dyn rtc::rtcp::Packet> = Box::new(ReceiverEstimatedMaximumBitrate {
+            sender_ssrc,
+            bitrate: bps as f32,
+            ssrcs,
+        });
+        let msg = TaggedRTCMessage {
+            now,
+            message: RTCMessage::RtcpPacket(String::new(), vec![remb]),
+        };
+        if pc.handle_write(msg).is_ok() {
+            self.shared.metrics.remb_relayed.inc();
+            self.mark_dirty(source);
+        }
+    }
+
     fn forward_rtp(&mut self, key: Key, track_id: &str, mut pkt: rtc::rtp::Packet, now: Instant) {
-        let kind = {
+        let (kind, src_extensions) = {
             let Some(p) = self.participants.get_mut(&key) else {
                 return;
             };
@@ -711,7 +788,7 @@ impl Loop {
                     now,
                 );
             }
-            kind
+            (kind, *p.extensions.for_kind(kind == Kind::Video))
         };
         let mut sinks = std::mem::take(&mut self.scratch_sinks);
         sinks.clear();
@@ -721,12 +798,8 @@ impl Loop {
             return;
         }
         let keyframe = kind == Kind::Video && vp8::is_keyframe_start(&pkt.payload);
-        // Header extensions are per leg (ids, transport-cc numbers): strip them.
-        pkt.header.extension = false;
-        pkt.header.extensions.clear();
-        pkt.header.extension_profile = 0;
-        pkt.header.extensions_padding = 0;
         pkt.header.csrc.clear();
+        let send_time = now.saturating_duration_since(self.epoch);
         let (src_ssrc, seq, ts) = (pkt.header.ssrc, pkt.header.sequence_number, pkt.header.timestamp);
         let mut need_keyframe = false;
         let n = sinks.len();
@@ -765,6 +838,13 @@ impl Loop {
             out_pkt.header.payload_type = munged.payload_type;
             out_pkt.header.sequence_number = munged.sequence_number;
             out_pkt.header.timestamp = munged.timestamp;
+            // Extension ids are per leg: rebuild them for this subscriber.
+            extensions::rewrite(
+                &mut out_pkt.header,
+                &src_extensions,
+                sp.extensions.for_kind(kind == Kind::Video),
+                send_time,
+            );
             let msg = TaggedRTCMessage {
                 now,
                 message: RTCMessage::RtpPacket(String::new(), out_pkt),
@@ -1034,6 +1114,9 @@ impl Loop {
                 .get_mut(&sink)
                 .and_then(|p| p.slots.get_mut(slot as usize))
             {
+                if let Some(old) = out.video.munger.source().filter(|old| Some(*old) != src) {
+                    self.remb.unsubscribe(old, sink);
+                }
                 out.audio.munger.switch_source(src);
                 out.video.munger.switch_source(src);
             }
@@ -1049,9 +1132,6 @@ impl Loop {
         }
         let key = self.next_key;
         self.next_key += 1;
-        let ufrag = peer::random_ice_string(16);
-        let pwd = peer::random_ice_string(32);
-        self.routing.register_ufrag(&ufrag, key);
         self.by_pid.insert(pid.clone(), key);
         self.participants.insert(
             key,
@@ -1061,12 +1141,12 @@ impl Loop {
                 role,
                 ws: None,
                 pc: None,
-                ufrag,
-                pwd,
                 slots: Vec::new(),
                 incoming: Vec::new(),
+                extensions: LegExtensions::default(),
                 remotes: Vec::new(),
                 connected: false,
+                ice_connected_at: None,
                 via_turn: false,
                 packets_in: 0,
                 packets_out: 0,
@@ -1091,10 +1171,10 @@ impl Loop {
         };
         match result {
             Ok(answer) => {
+                // Each answer (the first, and one per ICE restart) carries
+                // fresh credentials; binding requests name its ufrag.
                 if let Some(ufrag) = peer::sdp_ice_ufrag(&answer) {
-                    if self.routing.ufrag_owner(ufrag) != Some(key) {
-                        self.routing.register_ufrag(ufrag, key);
-                    }
+                    self.routing.replace_ufrag(key, ufrag);
                 }
                 self.send_ws(key, SfuServerMsg::Answer { sdp: answer });
                 let cand = self.host_candidate();
@@ -1144,19 +1224,35 @@ impl Loop {
     fn first_offer(&mut self, key: Key, sdp: String, now: Instant) -> Result<String, String> {
         let cand = self.host_candidate_init()?;
         let p = self.participants.get_mut(&key).ok_or("gone")?;
-        let mut pc = Box::new(peer::build_sfu_peer(&p.ufrag, &p.pwd, now).map_err(|e| e.to_string())?);
+        let mut pc = Box::new(peer::build_sfu_peer(now).map_err(|e| e.to_string())?);
         let n_slots = if p.role == SfuRole::Watcher { 2 } else { 1 };
         let mut senders = Vec::new();
         for slot in 0..n_slots {
             let stream = format!("duet-{slot}");
-            let (a_ssrc, v_ssrc) = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
+            let (a_ssrc, v_ssrc, rtx_ssrc) = (
+                rand::random::<u32>() | 1,
+                rand::random::<u32>() | 1,
+                rand::random::<u32>() | 1,
+            );
             let a_id = format!("audio-{slot}");
             let v_id = format!("video-{slot}");
             let a = pc
-                .add_track(peer::outgoing_track(&stream, &a_id, RtpCodecKind::Audio, a_ssrc))
+                .add_track(peer::outgoing_track(
+                    &stream,
+                    &a_id,
+                    RtpCodecKind::Audio,
+                    a_ssrc,
+                    None,
+                ))
                 .map_err(|e| e.to_string())?;
             let v = pc
-                .add_track(peer::outgoing_track(&stream, &v_id, RtpCodecKind::Video, v_ssrc))
+                .add_track(peer::outgoing_track(
+                    &stream,
+                    &v_id,
+                    RtpCodecKind::Video,
+                    v_ssrc,
+                    Some(rtx_ssrc),
+                ))
                 .map_err(|e| e.to_string())?;
             senders.push((a, a_ssrc, v, v_ssrc, v_id));
         }
@@ -1189,6 +1285,7 @@ impl Loop {
         let p = self.participants.get_mut(&key).ok_or("gone")?;
         p.slots = slots;
         p.pc = Some(pc);
+        p.extensions = LegExtensions::from_sdp(&answer.sdp);
         Ok(answer.sdp)
     }
 
@@ -1201,6 +1298,7 @@ impl Loop {
         let answer = pc.create_answer(None).map_err(|e| e.to_string())?;
         pc.set_local_description(now, answer.clone())
             .map_err(|e| e.to_string())?;
+        p.extensions = LegExtensions::from_sdp(&answer.sdp);
         Ok(answer.sdp)
     }
 
@@ -1236,7 +1334,8 @@ impl Loop {
     fn tick(&mut self, now: Instant) {
         self.routing.expire(now);
         let cfg = &self.shared.config;
-        let (admit_ttl, connect_timeout) = (cfg.admit_ttl, cfg.connect_timeout);
+        let (admit_ttl, connect_timeout, dtls_timeout) =
+            (cfg.admit_ttl, cfg.connect_timeout, cfg.dtls_timeout);
         let mut expired = Vec::new();
         let mut oldest_snapshot = Duration::ZERO;
         let mut periodic = Vec::new();
@@ -1249,6 +1348,15 @@ impl Loop {
                     expired.push((p.key, "connect_timeout"))
                 }
                 _ => {}
+            }
+            // `rtc` reports a failed DTLS handshake (a certificate that does
+            // not match the offer's fingerprint, a fatal alert) only in its
+            // log and keeps the connection "connecting": ICE up without DTLS
+            // following is how the loop sees a DTLS failure.
+            if let Some(ice_at) = p.ice_connected_at {
+                if !p.connected && now.saturating_duration_since(ice_at) > dtls_timeout {
+                    expired.push((p.key, "dtls_failed"));
+                }
             }
             if p.connected && p.role == SfuRole::User {
                 if let Some(k) = p.snapshot.latest() {
@@ -1289,6 +1397,7 @@ impl Loop {
         };
         self.by_pid.remove(&p.pid);
         self.routing.remove_participant(key);
+        self.remb.remove(key);
         let change = self.graph.remove(key);
         self.apply(change, now);
         {
@@ -1303,6 +1412,7 @@ impl Loop {
         }
         self.shared.metrics.links.set(self.graph.link_count() as i64);
         debug!(participant = %p.pid, reason, "participant removed");
+        self.shared.metrics.removed(reason);
         let _ = self.shared.events.send(SfuEvent::Disconnected {
             participant_id: p.pid,
             reason: reason.to_owned(),

@@ -11,11 +11,13 @@
 //! ```
 
 pub mod engine;
+pub mod extensions;
 pub mod graph;
 pub mod internal_api;
 pub mod metrics;
 pub mod munger;
 pub mod peer;
+pub mod remb;
 pub mod routing;
 pub mod stun;
 pub mod vp8;
@@ -61,6 +63,9 @@ pub struct SfuConfig {
     pub admit_ttl: Duration,
     /// ICE+DTLS must be up this long after the WebSocket joined.
     pub connect_timeout: Duration,
+    /// DTLS must be up this long after ICE connected (a failed handshake
+    /// shows as ICE without DTLS).
+    pub dtls_timeout: Duration,
     /// Minimum spacing of keyframe requests to one publisher.
     pub keyframe_request_min_interval: Duration,
     /// Datagrams per second (and burst) examined from unknown 5-tuples.
@@ -88,6 +93,7 @@ impl Default for SfuConfig {
             internal_token: String::new(),
             admit_ttl: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(30),
+            dtls_timeout: Duration::from_secs(10),
             keyframe_request_min_interval: Duration::from_millis(300),
             unknown_rate_per_sec: 5_000,
             unknown_burst: 2_000,

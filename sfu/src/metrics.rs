@@ -4,6 +4,22 @@
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Every drop reason (the `reason` label's whole value set).
+/// Why a participant left the node (bounded set, used as a metric label).
+pub const REMOVAL_REASONS: &[&str] = &[
+    "ws_closed",
+    "ws_timeout",
+    "bad_messages",
+    "removed",
+    "kicked",
+    "admission_expired",
+    "connect_timeout",
+    "ice_failed",
+    "dtls_failed",
+    "connection_failed",
+    "connection_closed",
+    "shutdown",
+];
+
 pub const DROP_REASONS: &[&str] = &[
     "short",
     "oversized",
@@ -29,6 +45,9 @@ pub struct Metrics {
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
     pub rtp_forwarded: IntCounter,
+    /// Bandwidth estimates (REMB) sent to publishers on behalf of their subscribers.
+    pub remb_relayed: IntCounter,
+    removals: IntCounterVec,
     drops: IntCounterVec,
     drop_handles: Vec<(&'static str, IntCounter)>,
     pub keyframe_requests: IntCounterVec,
@@ -64,6 +83,17 @@ impl Metrics {
             rtp_forwarded: IntCounter::new(
                 "duet_sfu_rtp_forwarded_total",
                 "RTP packets forwarded to a subscriber",
+            )?,
+            remb_relayed: IntCounter::new(
+                "duet_sfu_remb_relayed_total",
+                "Subscriber bandwidth estimates (REMB) sent to publishers",
+            )?,
+            removals: IntCounterVec::new(
+                Opts::new(
+                    "duet_sfu_participants_removed_total",
+                    "Participants that left the node, by reason",
+                ),
+                &["reason"],
             )?,
             drops: IntCounterVec::new(
                 Opts::new(
@@ -113,6 +143,8 @@ impl Metrics {
         registry.register(Box::new(m.bytes_in.clone()))?;
         registry.register(Box::new(m.bytes_out.clone()))?;
         registry.register(Box::new(m.rtp_forwarded.clone()))?;
+        registry.register(Box::new(m.remb_relayed.clone()))?;
+        registry.register(Box::new(m.removals.clone()))?;
         registry.register(Box::new(m.drops.clone()))?;
         registry.register(Box::new(m.keyframe_requests.clone()))?;
         registry.register(Box::new(m.snapshot_age_seconds.clone()))?;
@@ -126,10 +158,24 @@ impl Metrics {
             .iter()
             .map(|r| (*r, m.drops.with_label_values(&[*r])))
             .collect();
+        for r in REMOVAL_REASONS {
+            m.removals.with_label_values(&[*r]);
+        }
         for c in ["switch", "subscriber", "periodic"] {
             m.keyframe_requests.with_label_values(&[c]);
         }
         Ok(m)
+    }
+
+    /// Counts a participant's removal; a reason outside
+    /// [`REMOVAL_REASONS`] is counted as "other" so the label set stays bounded.
+    pub fn removed(&self, reason: &str) {
+        let label = if REMOVAL_REASONS.contains(&reason) {
+            reason
+        } else {
+            "other"
+        };
+        self.removals.with_label_values(&[label]).inc();
     }
 
     /// Counts a drop; `reason` must be one of [`DROP_REASONS`].

@@ -1,22 +1,27 @@
 //! Building one participant's `RTCPeerConnection` the way Chromium needs it
 //! (see WEBRTC-NOTES): ICE-lite with our own credentials, DTLS server role,
-//! VP8 (PT 96) + Opus (PT 111) with NACK/PLI/FIR/REMB/TWCC feedback, the
-//! default interceptors, and an interceptor that lets inbound PLI/FIR reach
-//! the application.
+//! VP8 (PT 96, RTX PT 97) + Opus (PT 111) with NACK/PLI/FIR/REMB/TWCC
+//! feedback, abs-send-time / audio-level / video-orientation extensions, the
+//! default interceptors, and an interceptor that lets inbound PLI/FIR/REMB
+//! reach the application.
 
+use crate::extensions::FORWARDED_EXTENSIONS;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8,
+};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
+    RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error as RtcError;
@@ -30,7 +35,7 @@ pub const AUDIO_CLOCK: u32 = 48_000;
 
 /// Interceptor position: after every default interceptor (the report
 /// generators sit at 10 000 and 11 000), so they have all seen the RTCP.
-const KEYFRAME_MARKER_SLOT: usize = 11_500;
+const FEEDBACK_MARKER_SLOT: usize = 11_500;
 
 pub fn vp8_codec() -> RTCRtpCodec {
     RTCRtpCodec {
@@ -61,36 +66,72 @@ pub fn opus_codec() -> RTCRtpCodec {
     }
 }
 
-/// One media engine per peer connection (VP8 + Opus), and the interceptor
-/// registry (defaults: NACK generator/responder, TWCC receiver, RTCP
-/// reports; plus the keyframe request marker).
+pub const VP8_RTX_PT: u8 = 97;
+
+/// RTX for VP8 (RFC 4588): retransmissions travel on their own SSRC, so
+/// they do not disturb the media stream's loss and jitter statistics.
+pub fn vp8_rtx_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_RTX.to_owned(),
+        clock_rate: VIDEO_CLOCK,
+        channels: 0,
+        sdp_fmtp_line: format!("apt={VP8_PT}"),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// One media engine per peer connection (VP8 with RTX, Opus, the header
+/// extensions the SFU forwards) and the interceptor registry (defaults:
+/// NACK generator/responder, TWCC receiver, RTCP reports; plus the marker
+/// that lets keyframe requests and REMB reach the application).
 pub fn media_engine_and_registry() -> Result<(MediaEngine, Registry), RtcError> {
-    let mut me = MediaEngine::default();
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: vp8_codec(),
-            payload_type: VP8_PT,
-        },
-        RtpCodecKind::Video,
-    )?;
-    me.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: opus_codec(),
-            payload_type: OPUS_PT,
-        },
-        RtpCodecKind::Audio,
-    )?;
+    media_engine_and_registry_from(MediaEngine::default())
+}
+
+/// As [`media_engine_and_registry`], starting from `me` (a test client
+/// registers an extension of its own first, so its ids differ from ours).
+pub fn media_engine_and_registry_from(mut me: MediaEngine) -> Result<(MediaEngine, Registry), RtcError> {
+    let codecs = [
+        (vp8_codec(), VP8_PT, RtpCodecKind::Video),
+        (vp8_rtx_codec(), VP8_RTX_PT, RtpCodecKind::Video),
+        (opus_codec(), OPUS_PT, RtpCodecKind::Audio),
+    ];
+    for (rtp_codec, payload_type, kind) in codecs {
+        me.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec,
+                payload_type,
+            },
+            kind,
+        )?;
+    }
+    for &(uri, audio, video) in FORWARDED_EXTENSIONS {
+        for (wanted, kind) in [(audio, RtpCodecKind::Audio), (video, RtpCodecKind::Video)] {
+            if wanted {
+                me.register_header_extension(
+                    RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+                    kind,
+                    None,
+                )?;
+            }
+        }
+    }
     let registry = register_default_interceptors(Registry::new(), &mut me)?;
-    let registry = registry.with(Slot::from(KEYFRAME_MARKER_SLOT), KeyframeRequestMarker::default());
+    let registry = registry.with(Slot::from(FEEDBACK_MARKER_SLOT), FeedbackToApplication::default());
     Ok((me, registry))
 }
 
-/// The SFU side of one participant: ICE-lite with `ufrag`/`pwd`, DTLS server.
-pub fn build_sfu_peer(ufrag: &str, pwd: &str, now: Instant) -> Result<RTCPeerConnection, RtcError> {
+/// The SFU side of one participant: ICE-lite, DTLS server.
+///
+/// The ICE credentials are left to `rtc`, which draws fresh random ones for
+/// the first answer and again for every ICE restart, as JSEP requires of an
+/// answerer (RFC 8829 §5.3.1). `SettingEngine::with_ice_credentials` would
+/// pin one pair for the connection's life, so a restarted browser would get
+/// the old pair back. The loop routes by the ufrag of each answer.
+pub fn build_sfu_peer(now: Instant) -> Result<RTCPeerConnection, RtcError> {
     let (me, registry) = media_engine_and_registry()?;
     let se = SettingEngineBuilder::new()
         .with_lite(true)
-        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         .with_answering_dtls_role(RTCDtlsRole::Server)
         .build();
     RTCPeerConnectionBuilder::new()
@@ -101,8 +142,15 @@ pub fn build_sfu_peer(ufrag: &str, pwd: &str, now: Instant) -> Result<RTCPeerCon
         .build(now)
 }
 
-/// An outgoing track with a fixed SSRC.
-pub fn outgoing_track(stream: &str, track_id: &str, kind: RtpCodecKind, ssrc: u32) -> MediaStreamTrack {
+/// An outgoing track with a fixed SSRC; video also names its RTX SSRC
+/// (used only if the remote accepts RTX).
+pub fn outgoing_track(
+    stream: &str,
+    track_id: &str,
+    kind: RtpCodecKind,
+    ssrc: u32,
+    rtx_ssrc: Option<u32>,
+) -> MediaStreamTrack {
     let codec = if kind == RtpCodecKind::Video {
         vp8_codec()
     } else {
@@ -116,6 +164,9 @@ pub fn outgoing_track(stream: &str, track_id: &str, kind: RtpCodecKind, ssrc: u3
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
+                rtx: rtx_ssrc
+                    .filter(|_| kind == RtpCodecKind::Video)
+                    .map(|ssrc| RTCRtpRtxParameters { ssrc }),
                 ..Default::default()
             },
             active: true,
@@ -125,21 +176,24 @@ pub fn outgoing_track(stream: &str, track_id: &str, kind: RtpCodecKind, ssrc: u3
     )
 }
 
-/// Marks inbound PLI and FIR `DeliverToApplication`, so they come out of
-/// `poll_read` (WEBRTC-NOTES pitfall 1). Other RTCP passes unmarked and
-/// stops at the chain's end as usual.
+/// Marks inbound PLI, FIR and REMB `DeliverToApplication`, so they come
+/// out of `poll_read` (WEBRTC-NOTES pitfall 1): the SFU relays them to the
+/// other leg. Other RTCP passes unmarked and stops at the chain's end as
+/// usual.
 #[derive(Default)]
-pub struct KeyframeRequestMarker {
+pub struct FeedbackToApplication {
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
 
-fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
+fn is_relayed_feedback(p: &dyn rtc::rtcp::Packet) -> bool {
     let any = p.as_any();
-    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+    any.is::<PictureLossIndication>()
+        || any.is::<FullIntraRequest>()
+        || any.is::<ReceiverEstimatedMaximumBitrate>()
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -148,8 +202,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &mut msg.message.packet {
-            if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-                packets.retain(|p| is_keyframe_request(p.as_ref()));
+            if packets.iter().any(|p| is_relayed_feedback(p.as_ref())) {
+                packets.retain(|p| is_relayed_feedback(p.as_ref()));
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
@@ -171,7 +225,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestMarker {
     }
 }
 
-impl Interceptor for KeyframeRequestMarker {
+impl Interceptor for FeedbackToApplication {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -185,16 +239,6 @@ pub fn sdp_ice_ufrag(sdp: &str) -> Option<&str> {
         .map(str::trim)
 }
 
-/// A random string of `n` ICE characters (RFC 8839 ice-char: ALPHA / DIGIT / "+" / "/").
-pub fn random_ice_string(n: usize) -> String {
-    use rand::Rng;
-    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,12 +250,5 @@ mod tests {
             Some("abcd")
         );
         assert_eq!(sdp_ice_ufrag("v=0\r\n"), None);
-    }
-
-    #[test]
-    fn random_strings_have_the_asked_length_and_charset() {
-        let s = random_ice_string(16);
-        assert_eq!(s.len(), 16);
-        assert!(s.bytes().all(|b| b.is_ascii_alphanumeric()));
     }
 }

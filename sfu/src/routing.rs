@@ -143,8 +143,11 @@ impl RoutingTable {
         self.ufrags.insert(ufrag.to_owned(), key);
     }
 
-    pub fn ufrag_owner(&self, ufrag: &str) -> Option<Key> {
-        self.ufrags.get(ufrag).copied()
+    /// `ufrag` becomes `key`'s only ufrag (a new answer replaced the
+    /// credentials of the previous one).
+    pub fn replace_ufrag(&mut self, key: Key, ufrag: &str) {
+        self.ufrags.retain(|_, k| *k != key);
+        self.ufrags.insert(ufrag.to_owned(), key);
     }
 
     /// Routes one datagram.

@@ -188,6 +188,7 @@ async fn thousand_join_leave_cycles_leak_nothing() {
             "a",
             rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio,
             1,
+            None,
         ))
         .unwrap();
         pc.add_track(sfu::peer::outgoing_track(
@@ -195,6 +196,7 @@ async fn thousand_join_leave_cycles_leak_nothing() {
             "v",
             rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video,
             2,
+            Some(3),
         ))
         .unwrap();
         pc.create_offer(None).unwrap().sdp

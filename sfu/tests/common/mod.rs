@@ -11,8 +11,9 @@ use futures::{SinkExt, StreamExt};
 use proto::sfu_ws::{SfuClientMsg, SfuServerMsg};
 use proto::token::{SfuClaims, SfuRole, TokenKey, AUD_SFU};
 use proto::{NodeId, ParticipantId};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCOfferOptions};
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -21,16 +22,21 @@ use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::statistics::StatsSelector;
+use sfu::extensions::LegExtensions;
 use sfu::{Sfu, SfuConfig, SfuHandle};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -176,6 +182,8 @@ pub struct Received {
     pub ssrc: u32,
     pub payload: Bytes,
     pub at: Instant,
+    /// Header extensions as received: (id, value).
+    pub extensions: Vec<(u8, Bytes)>,
 }
 
 #[derive(Default)]
@@ -184,7 +192,27 @@ pub struct ClientState {
     pub failed: bool,
     pub received: Vec<Received>,
     pub plis: usize,
+    /// REMBs received: (bitrate, SSRCs).
+    pub rembs: Vec<(u64, Vec<u32>)>,
     pub ws_messages: Vec<SfuServerMsg>,
+    /// When set, every video packet carries this video-orientation value.
+    pub video_orientation: Option<u8>,
+    /// This client's negotiated extension ids (from its answer).
+    pub extensions: LegExtensions,
+    /// Answers received (the first and any after an ICE restart).
+    pub answers: Vec<String>,
+    /// The SSRCs this client sends on: (audio, video).
+    pub sent_ssrcs: (u32, u32),
+}
+
+/// How a test client deviates from a well-behaved browser.
+#[derive(Clone, Copy, Default)]
+pub struct ClientOptions {
+    /// Offer an extra header extension first, so every extension id this
+    /// client negotiates differs from a default client's.
+    pub shift_extension_ids: bool,
+    /// Put a wrong DTLS fingerprint in the offer: ICE succeeds, DTLS fails.
+    pub corrupt_fingerprint: bool,
 }
 
 pub enum ClientCmd {
@@ -193,6 +221,12 @@ pub enum ClientCmd {
         frame: Vec<u8>,
         mtu: usize,
     },
+    /// Send these RTCP packets on the connection.
+    Rtcp(Vec<Box<dyn rtc::rtcp::Packet>>),
+    /// Offer again with new ICE credentials (the answer is applied when it comes).
+    IceRestart,
+    /// Report how many packets arrived as RTX retransmissions.
+    RetransmittedReceived(oneshot::Sender<u64>),
     Stop,
 }
 
@@ -275,12 +309,36 @@ impl Client {
         auto_media: bool,
         socket: Transport,
     ) -> Client {
+        Self::connect_with(node, name, role, auto_media, socket, ClientOptions::default()).await
+    }
+
+    pub async fn connect_with(
+        node: &Node,
+        name: &str,
+        role: SfuRole,
+        auto_media: bool,
+        socket: Transport,
+        opts: ClientOptions,
+    ) -> Client {
         let token = node.token(name, role, 300);
         let (ws, _) = tokio_tungstenite::connect_async(format!("{}?token={}", node.ws_url, token))
             .await
             .expect("ws connect");
         let local = socket.local();
-        let (me, registry) = sfu::peer::media_engine_and_registry().unwrap();
+        let mut me = MediaEngine::default();
+        if opts.shift_extension_ids {
+            for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+                me.register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: "urn:ietf:params:rtp-hdrext:toffset".to_owned(),
+                    },
+                    kind,
+                    None,
+                )
+                .unwrap();
+            }
+        }
+        let (me, registry) = sfu::peer::media_engine_and_registry_from(me).unwrap();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(SettingEngineBuilder::new().build())
@@ -313,6 +371,7 @@ impl Client {
                     &format!("{name}-a"),
                     RtpCodecKind::Audio,
                     audio_ssrc,
+                    None,
                 ))
                 .unwrap();
             let v = pc
@@ -321,6 +380,7 @@ impl Client {
                     &format!("{name}-v"),
                     RtpCodecKind::Video,
                     video_ssrc,
+                    Some(rand::random::<u32>()),
                 ))
                 .unwrap();
             Some((a, v))
@@ -341,10 +401,18 @@ impl Client {
         .unwrap();
         pc.add_local_candidate(RTCIceCandidate::from(&cand).to_json().unwrap())
             .unwrap();
-        let state = Arc::new(Mutex::new(ClientState::default()));
+        let state = Arc::new(Mutex::new(ClientState {
+            sent_ssrcs: (audio_ssrc, video_ssrc),
+            ..Default::default()
+        }));
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (mut ws_tx, mut ws_rx) = ws.split();
-        let offer_msg = serde_json::to_string(&SfuClientMsg::Offer { sdp: offer.sdp }).unwrap();
+        let offer_sdp = if opts.corrupt_fingerprint {
+            corrupt_fingerprint(&offer.sdp)
+        } else {
+            offer.sdp
+        };
+        let offer_msg = serde_json::to_string(&SfuClientMsg::Offer { sdp: offer_sdp }).unwrap();
         ws_tx.send(Message::Text(offer_msg.into())).await.unwrap();
         // Wait for the answer.
         let answer = loop {
@@ -362,6 +430,11 @@ impl Client {
                 _ => {}
             }
         };
+        {
+            let mut st = state.lock().unwrap();
+            st.extensions = LegExtensions::from_sdp(&answer);
+            st.answers.push(answer.clone());
+        }
         pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(answer).unwrap())
             .unwrap();
         let st = state.clone();
@@ -406,6 +479,22 @@ impl Client {
         let _ = self.cmd.send(ClientCmd::Stop).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
     }
+}
+
+/// The same offer with the last hex digit of each DTLS fingerprint changed.
+fn corrupt_fingerprint(sdp: &str) -> String {
+    sdp.split_inclusive('\n')
+        .map(|line| {
+            if line.starts_with("a=fingerprint:") {
+                let trimmed = line.trim_end();
+                let (head, last) = trimmed.split_at(trimmed.len() - 1);
+                let flipped = if last == "0" { "1" } else { "0" };
+                format!("{head}{flipped}{}", &line[trimmed.len()..])
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect()
 }
 
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -480,11 +569,25 @@ async fn drive(
                         ssrc: p.header.ssrc,
                         payload: p.payload.clone(),
                         at: Instant::now(),
+                        extensions: p
+                            .header
+                            .extensions
+                            .iter()
+                            .map(|e| (e.id, e.payload.clone()))
+                            .collect(),
                     });
                 }
-                RTCMessage::RtcpPacket(_, _) => {
-                    state.lock().unwrap().plis += 1;
-                    want_key = true;
+                RTCMessage::RtcpPacket(_, pkts) => {
+                    let mut st = state.lock().unwrap();
+                    for p in &pkts {
+                        let any = p.as_any();
+                        if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                            st.rembs.push((remb.bitrate as u64, remb.ssrcs.clone()));
+                        } else if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                            st.plis += 1;
+                            want_key = true;
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -508,6 +611,14 @@ async fn drive(
                 match m {
                     Some(Ok(Message::Text(t))) => {
                         if let Ok(msg) = serde_json::from_str::<SfuServerMsg>(&t) {
+                            if let SfuServerMsg::Answer { sdp } = &msg {
+                                // The answer to an ICE restart.
+                                let mut st = state.lock().unwrap();
+                                st.answers.push(sdp.clone());
+                                st.extensions = LegExtensions::from_sdp(sdp);
+                                drop(st);
+                                let _ = pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(sdp.clone()).unwrap());
+                            }
                             if let SfuServerMsg::Candidate { candidate } = &msg {
                                 let _ = pc.add_remote_candidate(RTCIceCandidateInit {
                                     candidate: candidate.candidate.clone(),
@@ -535,6 +646,23 @@ async fn drive(
                             send_rtp(&mut pc, senders.map(|s| s.1), video_ssrc, sfu::peer::VP8_PT, vseq, vts, i + 1 == chunks.len(), payload);
                         }
                     }
+                    Some(ClientCmd::Rtcp(pkts)) => {
+                        let _ = pc.handle_write(rtc::peer_connection::message::TaggedRTCMessage {
+                            now: Instant::now(),
+                            message: RTCMessage::RtcpPacket(String::new(), pkts),
+                        });
+                    }
+                    Some(ClientCmd::IceRestart) => {
+                        let offer = pc.create_offer(Some(RTCOfferOptions { ice_restart: true })).unwrap();
+                        pc.set_local_description(Instant::now(), offer.clone()).unwrap();
+                        let msg = serde_json::to_string(&SfuClientMsg::Offer { sdp: offer.sdp }).unwrap();
+                        let _ = ws_tx.send(Message::Text(msg.into())).await;
+                    }
+                    Some(ClientCmd::RetransmittedReceived(reply)) => {
+                        let report = pc.get_stats(Instant::now(), StatsSelector::None);
+                        let n = report.inbound_rtp_streams().map(|s| s.retransmitted_packets_received).sum();
+                        let _ = reply.send(n);
+                    }
                     Some(ClientCmd::Stop) | None => break,
                 }
             }
@@ -547,7 +675,11 @@ async fn drive(
                 vseq = vseq.wrapping_add(1);
                 vts = vts.wrapping_add(1800);
                 let key = std::mem::take(&mut want_key);
-                send_rtp(&mut pc, senders.map(|s| s.1), video_ssrc, sfu::peer::VP8_PT, vseq, vts, true, labelled_frame(key, label.as_bytes()));
+                let orientation = {
+                    let st = state.lock().unwrap();
+                    st.video_orientation.zip(st.extensions.video.video_orientation)
+                };
+                send_rtp_with(&mut pc, senders.map(|s| s.1), video_ssrc, sfu::peer::VP8_PT, vseq, vts, true, labelled_frame(key, label.as_bytes()), orientation);
             }
         }
     }
@@ -569,7 +701,23 @@ fn send_rtp(
     marker: bool,
     payload: Vec<u8>,
 ) {
-    let pkt = rtc::rtp::Packet {
+    send_rtp_with(pc, sender, ssrc, pt, seq, ts, marker, payload, None);
+}
+
+/// As `send_rtp`, with one header extension `(value, id)` if given.
+#[allow(clippy::too_many_arguments)]
+fn send_rtp_with(
+    pc: &mut RTCPeerConnection,
+    sender: Option<RTCRtpSenderId>,
+    ssrc: u32,
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    marker: bool,
+    payload: Vec<u8>,
+    extension: Option<(u8, u8)>,
+) {
+    let mut pkt = rtc::rtp::Packet {
         header: rtc::rtp::header::Header {
             version: 2,
             marker,
@@ -581,6 +729,11 @@ fn send_rtp(
         },
         payload: Bytes::from(payload),
     };
+    if let Some((value, id)) = extension {
+        pkt.header
+            .set_extension(id, Bytes::copy_from_slice(&[value]))
+            .unwrap();
+    }
     if let Some(mut s) = sender.and_then(|id| pc.rtp_sender(id)) {
         let _ = s.write_rtp(Instant::now(), pkt);
     }
