@@ -65,6 +65,16 @@ test('two users are paired and each decodes the other\'s video and receives audi
   // Each sees the other's camera, not its own: A's is red, B's blue.
   const hitA = await waitRemoteColor(a, 'blue');
   await waitRemoteColor(b, 'red');
+  // What the SFU negotiated with a real browser: RTX both ways, and the
+  // header extensions it carries across legs.
+  const negotiated = await a.evaluate(() => window.duet.pc.remoteDescription.sdp);
+  assert.match(negotiated, /a=rtpmap:\d+ rtx\/90000/, 'RTX accepted');
+  assert.match(negotiated, /a=ssrc-group:FID \d+ \d+/, "the SFU's video track names its RTX stream");
+  for (const uri of ['urn:3gpp:video-orientation', 'abs-send-time', 'ssrc-audio-level']) {
+    assert.ok(negotiated.includes(uri), `${uri} negotiated`);
+  }
+  const sent = await rtcStats(a);
+  assert.ok(sent.outVideo && sent.outVideo.rtxSsrc, `A retransmits to the SFU on an RTX stream (${JSON.stringify(sent.outVideo)})`);
   const marks = await a.evaluate(() => window.duet.marks);
   startTimes.push(hitA.t - marks.start);
   // The page noticed the first frame itself and took the "Connecting video…" overlay away.

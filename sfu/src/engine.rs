@@ -7,7 +7,7 @@ use crate::extensions::{self, LegExtensions};
 use crate::graph::{Change, ForwardingGraph, SlotRef};
 use crate::munger::{Munger, Throttle};
 use crate::peer::{self, AUDIO_CLOCK, OPUS_PT, VIDEO_CLOCK, VP8_PT};
-use crate::remb::RembRelay;
+use crate::remb::{RateMeter, RembRelay};
 use crate::routing::{Key, PathAddr, Route, RoutingTable, UnknownReason};
 use crate::vp8::{self, KeyframeAssembler};
 use crate::{SfuError, Shared};
@@ -171,6 +171,10 @@ struct Participant {
     packets_in: u64,
     packets_out: u64,
     bytes_in: u64,
+    /// Video RTP bytes received from this participant, and their rate (for
+    /// `remb`: receive-side estimates cover the video a subscriber gets).
+    video_bytes_in: u64,
+    video_rate: RateMeter,
     bytes_out: u64,
     snapshot: KeyframeAssembler,
     keyframe_throttle: Throttle,
@@ -726,7 +730,8 @@ impl Loop {
                 } else {
                     continue;
                 };
-                if let Some(send) = self.remb.handle_estimate(src, key, bps, now) {
+                let source_bps = self.participants.get(&src).map_or(0, |p| p.video_rate.bps());
+                if let Some(send) = self.remb.handle_estimate(src, key, bps, source_bps, now) {
                     self.send_remb(src, send, now);
                 }
             } else {
@@ -742,8 +747,8 @@ impl Loop {
         }
     }
 
-    /// Sends `source` a REMB for its media streams: the lowest estimate
-    /// among the subscribers of its media.
+    /// Sends `source` a REMB for its media streams: the cap `remb` decided
+    /// (a limiting subscriber estimate, or the release).
     fn send_remb(&mut self, source: Key, bps: u64, now: Instant) {
         let Some(p) = self.participants.get_mut(&source) else {
             return;
@@ -780,6 +785,7 @@ impl Loop {
             }
             let Some(kind) = p.kind_of(track_id) else { return };
             if kind == Kind::Video {
+                p.video_bytes_in += 12 + pkt.payload.len() as u64;
                 p.snapshot.push(
                     pkt.header.sequence_number,
                     pkt.header.timestamp,
@@ -1151,6 +1157,8 @@ impl Loop {
                 packets_in: 0,
                 packets_out: 0,
                 bytes_in: 0,
+                video_bytes_in: 0,
+                video_rate: RateMeter::default(),
                 bytes_out: 0,
                 snapshot: KeyframeAssembler::default(),
                 keyframe_throttle: Throttle::new(self.shared.config.keyframe_request_min_interval),
@@ -1340,6 +1348,7 @@ impl Loop {
         let mut oldest_snapshot = Duration::ZERO;
         let mut periodic = Vec::new();
         for p in self.participants.values_mut() {
+            p.video_rate.update(p.video_bytes_in, now);
             match p.joined_at {
                 None if now.saturating_duration_since(p.admitted_at) > admit_ttl => {
                     expired.push((p.key, "admission_expired"))

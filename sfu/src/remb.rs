@@ -5,13 +5,18 @@
 //! (transport-cc feedback from the SFU) only sees its uplink. The downlink
 //! to each subscriber is measured by the subscriber's receive-side estimator
 //! (on the abs-send-time the SFU writes, see [`crate::extensions`]), which
-//! reports it as REMB. The SFU sends the publisher the lowest fresh estimate
-//! among its subscribers, so the publisher encodes for the slowest viewer,
-//! the way a direct call would (browsers cap their send rate at a REMB).
+//! reports it as REMB. A browser caps its send rate at the last REMB it got.
 //!
-//! When to send: at once when the estimate falls by [`DROP_FRACTION`] or
-//! more (congestion must reach the sender quickly), otherwise no more than
-//! once per [`REFRESH`] (an estimate that rises or holds is news, not urgent).
+//! A receive-side estimate of an application-limited stream only follows
+//! what arrives (Chromium reports about the incoming rate, growing slowly),
+//! so passing every REMB on would hold a publisher near its current rate
+//! and a quiet scene would starve the next busy one. The relay therefore
+//! caps a publisher only while the lowest fresh estimate among its
+//! subscribers is clearly below the video the publisher sends
+//! ([`LIMITING_FRACTION`] of its measured rate): at once when it falls by [`DROP_FRACTION`] or more,
+//! otherwise once per [`REFRESH`], the cap following the estimate up. After
+//! [`RELEASE_AFTER`] without a limiting estimate the cap is lifted
+//! ([`RELEASE_BPS`]).
 
 use crate::routing::Key;
 use std::collections::HashMap;
@@ -20,15 +25,26 @@ use std::time::{Duration, Instant};
 /// An estimate older than this no longer counts (its subscriber went quiet
 /// or left).
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
-/// The longest time between two REMBs to one publisher while estimates arrive.
+/// The longest time between two REMBs to a capped publisher.
 pub const REFRESH: Duration = Duration::from_secs(1);
 /// A fall of this fraction of the last sent value is sent at once.
 pub const DROP_FRACTION: f64 = 0.03;
+/// An estimate below this fraction of the publisher's video rate limits it.
+/// Well below 1: an application-limited estimate hovers around the
+/// incoming rate, and one backoff of Chromium's estimator gives 0.85 of it;
+/// only a clear or repeated fall should cap the publisher.
+pub const LIMITING_FRACTION: f64 = 0.7;
+/// A capped publisher is released after this long without a limiting estimate.
+pub const RELEASE_AFTER: Duration = Duration::from_secs(5);
+/// The REMB that lifts a cap (browsers clamp to their own maximum).
+pub const RELEASE_BPS: u64 = 100_000_000;
 
 #[derive(Default, Debug)]
 struct SourceEstimates {
     by_sink: HashMap<Key, (u64, Instant)>,
     last_sent: Option<(u64, Instant)>,
+    /// Set while a cap is in force: when an estimate last limited the source.
+    capped_since_limiting: Option<Instant>,
 }
 
 #[derive(Default, Debug)]
@@ -38,13 +54,33 @@ pub struct RembRelay {
 
 impl RembRelay {
     /// A subscriber (`sink`) reported `bps` for what it receives from
-    /// `source`. Returns the bitrate to send to `source` now, if any.
-    pub fn handle_estimate(&mut self, source: Key, sink: Key, bps: u64, now: Instant) -> Option<u64> {
+    /// `source`, which currently sends `source_bps`. Returns the bitrate to
+    /// send to `source` now, if any.
+    pub fn handle_estimate(
+        &mut self,
+        source: Key,
+        sink: Key,
+        bps: u64,
+        source_bps: u64,
+        now: Instant,
+    ) -> Option<u64> {
         let s = self.sources.entry(source).or_default();
         s.by_sink.insert(sink, (bps, now));
         s.by_sink
             .retain(|_, (_, at)| now.saturating_duration_since(*at) <= STALE_AFTER);
         let lowest = s.by_sink.values().map(|(b, _)| *b).min()?;
+        let limiting = (lowest as f64) < (source_bps as f64) * LIMITING_FRACTION;
+        if limiting {
+            s.capped_since_limiting = Some(now);
+        }
+        let Some(last_limiting) = s.capped_since_limiting else {
+            return None; // Not capped and nothing limits: the publisher decides.
+        };
+        if !limiting && now.saturating_duration_since(last_limiting) >= RELEASE_AFTER {
+            s.capped_since_limiting = None;
+            s.last_sent = Some((RELEASE_BPS, now));
+            return Some(RELEASE_BPS);
+        }
         let send = match s.last_sent {
             None => true,
             Some((last, at)) => {
@@ -86,41 +122,89 @@ impl RembRelay {
     }
 }
 
+/// A publisher's received bitrate, measured over windows of at least
+/// [`RateMeter::WINDOW`] (plain data, `now` passed in).
+#[derive(Debug, Clone, Default)]
+pub struct RateMeter {
+    window_start: Option<(Instant, u64)>,
+    bps: u64,
+}
+
+impl RateMeter {
+    pub const WINDOW: Duration = Duration::from_secs(1);
+
+    /// `total_bytes` is a running byte count; returns the current rate.
+    pub fn update(&mut self, total_bytes: u64, now: Instant) -> u64 {
+        match self.window_start {
+            None => self.window_start = Some((now, total_bytes)),
+            Some((at, bytes)) => {
+                let elapsed = now.saturating_duration_since(at);
+                if elapsed >= Self::WINDOW {
+                    let bits = total_bytes.saturating_sub(bytes).saturating_mul(8);
+                    self.bps = (bits as f64 / elapsed.as_secs_f64()) as u64;
+                    self.window_start = Some((now, total_bytes));
+                }
+            }
+        }
+        self.bps
+    }
+
+    pub fn bps(&self) -> u64 {
+        self.bps
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const SENDING: u64 = 1_000_000;
+
     #[test]
-    fn first_estimate_is_sent_and_a_repeat_waits_for_the_refresh() {
+    fn an_estimate_above_what_the_publisher_sends_is_not_relayed() {
         let t0 = Instant::now();
         let mut r = RembRelay::default();
-        assert_eq!(r.handle_estimate(1, 2, 800_000, t0), Some(800_000));
-        assert_eq!(
-            r.handle_estimate(1, 2, 800_000, t0 + Duration::from_millis(200)),
-            None
-        );
-        assert_eq!(
-            r.handle_estimate(1, 2, 900_000, t0 + Duration::from_millis(500)),
-            None,
-            "a rise waits"
-        );
-        assert_eq!(r.handle_estimate(1, 2, 900_000, t0 + REFRESH), Some(900_000));
+        // Application-limited: the subscriber reports about what arrives.
+        assert_eq!(r.handle_estimate(1, 2, 1_050_000, SENDING, t0), None);
+        assert_eq!(r.handle_estimate(1, 2, 950_000, SENDING, t0 + REFRESH), None);
     }
 
     #[test]
-    fn a_fall_is_sent_at_once() {
+    fn a_limiting_estimate_is_sent_and_falls_go_at_once() {
         let t0 = Instant::now();
         let mut r = RembRelay::default();
-        r.handle_estimate(1, 2, 1_000_000, t0);
+        assert_eq!(r.handle_estimate(1, 2, 600_000, SENDING, t0), Some(600_000));
         assert_eq!(
-            r.handle_estimate(1, 2, 990_000, t0 + Duration::from_millis(10)),
+            r.handle_estimate(1, 2, 595_000, SENDING, t0 + Duration::from_millis(10)),
             None,
             "1% is noise"
         );
         assert_eq!(
-            r.handle_estimate(1, 2, 500_000, t0 + Duration::from_millis(20)),
-            Some(500_000)
+            r.handle_estimate(1, 2, 300_000, SENDING, t0 + Duration::from_millis(20)),
+            Some(300_000)
+        );
+    }
+
+    #[test]
+    fn a_cap_follows_the_estimate_up_and_is_lifted_after_recovery() {
+        let t0 = Instant::now();
+        let mut r = RembRelay::default();
+        assert_eq!(r.handle_estimate(1, 2, 300_000, SENDING, t0), Some(300_000));
+        // The publisher obeyed (now sends 300k); the path recovers and the
+        // estimate climbs above what it sends: the cap rises once a second.
+        let t1 = t0 + REFRESH;
+        assert_eq!(r.handle_estimate(1, 2, 330_000, 300_000, t1), Some(330_000));
+        assert_eq!(
+            r.handle_estimate(1, 2, 340_000, 300_000, t1 + Duration::from_millis(100)),
+            None
+        );
+        let t2 = t0 + RELEASE_AFTER;
+        assert_eq!(r.handle_estimate(1, 2, 400_000, 330_000, t2), Some(RELEASE_BPS));
+        assert_eq!(
+            r.handle_estimate(1, 2, 400_000, 330_000, t2 + REFRESH),
+            None,
+            "released"
         );
     }
 
@@ -128,58 +212,89 @@ mod tests {
     fn the_slowest_fresh_subscriber_decides() {
         let t0 = Instant::now();
         let mut r = RembRelay::default();
-        r.handle_estimate(1, 2, 2_000_000, t0);
-        // A watcher on a slow link joins: the publisher must slow down.
-        assert_eq!(r.handle_estimate(1, 3, 300_000, t0), Some(300_000));
+        assert_eq!(r.handle_estimate(1, 2, 2_000_000, SENDING, t0), None);
+        // A watcher on a slow link: the publisher must slow down.
+        assert_eq!(r.handle_estimate(1, 3, 300_000, SENDING, t0), Some(300_000));
         // The watcher goes quiet; once its estimate is stale the other counts.
         let later = t0 + STALE_AFTER + Duration::from_millis(1);
-        assert_eq!(r.handle_estimate(1, 2, 2_000_000, later), Some(2_000_000));
+        assert_eq!(
+            r.handle_estimate(1, 2, 2_000_000, 300_000, later),
+            Some(2_000_000)
+        );
     }
 
     #[test]
     fn leaving_and_unsubscribing_drop_the_estimate() {
         let t0 = Instant::now();
         let mut r = RembRelay::default();
-        r.handle_estimate(1, 2, 2_000_000, t0);
-        r.handle_estimate(1, 3, 300_000, t0);
-        r.handle_estimate(3, 1, 500_000, t0);
+        r.handle_estimate(1, 2, 2_000_000, SENDING, t0);
+        r.handle_estimate(1, 3, 300_000, SENDING, t0);
+        r.handle_estimate(3, 1, 500_000, SENDING, t0);
         r.unsubscribe(1, 3);
         assert_eq!(r.len(), 2);
-        assert_eq!(r.handle_estimate(1, 2, 2_000_000, t0 + REFRESH), Some(2_000_000));
         r.remove(1);
         assert!(r.is_empty());
     }
 
+    #[test]
+    fn rate_meter_measures_over_whole_windows() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::default();
+        assert_eq!(m.update(0, t0), 0);
+        assert_eq!(
+            m.update(50_000, t0 + Duration::from_millis(500)),
+            0,
+            "window not over"
+        );
+        assert_eq!(m.update(125_000, t0 + RateMeter::WINDOW), 1_000_000);
+        assert_eq!(m.bps(), 1_000_000);
+    }
+
     proptest! {
-        /// Whatever the sequence of reports, a sent value is the minimum of
-        /// the fresh estimates at that moment, and two sends less than
-        /// REFRESH apart only happen when the value fell.
+        /// Whatever the reports and rates: a sent value is either the
+        /// release or the minimum of the fresh estimates; a release follows
+        /// RELEASE_AFTER without a limiting estimate; nothing is sent while
+        /// no estimate ever limited; two sends within REFRESH only when the
+        /// value fell.
         #[test]
-        fn sends_are_fresh_minimums_and_only_falls_skip_the_refresh(
-            reports in proptest::collection::vec((0u64..4, 1u64..5_000_000, 0u64..700), 1..200),
+        fn relayed_values_are_fresh_minimums_or_releases(
+            reports in proptest::collection::vec((0u64..4, 1u64..5_000_000, 1u64..5_000_000, 0u64..900), 1..200),
         ) {
             let t0 = Instant::now();
             let mut r = RembRelay::default();
             let mut now = t0;
             let mut latest: HashMap<u64, (u64, Instant)> = HashMap::new();
             let mut last_sent: Option<(u64, Instant)> = None;
-            for (sink, bps, dt) in reports {
+            let mut last_limiting: Option<Instant> = None;
+            for (sink, bps, source_bps, dt) in reports {
                 now += Duration::from_millis(dt);
                 latest.insert(sink, (bps, now));
-                if let Some(sent) = r.handle_estimate(9, sink, bps, now) {
-                    let fresh_min = latest
-                        .values()
-                        .filter(|(_, at)| now.duration_since(*at) <= STALE_AFTER)
-                        .map(|(b, _)| *b)
-                        .min()
-                        .unwrap();
-                    prop_assert_eq!(sent, fresh_min);
-                    if let Some((prev, at)) = last_sent {
-                        if now.duration_since(at) < REFRESH {
-                            prop_assert!((sent as f64) <= prev as f64 * (1.0 - DROP_FRACTION));
-                        }
+                let fresh_min = latest
+                    .values()
+                    .filter(|(_, at)| now.duration_since(*at) <= STALE_AFTER)
+                    .map(|(b, _)| *b)
+                    .min()
+                    .unwrap();
+                let limiting = (fresh_min as f64) < source_bps as f64 * LIMITING_FRACTION;
+                if limiting { last_limiting = Some(now); }
+                let sent = r.handle_estimate(9, sink, bps, source_bps, now);
+                match (sent, last_limiting) {
+                    (None, _) => {}
+                    (Some(_), None) => prop_assert!(false, "sent without a limiting estimate"),
+                    (Some(RELEASE_BPS), Some(at)) => {
+                        prop_assert!(now.duration_since(at) >= RELEASE_AFTER);
+                        last_limiting = None;
+                        last_sent = Some((RELEASE_BPS, now));
                     }
-                    last_sent = Some((sent, now));
+                    (Some(v), Some(_)) => {
+                        prop_assert_eq!(v, fresh_min);
+                        if let Some((prev, at)) = last_sent {
+                            if now.duration_since(at) < REFRESH {
+                                prop_assert!((v as f64) <= prev as f64 * (1.0 - DROP_FRACTION));
+                            }
+                        }
+                        last_sent = Some((v, now));
+                    }
                 }
             }
         }

@@ -90,20 +90,39 @@ async fn a_subscribers_nack_is_answered_on_the_negotiated_rtx_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscribers_bandwidth_estimate_reaches_the_publisher() {
+async fn a_limiting_subscriber_estimate_reaches_the_publisher_and_others_do_not() {
     let node = Node::start().await;
     let (a, b) = linked_pair(&node, ClientOptions::default()).await;
     let (a_audio, a_video) = a.state.lock().unwrap().sent_ssrcs;
     let outgoing_video_ssrc = b.received_from("A", true)[0].ssrc;
-
-    let remb = |bitrate: f32| -> Vec<Box<dyn rtc::rtcp::Packet>> {
+    let remb = |bitrate: f32, ssrc: u32| -> Vec<Box<dyn rtc::rtcp::Packet>> {
         vec![Box::new(ReceiverEstimatedMaximumBitrate {
             sender_ssrc: 1,
             bitrate,
-            ssrcs: vec![outgoing_video_ssrc],
+            ssrcs: vec![ssrc],
         })]
     };
-    b.cmd.send(ClientCmd::Rtcp(remb(250_000.0))).await.unwrap();
+    // The node measures what A sends (a second's window) before judging.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+
+    // An estimate far above what A sends (a test client's video is about
+    // 13 kb/s) limits nothing: A is not capped.
+    b.cmd
+        .send(ClientCmd::Rtcp(remb(5_000_000.0, outgoing_video_ssrc)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        a.state.lock().unwrap().rembs.is_empty(),
+        "a non-limiting estimate capped A"
+    );
+    assert_eq!(node.metric("duet_sfu_remb_relayed_total", None), 0.0);
+
+    // B's downlink cannot carry A's stream: A is told, with its own SSRCs.
+    b.cmd
+        .send(ClientCmd::Rtcp(remb(3_000.0, outgoing_video_ssrc)))
+        .await
+        .unwrap();
     wait_for("A gets a REMB", LIMIT, || {
         !a.state.lock().unwrap().rembs.is_empty()
     })
@@ -111,33 +130,32 @@ async fn a_subscribers_bandwidth_estimate_reaches_the_publisher() {
     {
         let st = a.state.lock().unwrap();
         let (bitrate, ssrcs) = &st.rembs[0];
-        assert_eq!(*bitrate, 250_000);
+        assert_eq!(*bitrate, 3_000);
         assert!(
             ssrcs.contains(&a_video) && ssrcs.contains(&a_audio),
             "the REMB names A's own streams, not B's leg: {ssrcs:?}"
         );
         assert!(!ssrcs.contains(&outgoing_video_ssrc));
     }
-    // B's link gets worse: A hears of it at once, not after a refresh.
-    b.cmd.send(ClientCmd::Rtcp(remb(90_000.0))).await.unwrap();
+    // It gets worse: A hears of it at once, not after a refresh.
+    b.cmd
+        .send(ClientCmd::Rtcp(remb(1_500.0, outgoing_video_ssrc)))
+        .await
+        .unwrap();
     wait_for("A gets the lower estimate", Duration::from_millis(900), || {
-        a.state.lock().unwrap().rembs.iter().any(|(b, _)| *b == 90_000)
+        a.state.lock().unwrap().rembs.iter().any(|(b, _)| *b == 1_500)
     })
     .await;
     // A REMB for SSRCs B does not receive is not relayed anywhere.
     let before = node.metric("duet_sfu_remb_relayed_total", None);
-    assert!(before >= 2.0);
+    assert_eq!(before, 2.0);
     b.cmd
-        .send(ClientCmd::Rtcp(vec![Box::new(ReceiverEstimatedMaximumBitrate {
-            sender_ssrc: 1,
-            bitrate: 10_000.0,
-            ssrcs: vec![outgoing_video_ssrc ^ 0x5555],
-        })]))
+        .send(ClientCmd::Rtcp(remb(500.0, outgoing_video_ssrc ^ 0x5555)))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(node.metric("duet_sfu_remb_relayed_total", None), before);
-    assert!(!a.state.lock().unwrap().rembs.iter().any(|(b, _)| *b == 10_000));
+    assert!(!a.state.lock().unwrap().rembs.iter().any(|(b, _)| *b == 500));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
