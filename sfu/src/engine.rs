@@ -1386,6 +1386,9 @@ impl Loop {
         for k in periodic {
             self.request_keyframe(k, "periodic", false, now);
         }
+        for source in self.remb.releases_due(now) {
+            self.send_remb(source, crate::remb::RELEASE_BPS, now);
+        }
         self.shared
             .metrics
             .snapshot_age_seconds

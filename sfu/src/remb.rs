@@ -96,6 +96,29 @@ impl RembRelay {
         }
     }
 
+    /// Capped sources whose cap is no longer justified: no estimate has
+    /// limited them for [`RELEASE_AFTER`] (their limiting subscriber left,
+    /// was relinked or went quiet). Each gets [`RELEASE_BPS`] once; a
+    /// browser keeps the last REMB's cap until told otherwise.
+    pub fn releases_due(&mut self, now: Instant) -> Vec<Key> {
+        let mut due = Vec::new();
+        for (key, s) in &mut self.sources {
+            s.by_sink
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) <= STALE_AFTER);
+            if let Some(at) = s.capped_since_limiting {
+                if now.saturating_duration_since(at) >= RELEASE_AFTER {
+                    s.capped_since_limiting = None;
+                    s.last_sent = Some((RELEASE_BPS, now));
+                    due.push(*key);
+                }
+            }
+        }
+        self.sources
+            .retain(|_, s| !s.by_sink.is_empty() || s.capped_since_limiting.is_some());
+        due.sort_unstable();
+        due
+    }
+
     /// `key` left: forget it as a publisher and as a subscriber.
     pub fn remove(&mut self, key: Key) {
         self.sources.remove(&key);
@@ -206,6 +229,21 @@ mod tests {
             None,
             "released"
         );
+    }
+
+    #[test]
+    fn a_cap_is_lifted_when_its_subscriber_is_gone_or_quiet() {
+        let t0 = Instant::now();
+        let mut r = RembRelay::default();
+        assert_eq!(r.handle_estimate(1, 2, 300_000, SENDING, t0), Some(300_000));
+        assert_eq!(r.handle_estimate(5, 6, 2_000_000, SENDING, t0), None);
+        // B is relinked away from A: nobody reports on A any more.
+        r.unsubscribe(1, 2);
+        assert!(r.releases_due(t0 + Duration::from_secs(1)).is_empty(), "not yet");
+        assert_eq!(r.releases_due(t0 + RELEASE_AFTER), vec![1]);
+        assert!(r.releases_due(t0 + RELEASE_AFTER * 2).is_empty(), "once");
+        // Forgotten sources are dropped, uncapped ones with fresh estimates kept.
+        assert_eq!(r.sources.len(), 0, "5's estimate went stale too");
     }
 
     #[test]

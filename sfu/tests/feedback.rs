@@ -156,6 +156,23 @@ async fn a_limiting_subscriber_estimate_reaches_the_publisher_and_others_do_not(
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(node.metric("duet_sfu_remb_relayed_total", None), before);
     assert!(!a.state.lock().unwrap().rembs.iter().any(|(b, _)| *b == 500));
+
+    // B leaves A's call: the cap must not outlive it (a browser keeps the
+    // last REMB's cap), so A is released within RELEASE_AFTER.
+    let r = node
+        .post("/internal/v1/unlink", serde_json::json!({"a": "A", "b": "B"}))
+        .await;
+    assert_eq!(r.status(), 204);
+    wait_for("A's cap is lifted", Duration::from_secs(8), || {
+        a.state
+            .lock()
+            .unwrap()
+            .rembs
+            .last()
+            // REMB's 18-bit mantissa rounds the value a little.
+            .is_some_and(|(b, _)| b.abs_diff(sfu::remb::RELEASE_BPS) < sfu::remb::RELEASE_BPS / 100)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
