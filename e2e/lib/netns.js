@@ -52,11 +52,16 @@ export function createTopology(clients) {
       for (const ns of created.reverse()) sh(['ip', 'netns', 'del', ns], { allowFail: true });
       created.length = 0;
     },
-    /** Replaces the client's output filter with the given nft rules (strings after `add rule inet fw out`). */
-    firewall(name, rules) {
+    /**
+     * Replaces the client's filter with the given nft rules (strings after `add rule inet fw out`);
+     * `input` rules, if any, filter what the client receives.
+     */
+    firewall(name, rules, { input = [] } = {}) {
       const ns = topo.clients[name].ns;
       let script = 'table inet fw\ndelete table inet fw\ntable inet fw {\n  chain out {\n    type filter hook output priority 0; policy accept;\n';
       for (const r of rules) script += `    ${r}\n`;
+      script += '  }\n  chain in {\n    type filter hook input priority 0; policy accept;\n';
+      for (const r of input) script += `    ${r}\n`;
       script += '  }\n}\n';
       sh(['ip', 'netns', 'exec', ns, 'nft', '-f', '-'], { input: script });
       return sh(['ip', 'netns', 'exec', ns, 'nft', 'list', 'ruleset']);

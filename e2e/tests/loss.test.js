@@ -1,0 +1,71 @@
+// A lossy network, in network namespaces: user L's network drops 10 % of UDP
+// datagrams each way. Losses on both legs are repaired through the SFU with
+// RTX (RFC 4588): the SFU NACKs what L's uplink lost and L's Chromium
+// retransmits on its RTX stream; L's Chromium NACKs what its downlink lost
+// and the SFU's NACK responder answers on the RTX stream it negotiated.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startDuet } from '../lib/server.js';
+import { createTopology, canUseNetns } from '../lib/netns.js';
+import {
+  launch, openPage, start, waitState, waitMatchedCount, waitStats, sampleRemoteFrames, waitRemoteColor, pageLog,
+  consoleProblems,
+} from '../lib/browser.js';
+
+const why = canUseNetns();
+let topo;
+let server;
+const browsers = [];
+
+before(async () => {
+  if (why) return;
+  topo = createTopology(['l', 'c']);
+  server = await startDuet({ name: 'loss', netns: topo.server.ns, ip: topo.server.ip, args: ['--widen-after-secs', '1'] });
+  // L: one UDP datagram in ten lost, each way (nftables' random number, no netem needed).
+  const lose = 'meta l4proto udp numgen random mod 100 < 10 drop';
+  topo.firewall('l', [lose], { input: [lose] });
+}, { timeout: 60000 });
+
+after(async () => {
+  await Promise.all(browsers.map((b) => b.close().catch(() => {})));
+  if (server) await server.stop();
+  if (topo) topo.cleanup();
+});
+
+test('on a lossy network both directions are repaired with RTX retransmissions through the SFU, and video keeps decoding', { skip: why ? `network namespaces unavailable: ${why}` : false, timeout: 120000 }, async () => {
+  const origin = `http://${server.ready.http}`;
+  const common = [`--unsafely-treat-insecure-origin-as-secure=${origin}`];
+  const [bl, bc] = await Promise.all([
+    launch({ netns: topo.clients.l.ns, color: 'red', args: common }),
+    launch({ netns: topo.clients.c.ns, color: 'blue', args: common }),
+  ]);
+  browsers.push(bl, bc);
+  const l = await openPage(bl, `${origin}/`);
+  const c = await openPage(bc, `${origin}/`);
+  await sampleRemoteFrames(l);
+  await sampleRemoteFrames(c);
+  await start(l);
+  await waitState(l, 'queued');
+  await start(c);
+  await Promise.all([waitMatchedCount(l, 1), waitMatchedCount(c, 1)]);
+  await waitRemoteColor(l, 'blue');
+  await waitRemoteColor(c, 'red');
+
+  const repaired = await waitStats(l, (s) => s.video && s.outVideo
+    && s.video.retransmittedPacketsReceived > 0 && s.outVideo.retransmittedPacketsSent > 0,
+  { timeout: 45000, what: "retransmissions both ways on L's lossy network" })
+    .catch(async (e) => { throw new Error(`${e.message}\nL: ${await pageLog(l)}`); });
+  console.log(`L (10 % loss each way): inbound ${JSON.stringify(repaired.video)} outbound ${JSON.stringify(repaired.outVideo)}`);
+  assert.ok(repaired.video.nackCount > 0, 'L asked the SFU for what its downlink lost');
+  assert.ok(repaired.outVideo.nackCount > 0, 'the SFU asked L for what its uplink lost');
+  assert.ok(repaired.outVideo.rtxSsrc, 'L retransmits on its RTX stream');
+  // And the call is watchable: frames keep coming on both sides.
+  const before = repaired.video.framesDecoded;
+  await waitStats(l, (s) => s.video.framesDecoded > before + 30, { what: 'L keeps decoding' });
+  const cs = await waitStats(c, (s) => s.video && s.video.framesDecoded > 30, { what: 'C decodes L' });
+  console.log(`C (clean network) receiving L: ${JSON.stringify(cs.video)}`);
+});
+
+test('the page raised no script errors and no Content-Security-Policy refusals', () => {
+  assert.deepEqual(consoleProblems(), []);
+});
