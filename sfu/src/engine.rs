@@ -714,6 +714,11 @@ impl Loop {
     ) {
         for pkt in pkts {
             if let Some(remb) = pkt.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                // A hidden watcher must not slow the pair down (nor give
+                // itself away by doing so): only users' estimates count.
+                if self.participants.get(&key).map(|p| p.role) != Some(SfuRole::User) {
+                    continue;
+                }
                 // A REMB names the SSRCs it covers: find the slot they belong to.
                 let slot = self.participants.get(&key).and_then(|p| {
                     p.slots.iter().position(|s| {

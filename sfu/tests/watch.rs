@@ -1,10 +1,11 @@
 //! A hidden receive-only watcher gets both sides of a pair; the pair never
-//! receives anything from it.
+//! receives anything from it, not even a bandwidth cap.
 
 mod common;
 
-use common::{wait_for, Client, Node};
+use common::{wait_for, Client, ClientCmd, Node};
 use proto::token::SfuRole;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,6 +60,22 @@ async fn watcher_receives_both_sides_and_stays_invisible() {
         .received
         .iter()
         .all(|r| common::contains(&r.payload, b"from-A:")));
+
+    // A watcher's slow link never slows the pair down: its bandwidth
+    // estimate (a REMB far below what A sends) is not relayed to A.
+    tokio::time::sleep(Duration::from_millis(1300)).await; // A's rate is measured
+    let remb: Box<dyn rtc::rtcp::Packet> = Box::new(ReceiverEstimatedMaximumBitrate {
+        sender_ssrc: 1,
+        bitrate: 1_000.0,
+        ssrcs: vec![sa],
+    });
+    w.cmd
+        .send(ClientCmd::Rtcp(vec![remb]))
+        .await
+        .expect("watcher running");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(a.state.lock().unwrap().rembs.is_empty(), "a watcher capped A");
+    assert_eq!(node.metric("duet_sfu_remb_relayed_total", None), 0.0);
 
     let r = node
         .post(
