@@ -228,6 +228,8 @@ struct Loop {
     dirty: Vec<Key>,
     keyframe_interval: Option<Duration>,
     remb: RembRelay,
+    /// Participants whose `removed` was set since the last `service_dirty`.
+    marked_for_removal: Vec<Key>,
     /// Origin of the abs-send-time the SFU writes.
     epoch: Instant,
     scratch_reads: Vec<TaggedRTCMessage>,
@@ -279,6 +281,7 @@ impl Engine {
             dirty: Vec::new(),
             keyframe_interval: None,
             remb: RembRelay::default(),
+            marked_for_removal: Vec::new(),
             epoch: Instant::now(),
             scratch_reads: Vec::new(),
             scratch_sinks: Vec::new(),
@@ -521,12 +524,13 @@ impl Loop {
                 self.dirty = keys;
             }
         }
-        let removed: Vec<(Key, &'static str)> = self
-            .participants
-            .values()
-            .filter_map(|p| p.removed.map(|r| (p.key, r)))
-            .collect();
-        for (key, reason) in removed {
+        // Only participants marked since the last pass (no scan of everyone
+        // on every loop turn).
+        let marked = std::mem::take(&mut self.marked_for_removal);
+        for key in marked {
+            let Some(reason) = self.participants.get(&key).and_then(|p| p.removed) else {
+                continue;
+            };
             self.remove(key, reason, io, now);
         }
     }
@@ -669,7 +673,10 @@ impl Loop {
 
     fn mark_removed(&mut self, key: Key, reason: &'static str) {
         if let Some(p) = self.participants.get_mut(&key) {
-            p.removed.get_or_insert(reason);
+            if p.removed.is_none() {
+                p.removed = Some(reason);
+                self.marked_for_removal.push(key);
+            }
         }
     }
 
