@@ -246,3 +246,26 @@ export function median(xs) {
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
+
+/**
+ * Two users in network namespaces, paired: launches one browser per namespace (red and blue cameras), opens
+ * the page at `origin` in each, the first starts and waits, the second starts; resolves with both pages once
+ * they are matched. Launched browsers are pushed onto `browsers` for the caller to close.
+ */
+export async function pairInNamespaces(origin, [nsA, nsB], browsers, extraArgs = []) {
+  const args = [`--unsafely-treat-insecure-origin-as-secure=${origin}`, ...extraArgs];
+  const [ba, bb] = await Promise.all([
+    launch({ netns: nsA, color: 'red', args }),
+    launch({ netns: nsB, color: 'blue', args }),
+  ]);
+  browsers.push(ba, bb);
+  const a = await openPage(ba, `${origin}/`);
+  const b = await openPage(bb, `${origin}/`);
+  await sampleRemoteFrames(a);
+  await sampleRemoteFrames(b);
+  await start(a);
+  await waitState(a, 'queued');
+  await start(b);
+  await Promise.all([waitMatchedCount(a, 1), waitMatchedCount(b, 1)]);
+  return [a, b];
+}

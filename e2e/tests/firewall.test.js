@@ -11,8 +11,7 @@ import { X509Certificate, createHash } from 'node:crypto';
 import { startDuet } from '../lib/server.js';
 import { createTopology, canUseNetns } from '../lib/netns.js';
 import {
-  launch, openPage, start, waitState, waitMatchedCount, waitStats, sampleRemoteFrames, waitRemoteColor, pageLog, screenshot,
-  consoleProblems,
+  pairInNamespaces, waitStats, waitRemoteColor, pageLog, screenshot, consoleProblems,
 } from '../lib/browser.js';
 
 const why = canUseNetns();
@@ -52,20 +51,7 @@ after(async () => {
 test('a browser whose network drops UDP connects through TURN over TCP, and one that reaches only the TLS port connects through turns:', { skip: why ? `network namespaces unavailable: ${why}` : false, timeout: 120000 }, async () => {
   const origin = `http://${server.ready.http}`;
   const certArgs = [`--ignore-certificate-errors-spki-list=${spkiHash(server.ready.tls_cert)}`];
-  const common = [`--unsafely-treat-insecure-origin-as-secure=${origin}`, ...certArgs];
-  const [bu, bt] = await Promise.all([
-    launch({ netns: topo.clients.u.ns, color: 'red', args: common }),
-    launch({ netns: topo.clients.t.ns, color: 'blue', args: common }),
-  ]);
-  browsers.push(bu, bt);
-  const u = await openPage(bu, `${origin}/`);
-  const t = await openPage(bt, `${origin}/`);
-  await sampleRemoteFrames(u);
-  await sampleRemoteFrames(t);
-  await start(u);
-  await waitState(u, 'queued');
-  await start(t);
-  await Promise.all([waitMatchedCount(u, 1), waitMatchedCount(t, 1)]);
+  const [u, t] = await pairInNamespaces(origin, [topo.clients.u.ns, topo.clients.t.ns], browsers, certArgs);
 
   const su = await waitStats(u, (s) => s.video && s.video.framesDecoded > 0 && s.local, { timeout: 45000, what: 'U (no UDP) decoding video' })
     .catch(async (e) => { throw new Error(`${e.message}\nU: ${await pageLog(u)}`); });

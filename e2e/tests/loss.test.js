@@ -8,8 +8,7 @@ import assert from 'node:assert/strict';
 import { startDuet } from '../lib/server.js';
 import { createTopology, canUseNetns } from '../lib/netns.js';
 import {
-  launch, openPage, start, waitState, waitMatchedCount, waitStats, sampleRemoteFrames, waitRemoteColor, pageLog,
-  consoleProblems,
+  pairInNamespaces, waitStats, waitRemoteColor, pageLog, consoleProblems,
 } from '../lib/browser.js';
 
 const why = canUseNetns();
@@ -34,20 +33,7 @@ after(async () => {
 
 test('on a lossy network both directions are repaired with RTX retransmissions through the SFU, and video keeps decoding', { skip: why ? `network namespaces unavailable: ${why}` : false, timeout: 120000 }, async () => {
   const origin = `http://${server.ready.http}`;
-  const common = [`--unsafely-treat-insecure-origin-as-secure=${origin}`];
-  const [bl, bc] = await Promise.all([
-    launch({ netns: topo.clients.l.ns, color: 'red', args: common }),
-    launch({ netns: topo.clients.c.ns, color: 'blue', args: common }),
-  ]);
-  browsers.push(bl, bc);
-  const l = await openPage(bl, `${origin}/`);
-  const c = await openPage(bc, `${origin}/`);
-  await sampleRemoteFrames(l);
-  await sampleRemoteFrames(c);
-  await start(l);
-  await waitState(l, 'queued');
-  await start(c);
-  await Promise.all([waitMatchedCount(l, 1), waitMatchedCount(c, 1)]);
+  const [l, c] = await pairInNamespaces(origin, [topo.clients.l.ns, topo.clients.c.ns], browsers);
   await waitRemoteColor(l, 'blue');
   await waitRemoteColor(c, 'red');
 

@@ -643,7 +643,7 @@ async fn drive(
                             let mut payload = vec![if i == 0 { 0x10 } else { 0x00 }];
                             payload.extend_from_slice(c);
                             vseq = vseq.wrapping_add(1);
-                            send_rtp(&mut pc, senders.map(|s| s.1), video_ssrc, sfu::peer::VP8_PT, vseq, vts, i + 1 == chunks.len(), payload);
+                            send_rtp(&mut pc, senders.map(|s| s.1), video_ssrc, sfu::peer::VP8_PT, vseq, vts, i + 1 == chunks.len(), payload, None);
                         }
                     }
                     Some(ClientCmd::Rtcp(pkts)) => {
@@ -671,7 +671,7 @@ async fn drive(
                 let label = format!("from-{name}:{counter}");
                 aseq = aseq.wrapping_add(1);
                 ats = ats.wrapping_add(960);
-                send_rtp(&mut pc, senders.map(|s| s.0), audio_ssrc, sfu::peer::OPUS_PT, aseq, ats, false, label.clone().into_bytes());
+                send_rtp(&mut pc, senders.map(|s| s.0), audio_ssrc, sfu::peer::OPUS_PT, aseq, ats, false, label.clone().into_bytes(), None);
                 vseq = vseq.wrapping_add(1);
                 vts = vts.wrapping_add(1800);
                 let key = std::mem::take(&mut want_key);
@@ -679,7 +679,7 @@ async fn drive(
                     let st = state.lock().unwrap();
                     st.video_orientation.zip(st.extensions.video.video_orientation)
                 };
-                send_rtp_with(&mut pc, senders.map(|s| s.1), video_ssrc, sfu::peer::VP8_PT, vseq, vts, true, labelled_frame(key, label.as_bytes()), orientation);
+                send_rtp(&mut pc, senders.map(|s| s.1), video_ssrc, sfu::peer::VP8_PT, vseq, vts, true, labelled_frame(key, label.as_bytes()), orientation);
             }
         }
     }
@@ -690,23 +690,9 @@ async fn drive(
     let _ = ws_tx.send(Message::Close(None)).await;
 }
 
+/// Sends one RTP packet on `sender`, with one header extension `(value, id)` if given.
 #[allow(clippy::too_many_arguments)]
 fn send_rtp(
-    pc: &mut RTCPeerConnection,
-    sender: Option<RTCRtpSenderId>,
-    ssrc: u32,
-    pt: u8,
-    seq: u16,
-    ts: u32,
-    marker: bool,
-    payload: Vec<u8>,
-) {
-    send_rtp_with(pc, sender, ssrc, pt, seq, ts, marker, payload, None);
-}
-
-/// As `send_rtp`, with one header extension `(value, id)` if given.
-#[allow(clippy::too_many_arguments)]
-fn send_rtp_with(
     pc: &mut RTCPeerConnection,
     sender: Option<RTCRtpSenderId>,
     ssrc: u32,
