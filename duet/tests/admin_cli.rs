@@ -23,7 +23,16 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
     {
         let mut input = child.stdin.take().unwrap();
         if let Some(s) = stdin {
-            input.write_all(s.as_bytes()).unwrap();
+            // A command that refuses its arguments (an unknown role, say)
+            // exits before reading stdin: a closed pipe is its answer, not
+            // a test failure. Its exit status and stderr are checked below.
+            if let Err(e) = input.write_all(s.as_bytes()) {
+                assert_eq!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe,
+                    "writing the password: {e}"
+                );
+            }
         }
     }
     child.wait_with_output().unwrap()
