@@ -182,6 +182,8 @@ struct Participant {
     admitted_at: Instant,
     joined_at: Option<Instant>,
     scheduled: Option<Instant>,
+    /// Input reached the peer connection since its last service.
+    needs_read: bool,
     removed: Option<&'static str>,
 }
 
@@ -502,7 +504,20 @@ impl Loop {
         self.mark_dirty(key);
     }
 
+    /// `key`'s peer connection took input (a datagram, a timeout, a
+    /// command): its events, reads and writes all need draining.
     fn mark_dirty(&mut self, key: Key) {
+        if let Some(p) = self.participants.get_mut(&key) {
+            p.needs_read = true;
+        }
+        self.mark_written(key);
+    }
+
+    /// Only `handle_write` was called on `key`'s peer connection (forwarded
+    /// media, a keyframe request, a REMB): writes only, no events or reads
+    /// to drain. Each `poll_read`/`poll_event` walks the whole `rtc`
+    /// pipeline, so a subscriber's leg skips them for every forwarded packet.
+    fn mark_written(&mut self, key: Key) {
         if !self.dirty.contains(&key) {
             self.dirty.push(key);
         }
@@ -536,8 +551,14 @@ impl Loop {
     }
 
     fn service(&mut self, key: Key, io: &mut Io, now: Instant) {
-        self.drain_events(key, now);
-        self.drain_reads(key, now);
+        let needs_read = self
+            .participants
+            .get_mut(&key)
+            .is_some_and(|p| std::mem::take(&mut p.needs_read));
+        if needs_read {
+            self.drain_events(key, now);
+            self.drain_reads(key, now);
+        }
         self.drain_writes(key, io, now);
         self.schedule(key);
     }
@@ -782,7 +803,7 @@ impl Loop {
         };
         if pc.handle_write(msg).is_ok() {
             self.shared.metrics.remb_relayed.inc();
-            self.mark_dirty(source);
+            self.mark_written(source);
         }
     }
 
@@ -869,9 +890,7 @@ impl Loop {
             };
             if pc.handle_write(msg).is_ok() {
                 self.shared.metrics.rtp_forwarded.inc();
-                if !self.dirty.contains(&sink) {
-                    self.dirty.push(sink);
-                }
+                self.mark_written(sink);
             } else {
                 self.shared.metrics.drop("write_failed");
             }
@@ -913,7 +932,7 @@ impl Loop {
                 .keyframe_requests
                 .with_label_values(&[cause])
                 .inc();
-            self.mark_dirty(source);
+            self.mark_written(source);
         }
     }
 
@@ -1178,6 +1197,7 @@ impl Loop {
                 admitted_at: now,
                 joined_at: None,
                 scheduled: None,
+                needs_read: false,
                 removed: None,
             },
         );
