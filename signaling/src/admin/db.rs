@@ -32,6 +32,17 @@ macro_rules! bind_all {
 
 pub(crate) use on_pool;
 
+// Statements run from more than one place: one text each.
+/// `(jti, moderator_id, created_at, expires_at)`: a moderator session starts.
+const SQL_INSERT_SESSION: &str =
+    "INSERT INTO moderator_sessions (jti, moderator_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+/// `(jti, now)`: one session ends (a second revocation changes nothing).
+const SQL_REVOKE_SESSION: &str =
+    "UPDATE moderator_sessions SET revoked_at = $2 WHERE jti = $1 AND revoked_at IS NULL";
+/// `(ban id, now, lifted_by, reason)`: a ban is lifted unless it already was.
+const SQL_LIFT_BAN: &str =
+    "UPDATE bans SET lifted_at = $2, lifted_by = $3, lift_reason = $4 WHERE id = $1 AND lifted_at IS NULL";
+
 /// A query parameter.
 #[derive(Clone, Debug)]
 pub(crate) enum P {
@@ -209,9 +220,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO moderator_sessions (jti, moderator_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-            )
+            sqlx::query(SQL_INSERT_SESSION)
             .bind(jti)
             .bind(id)
             .bind(now)
@@ -234,14 +243,12 @@ impl Store {
     ) -> Result<(), SignalingError> {
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
-            sqlx::query("UPDATE moderator_sessions SET revoked_at = $2 WHERE jti = $1 AND revoked_at IS NULL")
+            sqlx::query(SQL_REVOKE_SESSION)
                 .bind(old_jti)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO moderator_sessions (jti, moderator_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-            )
+            sqlx::query(SQL_INSERT_SESSION)
             .bind(jti)
             .bind(moderator_id)
             .bind(now)
@@ -282,7 +289,7 @@ impl Store {
 
     pub(crate) async fn revoke_session(&self, jti: &str, now: i64) -> Result<(), SignalingError> {
         on_pool!(self, p => {
-            sqlx::query("UPDATE moderator_sessions SET revoked_at = $2 WHERE jti = $1 AND revoked_at IS NULL")
+            sqlx::query(SQL_REVOKE_SESSION)
                 .bind(jti)
                 .bind(now)
                 .execute(p)
@@ -877,9 +884,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, SignalingError> {
         on_pool!(self, p => {
-            Ok(sqlx::query(
-                "UPDATE bans SET lifted_at = $2, lifted_by = $3, lift_reason = $4 WHERE id = $1 AND lifted_at IS NULL",
-            )
+            Ok(sqlx::query(SQL_LIFT_BAN)
             .bind(id)
             .bind(now)
             .bind(by)
@@ -1028,9 +1033,7 @@ impl Store {
                 return Ok(false);
             }
             if status == "lifted" {
-                sqlx::query(
-                    "UPDATE bans SET lifted_at = $2, lifted_by = $3, lift_reason = $4 WHERE id = $1 AND lifted_at IS NULL",
-                )
+                sqlx::query(SQL_LIFT_BAN)
                 .bind(ban_id)
                 .bind(now)
                 .bind(by)
