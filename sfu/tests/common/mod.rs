@@ -430,13 +430,7 @@ impl Client {
                 _ => {}
             }
         };
-        {
-            let mut st = state.lock().unwrap();
-            st.extensions = LegExtensions::from_sdp(&answer);
-            st.answers.push(answer.clone());
-        }
-        pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(answer).unwrap())
-            .unwrap();
+        apply_answer(&mut pc, &state, &answer).unwrap();
         let st = state.clone();
         let name2 = name.to_owned();
         let task = tokio::spawn(async move {
@@ -479,6 +473,20 @@ impl Client {
         let _ = self.cmd.send(ClientCmd::Stop).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
     }
+}
+
+/// Records an answer from the SFU (its extension ids, the SDP) and applies it.
+fn apply_answer(
+    pc: &mut RTCPeerConnection,
+    state: &Mutex<ClientState>,
+    sdp: &str,
+) -> Result<(), rtc::shared::error::Error> {
+    {
+        let mut st = state.lock().unwrap();
+        st.extensions = LegExtensions::from_sdp(sdp);
+        st.answers.push(sdp.to_owned());
+    }
+    pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(sdp.to_owned())?)
 }
 
 /// The same offer with the last hex digit of each DTLS fingerprint changed.
@@ -613,11 +621,7 @@ async fn drive(
                         if let Ok(msg) = serde_json::from_str::<SfuServerMsg>(&t) {
                             if let SfuServerMsg::Answer { sdp } = &msg {
                                 // The answer to an ICE restart.
-                                let mut st = state.lock().unwrap();
-                                st.answers.push(sdp.clone());
-                                st.extensions = LegExtensions::from_sdp(sdp);
-                                drop(st);
-                                let _ = pc.set_remote_description(Instant::now(), RTCSessionDescription::answer(sdp.clone()).unwrap());
+                                let _ = apply_answer(&mut pc, &state, sdp);
                             }
                             if let SfuServerMsg::Candidate { candidate } = &msg {
                                 let _ = pc.add_remote_candidate(RTCIceCandidateInit {
