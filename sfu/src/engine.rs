@@ -744,16 +744,14 @@ impl Loop {
             if let Some(remb) = pkt.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
                 // A hidden watcher must not slow the pair down (nor give
                 // itself away by doing so): only users' estimates count.
-                if self.participants.get(&key).map(|p| p.role) != Some(SfuRole::User) {
+                let Some(p) = self.participants.get(&key).filter(|p| p.role == SfuRole::User) else {
                     continue;
-                }
+                };
                 // A REMB names the SSRCs it covers: find the slot they belong to.
-                let slot = self.participants.get(&key).and_then(|p| {
-                    p.slots.iter().position(|s| {
-                        remb.ssrcs.iter().any(|ssrc| {
-                            *ssrc == s.video.munger.out_ssrc() || *ssrc == s.audio.munger.out_ssrc()
-                        })
-                    })
+                let slot = p.slots.iter().position(|s| {
+                    remb.ssrcs
+                        .iter()
+                        .any(|ssrc| *ssrc == s.video.munger.out_ssrc() || *ssrc == s.audio.munger.out_ssrc())
                 });
                 let Some(src) = slot.and_then(|slot| self.graph.source((key, slot as u8))) else {
                     continue;
