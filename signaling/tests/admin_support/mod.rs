@@ -212,16 +212,7 @@ impl ModSfu {
             .route(proto::sfu_api::PATH_KEYFRAME_INTERVAL, put(keyframes))
             .route(proto::sfu_api::PATH_EVENTS, get(events))
             .with_state(st.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cancel = CancellationToken::new();
-        let c = cancel.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(c.cancelled_owned())
-                .await
-                .unwrap();
-        });
+        let (addr, cancel) = crate::common::serve_on_port_0(app).await;
         ModSfu { addr, st, cancel }
     }
 

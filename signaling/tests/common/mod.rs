@@ -154,16 +154,7 @@ impl FakeSfu {
             .route(proto::sfu_api::PATH_EVENTS, get(events))
             .route(proto::sfu_api::PATH_NODE, get(node))
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cancel = CancellationToken::new();
-        let c = cancel.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(c.cancelled_owned())
-                .await
-                .unwrap();
-        });
+        let (addr, cancel) = crate::common::serve_on_port_0(app).await;
         FakeSfu {
             addr,
             calls,
@@ -327,4 +318,20 @@ impl Ws {
             }
         }
     }
+}
+
+/// Serves `app` on 127.0.0.1, port 0, until the returned token is cancelled
+/// (the stand-in SFUs of these tests).
+pub async fn serve_on_port_0(app: axum::Router) -> (std::net::SocketAddr, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(c.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    (addr, cancel)
 }
