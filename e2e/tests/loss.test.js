@@ -1,6 +1,6 @@
-// A lossy network, in network namespaces: user L's network drops 10 % of UDP
-// datagrams each way. Losses on both legs are repaired through the SFU with
-// RTX (RFC 4588): the SFU NACKs what L's uplink lost and L's Chromium
+// A lossy network, in network namespaces: once the call is up, user L's
+// network drops 10 % of UDP datagrams each way. Losses on both legs are
+// repaired through the SFU with RTX (RFC 4588): the SFU NACKs what L's uplink lost and L's Chromium
 // retransmits on its RTX stream; L's Chromium NACKs what its downlink lost
 // and the SFU's NACK responder answers on the RTX stream it negotiated.
 import { test, before, after } from 'node:test';
@@ -20,10 +20,13 @@ before(async () => {
   if (why) return;
   topo = createTopology(['l', 'c']);
   server = await startDuet({ name: 'loss', netns: topo.server.ns, ip: topo.server.ip, args: ['--widen-after-secs', '1'] });
-  // L: one UDP datagram in ten lost, each way (nftables' random number, no netem needed).
+}, { timeout: 60000 });
+
+/** L loses one UDP datagram in ten, each way (nftables' random number, no netem needed). */
+function makeLossy() {
   const lose = 'meta l4proto udp numgen random mod 100 < 10 drop';
   topo.firewall('l', [lose], { input: [lose] });
-}, { timeout: 60000 });
+}
 
 after(async () => {
   await Promise.all(browsers.map((b) => b.close().catch(() => {})));
@@ -36,6 +39,10 @@ test('on a lossy network both directions are repaired with RTX retransmissions t
   const [l, c] = await pairInNamespaces(origin, [topo.clients.l.ns, topo.clients.c.ns], browsers);
   await waitRemoteColor(l, 'blue');
   await waitRemoteColor(c, 'red');
+  // The loss starts once the call is up: this test is about repairing a
+  // call's media, and a lost first keyframe only delays the first frame (a
+  // CI run waited 20 s on a black picture).
+  makeLossy();
 
   // Both halves of each repair: a NACK and a retransmission. (Chromium also
   // counts its RTX bandwidth probes as retransmissions, so a retransmission
