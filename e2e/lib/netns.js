@@ -1,4 +1,4 @@
-// Network namespaces for firewalled users (shared TESTING.md recipe): one
+// Network namespaces for firewalled users: one
 // server namespace with a bridge, client namespaces on veth pairs into it,
 // nftables rules per client. Names carry our pid, so leftovers of a killed
 // run can be recognised and removed; everything is deleted on cleanup.

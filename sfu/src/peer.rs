@@ -1,5 +1,5 @@
 //! Building one participant's `RTCPeerConnection` the way Chromium needs it
-//! (see WEBRTC-NOTES): ICE-lite with our own credentials, DTLS server role,
+//! (docs/sfu.md): ICE-lite with our own credentials, DTLS server role,
 //! VP8 (PT 96, RTX PT 97) + Opus (PT 111) with NACK/PLI/FIR/REMB/TWCC
 //! feedback, abs-send-time / audio-level / video-orientation extensions, the
 //! default interceptors, and an interceptor that lets inbound PLI/FIR/REMB
@@ -177,8 +177,8 @@ pub fn outgoing_track(
 }
 
 /// Marks inbound PLI, FIR and REMB `DeliverToApplication`, so they come
-/// out of `poll_read` (WEBRTC-NOTES pitfall 1): the SFU relays them to the
-/// other leg. Other RTCP passes unmarked and stops at the chain's end as
+/// out of `poll_read` (rtc's chain ends consume unmarked RTCP, so without
+/// this the SFU would never see them): the SFU relays them to the other leg. Other RTCP passes unmarked and stops at the chain's end as
 /// usual.
 #[derive(Default)]
 pub struct FeedbackToApplication {
