@@ -19,7 +19,10 @@ pub mod munger;
 pub mod peer;
 pub mod remb;
 pub mod routing;
+pub mod stream;
 pub mod stun;
+#[cfg(test)]
+mod test_alloc;
 pub mod vp8;
 pub mod ws;
 
