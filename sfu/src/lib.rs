@@ -10,6 +10,7 @@
 //! sfu.run(shutdown).await?;             // the media loop, until `shutdown` fires
 //! ```
 
+pub mod endpoint;
 pub mod engine;
 pub mod extensions;
 pub mod graph;

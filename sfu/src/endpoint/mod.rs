@@ -1,0 +1,2 @@
+//! duet's own WebRTC endpoint for the media plane, built on public protocol crates.
+pub mod srtp;
