@@ -44,6 +44,10 @@ pub struct TurnArgs {
     /// Skip the in-process TURN → SFU path (and its direct-SFU comparison).
     #[arg(long)]
     pub skip_sfu_path: bool,
+    /// Relay threads of each server: `duet turn --workers N` and coturn
+    /// `--relay-threads=N`, so both get the same number.
+    #[arg(long, default_value_t = 1)]
+    pub relay_threads: usize,
 }
 
 fn secret() -> String {
@@ -101,6 +105,7 @@ fn start_duet_turn(a: &TurnArgs, secret: &str) -> anyhow::Result<(ChildServer, S
         "--log",
         "warn",
     ]);
+    cmd.arg("--workers").arg(a.relay_threads.to_string());
     let child = ChildServer::spawn("duet turn", cmd, "duet ready ", Duration::from_secs(30))?;
     child.prepare(&a.load)?;
     let udp = child.addr("turn_udp")?;
@@ -117,6 +122,7 @@ fn start_coturn(a: &TurnArgs, secret: &str) -> anyhow::Result<(ChildServer, Sock
         .arg(format!("--listening-port={port}"))
         .arg(format!("--min-port={min}"))
         .arg(format!("--max-port={max}"))
+        .arg(format!("--relay-threads={}", a.relay_threads))
         .args([
             "--allow-loopback-peers",
             "--no-cli",
@@ -253,8 +259,8 @@ pub async fn run(a: TurnArgs) -> anyhow::Result<()> {
         let (child, addr) = start_duet_turn(&a, &s)?;
         measure_server("duet-turn", &child, addr, &s, &a.load, &mut report).await?;
         report.notes.push(format!(
-            "duet turn: real relay sockets ({}), --allow-peer 127.0.0.1/32, no bandwidth cap",
-            a.duet_relay_ports
+            "duet turn: {} worker(s), real relay sockets ({}), --allow-peer 127.0.0.1/32, no bandwidth cap",
+            a.relay_threads, a.duet_relay_ports
         ));
     }
     if !a.skip_coturn {
@@ -267,8 +273,8 @@ pub async fn run(a: TurnArgs) -> anyhow::Result<()> {
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
                 .unwrap_or_default();
             report.notes.push(format!(
-                "coturn {version}: --use-auth-secret, --allow-loopback-peers, relay ports {}, default relay threads",
-                a.coturn_relay_ports
+                "coturn {version}: --use-auth-secret, --allow-loopback-peers, relay ports {}, --relay-threads={}",
+                a.coturn_relay_ports, a.relay_threads
             ));
         } else {
             report.notes.push(format!(

@@ -393,6 +393,10 @@ pub struct TurnArgs {
     /// Bandwidth cap per allocation, bytes per second.
     #[arg(long, env = "DUET_BANDWIDTH_BYTES_PER_SEC", default_value_t = 2_000_000)]
     pub bandwidth_bytes_per_sec: u64,
+    /// Worker threads, each owning a share of the allocations (its own
+    /// SO_REUSEPORT UDP socket, connections and relay sockets); 0 = one per CPU.
+    #[arg(long, env = "DUET_TURN_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// HTTP listener for /metrics, /healthz, /readyz.
     #[arg(
         long,

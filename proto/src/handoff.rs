@@ -50,6 +50,39 @@ impl HandoffSender {
     }
 }
 
+/// What became of a batch given to [`HandoffSender::send_batch`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchSent {
+    pub sent: u64,
+    /// Dropped because the queue was full.
+    pub full: u64,
+    /// Dropped because the other side is gone.
+    pub closed: u64,
+}
+
+impl BatchSent {
+    pub fn dropped(&self) -> u64 {
+        self.full + self.closed
+    }
+}
+
+impl HandoffSender {
+    /// Sends a batch (e.g. everything one socket read produced): the
+    /// receiver is woken once for it rather than once per datagram when it
+    /// is already waiting. Never blocks; what does not fit is dropped.
+    pub fn send_batch(&self, batch: impl IntoIterator<Item = RelayedDatagram>) -> BatchSent {
+        let mut out = BatchSent::default();
+        for d in batch {
+            match self.tx.try_send(d) {
+                Ok(()) => out.sent += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => out.full += 1,
+                Err(mpsc::error::TrySendError::Closed(_)) => out.closed += 1,
+            }
+        }
+        out
+    }
+}
+
 /// Receiving half, polled by the owner's event loop.
 #[derive(Debug)]
 pub struct HandoffReceiver {
@@ -119,5 +152,20 @@ mod tests {
         assert_eq!(sfu.from_turn.recv().await.unwrap(), d);
         sfu.to_turn.send(d.clone()).unwrap();
         assert_eq!(turn.from_sfu.recv().await.unwrap(), d);
+    }
+
+    #[tokio::test]
+    async fn a_batch_arrives_in_order_and_what_does_not_fit_is_counted() {
+        let (mut sfu, turn) = pair(2);
+        let d = |n: u8| RelayedDatagram {
+            relay_addr: "127.0.0.1:40000".parse().unwrap(),
+            sfu_addr: "127.0.0.1:50000".parse().unwrap(),
+            payload: Bytes::from(vec![n]),
+        };
+        let sent = turn.to_sfu.send_batch((0..3).map(d));
+        assert_eq!((sent.sent, sent.full, sent.dropped()), (2, 1, 1));
+        let mut got = Vec::new();
+        sfu.from_turn.recv_many(&mut got, 8).await;
+        assert_eq!(got, vec![d(0), d(1)]);
     }
 }

@@ -1,14 +1,30 @@
-//! The sans-IO TURN server core.
+//! The sans-IO TURN server core, in the shape of Firezone's relay: every
+//! side effect comes back as a value.
 //!
-//! Inputs: [`TurnCore::handle_client`] (a datagram or stream frame from a
-//! client), [`TurnCore::handle_peer`] (a datagram a relay address received),
-//! [`TurnCore::handle_connection_closed`] and [`TurnCore::handle_timeout`],
-//! each with `now` (Unix milliseconds). Outputs: [`TurnCore::poll_transmit`]
-//! (what to send to which client 5-tuple); datagrams towards peers go to the
-//! [`RelayBackend`], which never blocks.
+//! Inputs, each with `now` (Unix milliseconds):
+//! * [`TurnCore::handle_client`]: a datagram or stream frame from a client.
+//!   ChannelData and Send indications for a permitted peer come back at once
+//!   as a [`ToPeer`] (which part of the input to send from which relay
+//!   address to which peer), so the shell relays them straight from its
+//!   receive buffer, without a copy or an allocation.
+//! * [`TurnCore::handle_peer`]: a datagram a relay address received. Over a
+//!   channel it comes back as a [`ToClient`] (the shell puts the 4-byte
+//!   ChannelData header in front); without a channel a Data indication is
+//!   queued as a [`Command::SendToClient`].
+//! * [`TurnCore::handle_relay_opened`]: the shell's answer to
+//!   [`Command::OpenRelay`]. An allocation is answered only once its relay
+//!   address is open; if the port cannot be opened another one is tried.
+//! * [`TurnCore::handle_connection_closed`], [`TurnCore::handle_timeout`].
+//!
+//! Outputs: [`TurnCore::poll_command`] until it returns `None` after every
+//! input (and answer each `OpenRelay` before polling on), and
+//! [`TurnCore::poll_timeout`]. The core never binds a socket, never spawns,
+//! never reads a clock; all randomness comes from the seed given to `new`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -20,10 +36,11 @@ use stun::textattrs::TextAttribute;
 use stun::uattrs::UnknownAttributes;
 use stun::xoraddr::XorMappedAddress;
 
+pub use crate::addr::{ClientAddr, PeerAddr, RelayAddr};
 use crate::auth::{rest_keys, NonceError, NonceKey};
-use crate::backend::{AllocFailure, RelayBackend, RelaySendError};
 use crate::metrics::{auth_reason, drop_reason, quota, Metrics};
 use crate::quota::{Quotas, TokenBucket, UnauthLimiter};
+use crate::relay::{Ledger, LedgerRefusal, PeerRules, PortPool};
 use crate::wire::{self, IntegrityKind, Kind, ParseError, Parsed};
 
 /// Unix time in milliseconds.
@@ -35,6 +52,9 @@ pub const DEFAULT_LIFETIME_S: u64 = 600;
 pub const PERMISSION_LIFETIME_S: u64 = 300;
 /// Channel binding lifetime (RFC 8656).
 pub const CHANNEL_LIFETIME_S: u64 = 600;
+/// How many ports an Allocate tries when the shell cannot open them (other
+/// processes crowd the range) before it is answered 508.
+pub const OPEN_ATTEMPTS: u8 = 16;
 
 const PROTO_UDP: u8 = 17;
 const FAMILY_V4: u8 = 0x01;
@@ -53,15 +73,63 @@ pub enum Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FiveTuple {
     pub transport: Transport,
-    pub client: SocketAddr,
+    pub client: ClientAddr,
     pub server: SocketAddr,
 }
 
-/// Something to send to a client.
+/// A side effect for the shell to carry out, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Transmit {
+pub enum Command {
+    /// Start relaying on `relay` (bind its UDP socket, or register the
+    /// virtual port). Answer with [`TurnCore::handle_relay_opened`] before
+    /// polling the next command.
+    OpenRelay { relay: RelayAddr },
+    /// Stop relaying on `relay` (close its socket); it was opened before and
+    /// is freed exactly once. Its permissions and channels go with it.
+    FreeRelay { relay: RelayAddr },
+    /// A permission for `peer` on `relay` was installed.
+    AddPermission { relay: RelayAddr, peer: IpAddr },
+    /// A permission expired.
+    RemovePermission { relay: RelayAddr, peer: IpAddr },
+    /// Channel `number` of `relay` now leads to `peer`.
+    BindChannel {
+        relay: RelayAddr,
+        peer: PeerAddr,
+        number: u16,
+    },
+    /// A channel binding expired.
+    UnbindChannel {
+        relay: RelayAddr,
+        peer: PeerAddr,
+        number: u16,
+    },
+    /// Send `payload` to a client (responses, Data indications).
+    SendToClient { to: FiveTuple, payload: Vec<u8> },
+}
+
+/// A client's datagram to relay: send `input[payload]` from `relay` to `peer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToPeer {
+    pub relay: RelayAddr,
+    pub peer: PeerAddr,
+    /// Where the application data lies in the input given to
+    /// [`TurnCore::handle_client`].
+    pub payload: Range<usize>,
+}
+
+/// A peer's datagram to relay to a client as ChannelData.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ToClient {
     pub to: FiveTuple,
-    pub payload: Vec<u8>,
+    pub channel: u16,
+}
+
+impl ToClient {
+    /// Appends the ChannelData message carrying `data` to `out` (padded to
+    /// 4 bytes on streams, RFC 8656 §12.5).
+    pub fn encode_into(&self, data: &[u8], out: &mut Vec<u8>) {
+        wire::write_channel_data(self.channel, data, self.to.transport != Transport::Udp, out);
+    }
 }
 
 /// Settings of the core.
@@ -88,15 +156,57 @@ impl CoreConfig {
     }
 }
 
+/// Where the core's relay addresses come from and which peers they reach.
+#[derive(Clone, Debug)]
+pub struct RelaySpace {
+    /// The IP announced in relay addresses (its family is the only one
+    /// allocations can have).
+    pub ip: IpAddr,
+    /// The ports this core hands out.
+    pub ports: PortPool,
+    pub peers: PeerRules,
+}
+
+/// What the cores of all workers share: metrics, the quota ledger and the
+/// nonce key (a nonce issued by one worker is good at every other).
+#[derive(Clone, Debug)]
+pub struct CoreShared {
+    pub metrics: Metrics,
+    pub ledger: Arc<Ledger>,
+    pub nonce: NonceKey,
+}
+
+impl CoreShared {
+    pub fn new(metrics: Metrics, nonce_key: [u8; 32]) -> Self {
+        CoreShared {
+            metrics,
+            ledger: Arc::default(),
+            nonce: NonceKey::new(nonce_key),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Channel {
-    peer: SocketAddr,
+    peer: PeerAddr,
     expires: Millis,
+}
+
+/// What is needed to answer an Allocate once its relay address is open.
+#[derive(Debug)]
+struct PendingAnswer {
+    txn: TransactionId,
+    auth: Authed,
+    lifetime: u64,
+    /// Ports tried so far.
+    attempts: u8,
+    /// Relay addresses still being opened (1, or 2 with a reservation).
+    awaiting: u8,
 }
 
 #[derive(Debug)]
 struct Allocation {
-    relay: SocketAddr,
+    relay: RelayAddr,
     username: String,
     expires: Millis,
     /// Transaction of the Allocate that created it (retransmissions get the
@@ -104,9 +214,14 @@ struct Allocation {
     alloc_txn: TransactionId,
     /// RESERVATION-TOKEN handed out with this allocation (EVEN-PORT R=1).
     token: Option<[u8; 8]>,
+    /// Whether the port had to be even (a retry keeps it so).
+    even_port: bool,
+    /// Set while the relay address is being opened; the client is answered
+    /// when it is cleared.
+    opening: Option<PendingAnswer>,
     permissions: HashMap<IpAddr, Millis>,
     channels: HashMap<u16, Channel>,
-    channel_of_peer: HashMap<SocketAddr, u16>,
+    channel_of_peer: HashMap<PeerAddr, u16>,
     bucket: Option<TokenBucket>,
 }
 
@@ -114,11 +229,16 @@ impl Allocation {
     fn permitted(&self, ip: IpAddr, now: Millis) -> bool {
         self.permissions.get(&ip).is_some_and(|&e| e > now)
     }
+
+    /// Relaying needs a live, open allocation.
+    fn live(&self, now: Millis) -> bool {
+        self.expires > now && self.opening.is_none()
+    }
 }
 
 #[derive(Debug)]
 struct Reservation {
-    relay: SocketAddr,
+    relay: RelayAddr,
     username: String,
     expires: Millis,
 }
@@ -135,6 +255,22 @@ struct Authed {
     kind: IntegrityKind,
 }
 
+/// What a response answers: the request's method and transaction.
+#[derive(Clone, Copy, Debug)]
+struct ReplyTo {
+    method: Method,
+    txn: TransactionId,
+}
+
+impl ReplyTo {
+    fn of(m: &Message) -> Self {
+        ReplyTo {
+            method: m.typ.method,
+            txn: m.transaction_id,
+        }
+    }
+}
+
 /// A snapshot of table sizes (for tests and introspection).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -143,22 +279,39 @@ pub struct Stats {
     pub channels: usize,
 }
 
+/// Gauge values this core has added to the shared gauges (several cores
+/// share one set of gauges, so each adds its own changes).
+#[derive(Clone, Copy, Debug, Default)]
+struct Reported {
+    allocations: i64,
+    permissions: i64,
+    channels: i64,
+}
+
 /// The TURN server state machine.
 pub struct TurnCore {
     cfg: CoreConfig,
-    backend: Box<dyn RelayBackend>,
+    /// Announced relay IP, port pool and peer rules.
+    space: RelaySpace,
     nonce: NonceKey,
     limiter: UnauthLimiter,
     metrics: Metrics,
+    ledger: Arc<Ledger>,
     rng: StdRng,
     allocations: HashMap<FiveTuple, Allocation>,
-    by_relay: HashMap<SocketAddr, FiveTuple>,
+    by_relay: HashMap<RelayAddr, FiveTuple>,
+    /// Allocations per user on this core (the ledger holds the server's).
     per_user: HashMap<String, u32>,
     /// Relay addresses held for a later Allocate with RESERVATION-TOKEN.
     reservations: HashMap<[u8; 8], Reservation>,
+    /// Relay addresses asked to be opened and not yet answered, with the
+    /// allocation waiting for them. One whose allocation is gone by the time
+    /// it opens is freed at once.
+    opening: HashMap<RelayAddr, FiveTuple>,
     n_permissions: usize,
     n_channels: usize,
-    out: VecDeque<Transmit>,
+    reported: Reported,
+    commands: VecDeque<Command>,
     last_sweep: Millis,
 }
 
@@ -257,6 +410,12 @@ fn same_family(a: IpAddr, b: IpAddr) -> bool {
     a.is_ipv4() == b.is_ipv4()
 }
 
+impl From<&Message> for ReplyTo {
+    fn from(m: &Message) -> Self {
+        ReplyTo::of(m)
+    }
+}
+
 fn attr(m: &Message, t: AttrType) -> Option<&[u8]> {
     m.attributes
         .0
@@ -275,39 +434,36 @@ fn text_attr(m: &Message, t: AttrType) -> Option<String> {
 type Handled = Result<(), u16>;
 
 impl TurnCore {
-    /// A core with the given backend. `seed` provides all randomness (nonce
-    /// key, transaction ids, hash seeds); `now` is Unix milliseconds.
-    pub fn new(
-        cfg: CoreConfig,
-        backend: Box<dyn RelayBackend>,
-        metrics: Metrics,
-        seed: [u8; 32],
-        now: Millis,
-    ) -> Self {
+    /// A core handing out relay addresses from `space`. `seed` provides all
+    /// randomness of this core (transaction ids, tokens, hash seeds); `now`
+    /// is Unix milliseconds.
+    pub fn new(cfg: CoreConfig, space: RelaySpace, shared: CoreShared, seed: [u8; 32], now: Millis) -> Self {
         let mut rng = StdRng::from_seed(seed);
-        let nonce = NonceKey::new(rng.random());
         let limiter = UnauthLimiter::new(&cfg.quotas, rng.random(), now);
         TurnCore {
             cfg,
-            backend,
-            nonce,
+            space,
+            nonce: shared.nonce,
             limiter,
-            metrics,
+            metrics: shared.metrics,
+            ledger: shared.ledger,
             rng,
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
             per_user: HashMap::new(),
             reservations: HashMap::new(),
+            opening: HashMap::new(),
             n_permissions: 0,
             n_channels: 0,
-            out: VecDeque::new(),
+            reported: Reported::default(),
+            commands: VecDeque::new(),
             last_sweep: now,
         }
     }
 
-    /// The next thing to send to a client.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+    /// The next side effect to carry out.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
     }
 
     /// When [`TurnCore::handle_timeout`] should run next.
@@ -325,52 +481,67 @@ impl TurnCore {
     }
 
     /// The relay address of the allocation on `ft`, if any.
-    pub fn relay_addr(&self, ft: &FiveTuple) -> Option<SocketAddr> {
+    pub fn relay_addr(&self, ft: &FiveTuple) -> Option<RelayAddr> {
         self.allocations.get(ft).map(|a| a.relay)
     }
 
-    /// Mutable access to the backend (the driver may need it).
-    pub fn backend_mut(&mut self) -> &mut dyn RelayBackend {
-        self.backend.as_mut()
+    /// The announced relay IP.
+    pub fn relay_ip(&self) -> IpAddr {
+        self.space.ip
     }
 
     // ---------------------------------------------------------------- inputs
 
-    /// A datagram (UDP) or a complete frame (TCP/TLS) from a client.
-    pub fn handle_client(&mut self, ft: FiveTuple, data: &[u8], now: Millis) {
+    /// A datagram (UDP) or a complete frame (TCP/TLS) from a client. Returns
+    /// the part of `data` to relay to a peer, if any.
+    pub fn handle_client(&mut self, ft: FiveTuple, data: &[u8], now: Millis) -> Option<ToPeer> {
         match wire::classify(data) {
             Kind::Stun => match wire::parse_stun(data) {
                 Ok(p) => self.handle_stun(ft, p, now),
-                Err(ParseError::Malformed) => self.metrics.drop(drop_reason::MALFORMED),
-                Err(ParseError::BadFingerprint) => self.metrics.drop(drop_reason::BAD_FINGERPRINT),
+                Err(ParseError::Malformed) => {
+                    self.metrics.drop(drop_reason::MALFORMED);
+                    None
+                }
+                Err(ParseError::BadFingerprint) => {
+                    self.metrics.drop(drop_reason::BAD_FINGERPRINT);
+                    None
+                }
             },
             Kind::ChannelData => self.handle_channel_data(ft, data, now),
-            Kind::Garbage => self.metrics.drop(drop_reason::MALFORMED),
+            Kind::Garbage => {
+                self.metrics.drop(drop_reason::MALFORMED);
+                None
+            }
         }
     }
 
-    /// A datagram received on relay address `relay` from `peer`.
-    pub fn handle_peer(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8], now: Millis) {
+    /// A datagram received on relay address `relay` from `peer`. Returns the
+    /// client to relay it to over a channel; without a channel a Data
+    /// indication is queued as a command instead.
+    pub fn handle_peer(
+        &mut self,
+        relay: RelayAddr,
+        peer: PeerAddr,
+        data: &[u8],
+        now: Millis,
+    ) -> Option<ToClient> {
         let Some(&ft) = self.by_relay.get(&relay) else {
             self.metrics.drop(drop_reason::NO_ALLOCATION);
-            return;
+            return None;
         };
-        let Some(a) = self.allocations.get_mut(&ft) else {
+        let a = self.allocations.get_mut(&ft)?;
+        if !a.live(now) {
             self.metrics.drop(drop_reason::NO_ALLOCATION);
-            return;
-        };
-        if a.expires <= now {
-            self.metrics.drop(drop_reason::NO_ALLOCATION);
-            return;
+            return None;
         }
         if !a.permitted(peer.ip(), now) {
             self.metrics.drop(drop_reason::NO_PERMISSION);
-            return;
+            return None;
         }
         if let Some(b) = a.bucket.as_mut() {
             if !b.try_take(data.len() as u64, now) {
                 self.metrics.quota(quota::BANDWIDTH);
-                return;
+                return None;
             }
         }
         let channel = a
@@ -378,27 +549,57 @@ impl TurnCore {
             .get(&peer)
             .copied()
             .filter(|n| a.channels.get(n).is_some_and(|c| c.expires > now));
-        let payload = match channel {
-            Some(n) => wire::encode_channel_data(n, data, ft.transport != Transport::Udp),
-            None => {
-                let mut m = Message::new();
-                m.typ = MessageType::new(METHOD_DATA, CLASS_INDICATION);
-                m.transaction_id = TransactionId(self.rng.random());
-                m.write_header();
-                let xa = XorMappedAddress {
-                    ip: peer.ip(),
-                    port: peer.port(),
-                };
-                if xa.add_to_as(&mut m, ATTR_XOR_PEER_ADDRESS).is_err() {
-                    self.metrics.drop(drop_reason::MALFORMED);
-                    return;
-                }
-                m.add(ATTR_DATA, data);
-                m.raw
-            }
-        };
         self.metrics.relayed(false, data.len());
-        self.out.push_back(Transmit { to: ft, payload });
+        if let Some(channel) = channel {
+            return Some(ToClient { to: ft, channel });
+        }
+        let mut m = Message::new();
+        m.typ = MessageType::new(METHOD_DATA, CLASS_INDICATION);
+        m.transaction_id = TransactionId(self.rng.random());
+        m.write_header();
+        let xa = XorMappedAddress {
+            ip: peer.ip(),
+            port: peer.port(),
+        };
+        if xa.add_to_as(&mut m, ATTR_XOR_PEER_ADDRESS).is_err() {
+            self.metrics.drop(drop_reason::MALFORMED);
+            return None;
+        }
+        m.add(ATTR_DATA, data);
+        self.commands.push_back(Command::SendToClient {
+            to: ft,
+            payload: m.raw,
+        });
+        None
+    }
+
+    /// The shell's answer to [`Command::OpenRelay`]: `opened` is false when
+    /// the port could not be opened (another process holds it).
+    pub fn handle_relay_opened(&mut self, relay: RelayAddr, opened: bool, now: Millis) {
+        let Some(ft) = self.opening.remove(&relay) else {
+            return;
+        };
+        let owner = self.by_relay.get(&relay) == Some(&ft)
+            || self
+                .reservations
+                .values()
+                .any(|r| r.relay == relay && self.allocations.contains_key(&ft));
+        if !owner {
+            // Its allocation went away meanwhile (the other half of a pair
+            // failed): nothing will use it.
+            if opened {
+                self.free_relay(relay);
+            } else {
+                self.space.ports.refuse(relay.port(), now);
+            }
+            return;
+        }
+        if opened {
+            self.relay_opened(ft, now);
+        } else {
+            self.space.ports.refuse(relay.port(), now);
+            self.retry_open(ft, relay);
+        }
     }
 
     /// A TCP/TLS connection closed: its allocation goes with it.
@@ -406,7 +607,7 @@ impl TurnCore {
         self.remove_allocation(&ft);
     }
 
-    /// Expires allocations, permissions and channels.
+    /// Expires allocations, reservations, permissions and channels.
     pub fn handle_timeout(&mut self, now: Millis) {
         self.last_sweep = now;
         let expired: Vec<FiveTuple> = self
@@ -426,14 +627,24 @@ impl TurnCore {
             .collect();
         for t in stale {
             if let Some(r) = self.reservations.remove(&t) {
-                self.backend.release(r.relay);
+                self.ledger.give_back_reservation();
+                self.release_relay(r.relay);
             }
         }
+        self.space.ports.expire(now);
         let mut removed_perms = 0;
         let mut removed_chans = 0;
         for a in self.allocations.values_mut() {
+            let relay = a.relay;
+            let commands = &mut self.commands;
             let before = a.permissions.len();
-            a.permissions.retain(|_, e| *e > now);
+            a.permissions.retain(|ip, e| {
+                let keep = *e > now;
+                if !keep {
+                    commands.push_back(Command::RemovePermission { relay, peer: *ip });
+                }
+                keep
+            });
             removed_perms += before - a.permissions.len();
             let dead: Vec<u16> = a
                 .channels
@@ -441,10 +652,15 @@ impl TurnCore {
                 .filter(|(_, c)| c.expires <= now)
                 .map(|(n, _)| *n)
                 .collect();
-            for n in dead {
-                if let Some(c) = a.channels.remove(&n) {
+            for number in dead {
+                if let Some(c) = a.channels.remove(&number) {
                     a.channel_of_peer.remove(&c.peer);
                     removed_chans += 1;
+                    commands.push_back(Command::UnbindChannel {
+                        relay,
+                        peer: c.peer,
+                        number,
+                    });
                 }
             }
         }
@@ -455,29 +671,147 @@ impl TurnCore {
 
     // ------------------------------------------------------------ internals
 
-    fn sync_gauges(&self) {
-        self.metrics.allocations.set(self.allocations.len() as i64);
-        self.metrics.permissions.set(self.n_permissions as i64);
-        self.metrics.channels.set(self.n_channels as i64);
+    /// Adds this core's changes to the shared gauges.
+    fn sync_gauges(&mut self) {
+        let now = Reported {
+            allocations: self.allocations.len() as i64,
+            permissions: self.n_permissions as i64,
+            channels: self.n_channels as i64,
+        };
+        self.metrics
+            .allocations
+            .add(now.allocations - self.reported.allocations);
+        self.metrics
+            .permissions
+            .add(now.permissions - self.reported.permissions);
+        self.metrics.channels.add(now.channels - self.reported.channels);
+        self.reported = now;
     }
 
-    fn remove_allocation(&mut self, ft: &FiveTuple) {
-        if let Some(a) = self.allocations.remove(ft) {
-            self.by_relay.remove(&a.relay);
-            self.backend.release(a.relay);
-            self.n_permissions -= a.permissions.len();
-            self.n_channels -= a.channels.len();
-            if let Some(n) = self.per_user.get_mut(&a.username) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_user.remove(&a.username);
-                }
-            }
-            self.sync_gauges();
+    /// Closes an open relay address and gives its port back.
+    fn free_relay(&mut self, relay: RelayAddr) {
+        self.commands.push_back(Command::FreeRelay { relay });
+        self.space.ports.release(relay.port());
+    }
+
+    /// A relay address nothing owns any more: freed now if open, or when
+    /// its opening is answered.
+    fn release_relay(&mut self, relay: RelayAddr) {
+        if !self.opening.contains_key(&relay) {
+            self.free_relay(relay);
         }
     }
 
-    fn handle_stun(&mut self, ft: FiveTuple, p: Parsed, now: Millis) {
+    fn remove_allocation(&mut self, ft: &FiveTuple) {
+        let Some(a) = self.allocations.remove(ft) else {
+            return;
+        };
+        self.by_relay.remove(&a.relay);
+        self.release_relay(a.relay);
+        self.ledger.give_back_allocation(&a.username);
+        self.n_permissions -= a.permissions.len();
+        self.n_channels -= a.channels.len();
+        if let Some(n) = self.per_user.get_mut(&a.username) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(&a.username);
+            }
+        }
+        self.sync_gauges();
+    }
+
+    /// One awaited relay address of `ft`'s allocation is open; the client
+    /// is answered when the last one is.
+    fn relay_opened(&mut self, ft: FiveTuple, now: Millis) {
+        let Some(a) = self.allocations.get_mut(&ft) else {
+            return;
+        };
+        let Some(p) = a.opening.as_mut() else {
+            return;
+        };
+        p.awaiting = p.awaiting.saturating_sub(1);
+        if p.awaiting > 0 {
+            return;
+        }
+        let Some(p) = a.opening.take() else {
+            return;
+        };
+        let (relay, token) = (a.relay, a.token);
+        let lifetime = a.expires.saturating_sub(now).div_ceil(1000).min(p.lifetime);
+        let to = ReplyTo {
+            method: METHOD_ALLOCATE,
+            txn: p.txn,
+        };
+        self.allocate_success(ft, to, &p.auth, relay, lifetime, token);
+    }
+
+    /// `failed` could not be opened for `ft`'s allocation: another port, or
+    /// 508 after [`OPEN_ATTEMPTS`] (or at once for a reserved pair).
+    fn retry_open(&mut self, ft: FiveTuple, failed: RelayAddr) {
+        let Some(a) = self.allocations.get_mut(&ft) else {
+            return;
+        };
+        let Some(p) = a.opening.as_mut() else {
+            return;
+        };
+        p.attempts += 1;
+        let single = a.token.is_none() && a.relay == failed;
+        let next = if single && p.attempts < OPEN_ATTEMPTS {
+            self.space.ports.take(a.even_port)
+        } else {
+            None
+        };
+        if let Some(port) = next {
+            let relay = RelayAddr(SocketAddr::new(self.space.ip, port));
+            a.relay = relay;
+            self.by_relay.remove(&failed);
+            self.by_relay.insert(relay, ft);
+            self.opening.insert(relay, ft);
+            self.commands.push_back(Command::OpenRelay { relay });
+            return;
+        }
+        // Give up: answer 508 and undo the allocation (and its reservation).
+        let Some(p) = a.opening.take() else {
+            return;
+        };
+        let (relay, token) = (a.relay, a.token);
+        if let Some(r) = token.and_then(|t| self.reservations.remove(&t)) {
+            self.ledger.give_back_reservation();
+            if r.relay != failed {
+                self.release_relay(r.relay);
+            }
+        }
+        if relay == failed {
+            // Never opened: nothing to free, and the port is refused already.
+            self.by_relay.remove(&relay);
+            self.remove_unopened_allocation(&ft);
+        } else {
+            self.remove_allocation(&ft);
+        }
+        self.metrics.quota(quota::RELAY_PORTS);
+        let to = ReplyTo {
+            method: METHOD_ALLOCATE,
+            txn: p.txn,
+        };
+        self.respond_error(ft, to, 508, Some(&p.auth), |_| {});
+    }
+
+    /// Removes an allocation whose relay address never opened.
+    fn remove_unopened_allocation(&mut self, ft: &FiveTuple) {
+        let Some(a) = self.allocations.remove(ft) else {
+            return;
+        };
+        self.ledger.give_back_allocation(&a.username);
+        if let Some(n) = self.per_user.get_mut(&a.username) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(&a.username);
+            }
+        }
+        self.sync_gauges();
+    }
+
+    fn handle_stun(&mut self, ft: FiveTuple, p: Parsed, now: Millis) -> Option<ToPeer> {
         let class = p.msg.typ.class;
         let method = p.msg.typ.method;
         if class == CLASS_REQUEST {
@@ -486,10 +820,12 @@ impl TurnCore {
                 .with_label_values(&[method_label(method)])
                 .inc();
             self.handle_request(ft, p, now);
+            None
         } else if class == CLASS_INDICATION && method == METHOD_SEND {
-            self.handle_send(ft, &p.msg, now);
+            self.handle_send(ft, &p.msg, now)
         } else {
             self.metrics.drop(drop_reason::UNEXPECTED);
+            None
         }
     }
 
@@ -662,6 +998,10 @@ impl TurnCore {
     fn allocate(&mut self, ft: FiveTuple, req: &Message, auth: &Authed, now: Millis) -> Handled {
         if let Some(a) = self.allocations.get(&ft) {
             if a.alloc_txn == req.transaction_id && a.username == auth.username {
+                if a.opening.is_some() {
+                    // Answered once the relay address is open.
+                    return Ok(());
+                }
                 // Retransmission: same answer again.
                 let (relay, left, token) = (a.relay, a.expires.saturating_sub(now) / 1000, a.token);
                 self.allocate_success(ft, req, auth, relay, left, token);
@@ -714,72 +1054,86 @@ impl TurnCore {
         if attr(req, ATTR_ADDITIONAL_ADDRESS_FAMILY).is_some() && family.is_some() {
             return Err(400);
         }
-        if want_v6 != self.backend.relay_ip().is_ipv6() {
+        if want_v6 != self.space.ip.is_ipv6() {
             return Err(440);
         }
         let lifetime = match self.desired_lifetime_s(req)? {
             0 => DEFAULT_LIFETIME_S,
             l => l,
         };
-        let q = &self.cfg.quotas;
         // A claimed reservation turns into an allocation (net zero); EVEN-PORT
         // with R takes two relay addresses.
-        let needed = if token.is_some() {
+        let slots = if token.is_some() {
             0
         } else if reserve_next {
             2
         } else {
             1
         };
-        if self.allocations.len() + self.reservations.len() + needed > q.max_allocations_total as usize {
-            self.metrics.quota(quota::TOTAL_ALLOCATIONS);
-            return Err(508);
+        match self.ledger.take(&auth.username, slots, &self.cfg.quotas) {
+            Ok(()) => {}
+            Err(LedgerRefusal::Total) => {
+                self.metrics.quota(quota::TOTAL_ALLOCATIONS);
+                return Err(508);
+            }
+            Err(LedgerRefusal::User) => {
+                self.metrics.quota(quota::USER_ALLOCATIONS);
+                return Err(486);
+            }
         }
-        if self.per_user.get(&auth.username).copied().unwrap_or(0) >= q.max_allocations_per_user {
-            self.metrics.quota(quota::USER_ALLOCATIONS);
-            return Err(486);
-        }
+        let claimed = token.and_then(|t| self.reservations.remove(&t));
         let mut new_token = None;
-        let relay = if let Some(r) = token.and_then(|t| self.reservations.remove(&t)) {
+        let mut to_open: Vec<RelayAddr> = Vec::new();
+        let relay = if let Some(r) = claimed {
             r.relay
         } else {
-            let got = if reserve_next {
-                self.backend.allocate_pair().map(|(a, b)| {
-                    let t: [u8; 8] = self.rng.random();
-                    let expires = now.saturating_add(RESERVATION_LIFETIME_S * 1000);
-                    self.reservations.insert(
-                        t,
-                        Reservation {
-                            relay: b,
-                            username: auth.username.clone(),
-                            expires,
-                        },
-                    );
-                    new_token = Some(t);
-                    a
-                })
+            let port = if reserve_next {
+                self.space.ports.take_pair()
             } else {
-                self.backend.allocate(even_port)
+                self.space.ports.take(even_port)
             };
-            match got {
-                Ok(r) => r,
-                Err(AllocFailure::NoCapacity) => {
-                    self.metrics.quota(quota::RELAY_PORTS);
-                    return Err(508);
+            let Some(port) = port else {
+                self.ledger.give_back_allocation(&auth.username);
+                for _ in 1..slots {
+                    self.ledger.give_back_reservation();
                 }
+                self.metrics.quota(quota::RELAY_PORTS);
+                return Err(508);
+            };
+            let relay = RelayAddr(SocketAddr::new(self.space.ip, port));
+            to_open.push(relay);
+            if reserve_next {
+                let reserved = RelayAddr(SocketAddr::new(self.space.ip, port + 1));
+                let t: [u8; 8] = self.rng.random();
+                self.reservations.insert(
+                    t,
+                    Reservation {
+                        relay: reserved,
+                        username: auth.username.clone(),
+                        expires: now.saturating_add(RESERVATION_LIFETIME_S * 1000),
+                    },
+                );
+                new_token = Some(t);
+                to_open.push(reserved);
             }
+            relay
         };
-        if self.by_relay.contains_key(&relay) {
-            // A backend handing out a live address twice would corrupt routing.
-            return Err(500);
-        }
-        let bw = q.bandwidth_bytes_per_sec;
+        let bw = self.cfg.quotas.bandwidth_bytes_per_sec;
+        let opening = (!to_open.is_empty()).then(|| PendingAnswer {
+            txn: req.transaction_id,
+            auth: auth.clone(),
+            lifetime,
+            attempts: 0,
+            awaiting: to_open.len() as u8,
+        });
         let a = Allocation {
             relay,
             username: auth.username.clone(),
             expires: now.saturating_add(lifetime * 1000),
             alloc_txn: req.transaction_id,
             token: new_token,
+            even_port,
+            opening,
             permissions: HashMap::new(),
             channels: HashMap::new(),
             channel_of_peer: HashMap::new(),
@@ -789,16 +1143,22 @@ impl TurnCore {
         self.by_relay.insert(relay, ft);
         *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
         self.sync_gauges();
-        self.allocate_success(ft, req, auth, relay, lifetime, new_token);
+        if to_open.is_empty() {
+            self.allocate_success(ft, req, auth, relay, lifetime, None);
+        }
+        for relay in to_open {
+            self.opening.insert(relay, ft);
+            self.commands.push_back(Command::OpenRelay { relay });
+        }
         Ok(())
     }
 
     fn allocate_success(
         &mut self,
         ft: FiveTuple,
-        req: &Message,
+        req: impl Into<ReplyTo>,
         auth: &Authed,
-        relay: SocketAddr,
+        relay: RelayAddr,
         lifetime: u64,
         token: Option<[u8; 8]>,
     ) {
@@ -836,7 +1196,7 @@ impl TurnCore {
             return Err(code);
         }
         if let Some(v) = attr(req, ATTR_REQUESTED_ADDRESS_FAMILY) {
-            let relay_v6 = self.backend.relay_ip().is_ipv6();
+            let relay_v6 = self.space.ip.is_ipv6();
             let ok = v.len() == 4 && ((v[0] == FAMILY_V4 && !relay_v6) || (v[0] == FAMILY_V6 && relay_v6));
             if !ok {
                 return Err(443);
@@ -855,10 +1215,12 @@ impl TurnCore {
     }
 
     /// Peer addresses of all XOR-PEER-ADDRESS attributes (400 if malformed).
-    fn peer_addrs(req: &Message) -> Result<Vec<SocketAddr>, u16> {
+    fn peer_addrs(req: &Message) -> Result<Vec<PeerAddr>, u16> {
         let mut out = Vec::new();
         for a in req.attributes.0.iter().filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS) {
-            out.push(decode_xor_addr(&a.value, &req.transaction_id).ok_or(400u16)?);
+            out.push(PeerAddr(
+                decode_xor_addr(&a.value, &req.transaction_id).ok_or(400u16)?,
+            ));
         }
         if out.is_empty() {
             return Err(400);
@@ -868,8 +1230,8 @@ impl TurnCore {
 
     /// Policy and family checks for a peer (403 / 443). The policy comes
     /// first: a denied address is refused with 403 whatever its family.
-    fn check_peer(&self, relay: SocketAddr, peer: SocketAddr) -> Result<(), u16> {
-        if !self.backend.permits(peer.ip()) {
+    fn check_peer(&self, relay: RelayAddr, peer: PeerAddr) -> Result<(), u16> {
+        if !self.space.peers.permits(peer.ip()) {
             self.metrics.policy_denials.inc();
             return Err(403);
         }
@@ -904,6 +1266,9 @@ impl TurnCore {
             a.permissions.insert(p.ip(), expires);
         }
         self.n_permissions += new_ips.len();
+        for peer in new_ips {
+            self.commands.push_back(Command::AddPermission { relay, peer });
+        }
         self.sync_gauges();
         self.respond(ft, req, CLASS_SUCCESS_RESPONSE, Some(auth), |_| {});
         Ok(())
@@ -954,71 +1319,85 @@ impl TurnCore {
             .insert(peer.ip(), now.saturating_add(PERMISSION_LIFETIME_S * 1000));
         self.n_channels += usize::from(new_channel);
         self.n_permissions += usize::from(new_perm);
+        if new_perm {
+            self.commands.push_back(Command::AddPermission {
+                relay,
+                peer: peer.ip(),
+            });
+        }
+        if new_channel {
+            self.commands
+                .push_back(Command::BindChannel { relay, peer, number });
+        }
         self.sync_gauges();
         self.respond(ft, req, CLASS_SUCCESS_RESPONSE, Some(auth), |_| {});
         Ok(())
     }
 
-    fn relay_to_peer(&mut self, ft: FiveTuple, peer: SocketAddr, data: &[u8], now: Millis) {
-        let Some(a) = self.allocations.get_mut(&ft) else {
-            return;
-        };
+    /// The checks every relayed datagram passes on its way to a peer
+    /// (bandwidth, reachability); `payload` is where its data lies.
+    fn relay_to_peer(
+        &mut self,
+        ft: FiveTuple,
+        peer: PeerAddr,
+        payload: Range<usize>,
+        now: Millis,
+    ) -> Option<ToPeer> {
+        let a = self.allocations.get_mut(&ft)?;
+        let len = payload.len();
         if let Some(b) = a.bucket.as_mut() {
-            if !b.try_take(data.len() as u64, now) {
+            if !b.try_take(len as u64, now) {
                 self.metrics.quota(quota::BANDWIDTH);
-                return;
+                return None;
             }
         }
-        let relay = a.relay;
-        if !self.backend.reaches(peer) {
+        if !self.space.peers.reaches(peer) {
             self.metrics.policy_denials.inc();
-            return;
+            return None;
         }
-        match self.backend.send(relay, peer, data) {
-            Ok(()) => self.metrics.relayed(true, data.len()),
-            Err(RelaySendError::Unreachable) => self.metrics.policy_denials.inc(),
-            Err(RelaySendError::Congested | RelaySendError::Closed) => {
-                self.metrics.drop(drop_reason::BACKEND)
-            }
-        }
+        self.metrics.relayed(true, len);
+        Some(ToPeer {
+            relay: a.relay,
+            peer,
+            payload,
+        })
     }
 
-    fn handle_send(&mut self, ft: FiveTuple, m: &Message, now: Millis) {
+    fn handle_send(&mut self, ft: FiveTuple, m: &Message, now: Millis) -> Option<ToPeer> {
         let Some(a) = self.allocations.get(&ft) else {
             self.metrics.drop(drop_reason::NO_ALLOCATION);
-            return;
+            return None;
         };
-        if a.expires <= now {
+        if !a.live(now) {
             self.metrics.drop(drop_reason::NO_ALLOCATION);
-            return;
+            return None;
         }
         let (Some(peer), Some(data)) = (
             attr(m, ATTR_XOR_PEER_ADDRESS).and_then(|v| decode_xor_addr(v, &m.transaction_id)),
-            attr(m, ATTR_DATA),
+            wire::attr_value_range(&m.raw, ATTR_DATA.0),
         ) else {
             self.metrics.drop(drop_reason::MALFORMED);
-            return;
+            return None;
         };
         if !same_family(a.relay.ip(), peer.ip()) || !a.permitted(peer.ip(), now) {
             self.metrics.drop(drop_reason::NO_PERMISSION);
-            return;
+            return None;
         }
-        let data = data.to_vec();
-        self.relay_to_peer(ft, peer, &data, now);
+        self.relay_to_peer(ft, PeerAddr(peer), data, now)
     }
 
-    fn handle_channel_data(&mut self, ft: FiveTuple, raw: &[u8], now: Millis) {
+    fn handle_channel_data(&mut self, ft: FiveTuple, raw: &[u8], now: Millis) -> Option<ToPeer> {
         let Some(cd) = wire::parse_channel_data(raw) else {
             self.metrics.drop(drop_reason::MALFORMED);
-            return;
+            return None;
         };
         let Some(a) = self.allocations.get(&ft) else {
             self.metrics.drop(drop_reason::NO_ALLOCATION);
-            return;
+            return None;
         };
-        if a.expires <= now {
+        if !a.live(now) {
             self.metrics.drop(drop_reason::NO_ALLOCATION);
-            return;
+            return None;
         }
         let Some(peer) = a
             .channels
@@ -1027,19 +1406,24 @@ impl TurnCore {
             .map(|c| c.peer)
         else {
             self.metrics.drop(drop_reason::NO_CHANNEL);
-            return;
+            return None;
         };
         if !a.permitted(peer.ip(), now) {
             self.metrics.drop(drop_reason::NO_PERMISSION);
-            return;
+            return None;
         }
-        self.relay_to_peer(ft, peer, cd.data, now);
+        self.relay_to_peer(
+            ft,
+            peer,
+            wire::CHANNEL_DATA_HEADER..wire::CHANNEL_DATA_HEADER + cd.data.len(),
+            now,
+        )
     }
 
     fn respond_error(
         &mut self,
         ft: FiveTuple,
-        req: &Message,
+        req: impl Into<ReplyTo>,
         code: u16,
         auth: Option<&Authed>,
         extra: impl FnOnce(&mut Message),
@@ -1057,14 +1441,15 @@ impl TurnCore {
     fn respond(
         &mut self,
         ft: FiveTuple,
-        req: &Message,
+        req: impl Into<ReplyTo>,
         class: MessageClass,
         auth: Option<&Authed>,
         attrs: impl FnOnce(&mut Message),
     ) {
+        let req = req.into();
         let mut m = Message::new();
-        m.typ = MessageType::new(req.typ.method, class);
-        m.transaction_id = req.transaction_id;
+        m.typ = MessageType::new(req.method, class);
+        m.transaction_id = req.txn;
         m.write_header();
         attrs(&mut m);
         if let Some(sw) = &self.cfg.software {
@@ -1077,7 +1462,7 @@ impl TurnCore {
             }
         }
         wire::add_fingerprint(&mut m);
-        self.out.push_back(Transmit {
+        self.commands.push_back(Command::SendToClient {
             to: ft,
             payload: m.raw,
         });
@@ -1121,7 +1506,7 @@ impl TurnCore {
             if a.channels.len() > self.cfg.quotas.max_channels_per_allocation as usize {
                 return Err("channel quota exceeded".into());
             }
-            if a.permissions.keys().any(|ip| !self.backend.permits(*ip)) {
+            if a.permissions.keys().any(|ip| !self.space.peers.permits(*ip)) {
                 return Err("a permission the policy denies".into());
             }
             perms += a.permissions.len();
@@ -1150,6 +1535,19 @@ impl TurnCore {
             .any(|r| self.by_relay.contains_key(&r.relay))
         {
             return Err("a reserved relay address is also allocated".into());
+        }
+        let relays = self
+            .allocations
+            .values()
+            .map(|a| a.relay)
+            .chain(self.reservations.values().map(|r| r.relay));
+        for relay in relays {
+            if !self.space.ports.is_used(relay.port()) {
+                return Err(format!("relay {relay} is live but its port is free"));
+            }
+        }
+        if self.opening.values().any(|ft| !self.allocations.contains_key(ft)) && self.commands.is_empty() {
+            return Err("a relay address is being opened for no allocation".into());
         }
         if self.allocations.len() + self.reservations.len() > self.cfg.quotas.max_allocations_total as usize {
             return Err("total quota exceeded".into());

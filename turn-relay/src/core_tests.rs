@@ -1,5 +1,7 @@
-//! Core tests: no sockets, time passed in.
+//! Core tests: no sockets, time passed in; the harness plays the shell and
+//! carries out (and records) the commands the core returns.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -8,36 +10,16 @@ use proptest::prelude::*;
 use super::*;
 use crate::client::{self, parse_incoming, Client, Incoming, Response};
 use crate::policy::PeerPolicy;
+use crate::relay::{Share, VIRTUAL_PORTS};
 
+/// Datagrams relayed to peers: (relay, peer, payload).
 type Sent = Arc<Mutex<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>>;
 
-/// A backend with virtual ports, the real peer policy, and a log of sends.
-struct TestRelay {
-    inner: crate::backend::InProcessRelay,
-    policy: PeerPolicy,
-    sent: Sent,
-}
-
-impl RelayBackend for TestRelay {
-    fn relay_ip(&self) -> IpAddr {
-        self.inner.relay_ip()
-    }
-    fn allocate(&mut self, even: bool) -> Result<SocketAddr, AllocFailure> {
-        self.inner.allocate(even)
-    }
-    fn allocate_pair(&mut self) -> Result<(SocketAddr, SocketAddr), AllocFailure> {
-        self.inner.allocate_pair()
-    }
-    fn release(&mut self, relay: SocketAddr) {
-        self.inner.release(relay)
-    }
-    fn permits(&self, peer: IpAddr) -> bool {
-        self.policy.allows(peer)
-    }
-    fn send(&mut self, relay: SocketAddr, peer: SocketAddr, payload: &[u8]) -> Result<(), RelaySendError> {
-        self.sent.lock().push((relay, peer, payload.to_vec()));
-        Ok(())
-    }
+/// Something sent to a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Transmit {
+    to: FiveTuple,
+    payload: Vec<u8>,
 }
 
 const T0: Millis = 1_700_000_000_000;
@@ -64,43 +46,108 @@ fn open_quotas() -> Quotas {
     }
 }
 
+/// The test shell: one core, its commands carried out and recorded.
 struct H {
     core: TurnCore,
     sent: Sent,
     metrics: Metrics,
     now: Millis,
+    /// Every command other than SendToClient, in order.
+    commands: Vec<Command>,
+    /// Relay addresses opened and not yet freed.
+    open: HashSet<RelayAddr>,
+    /// The next this many OpenRelay commands fail (port held elsewhere).
+    refuse_next: u32,
+    /// Broken resource rules seen while carrying out commands.
+    violations: Vec<String>,
 }
 
 fn ft(port: u16) -> FiveTuple {
     FiveTuple {
         transport: Transport::Udp,
-        client: SocketAddr::from(([198, 51, 100, 7], port)),
+        client: ClientAddr(SocketAddr::from(([198, 51, 100, 7], port))),
         server: SocketAddr::from(([203, 0, 113, 1], 3478)),
+    }
+}
+
+fn policy_space(ip: &str, allow: &[&str]) -> RelaySpace {
+    let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+    RelaySpace {
+        ip: ip.parse().unwrap(),
+        ports: PortPool::new(&VIRTUAL_PORTS, Share::WHOLE, 0),
+        peers: PeerRules::Policy {
+            policy: PeerPolicy::new(crate::policy::parse_peer_allow_list(&allow).unwrap()),
+            own: vec![],
+        },
     }
 }
 
 impl H {
     fn new(quotas: Quotas, allow: &[&str]) -> H {
-        let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
-        let sent: Sent = Arc::default();
-        let relay = TestRelay {
-            inner: crate::backend::InProcessRelay::new("203.0.113.1".parse().unwrap(), vec![], None),
-            policy: PeerPolicy::new(crate::policy::parse_peer_allow_list(&allow).unwrap()),
-            sent: sent.clone(),
-        };
+        H::with_space(quotas, policy_space("203.0.113.1", allow), [9; 32])
+    }
+
+    fn with_space(quotas: Quotas, space: RelaySpace, seed: [u8; 32]) -> H {
         let metrics = Metrics::unregistered().unwrap();
-        let core = TurnCore::new(cfg(quotas), Box::new(relay), metrics.clone(), [9; 32], T0);
+        let shared = CoreShared::new(metrics.clone(), [7; 32]);
+        let core = TurnCore::new(cfg(quotas), space, shared, seed, T0);
         H {
             core,
-            sent,
+            sent: Arc::default(),
             metrics,
             now: T0,
+            commands: Vec::new(),
+            open: HashSet::new(),
+            refuse_next: 0,
+            violations: Vec::new(),
         }
     }
 
+    /// Carries out the queued commands; returns what went to clients.
+    fn pump(&mut self) -> Vec<Transmit> {
+        let mut out = Vec::new();
+        while let Some(cmd) = self.core.poll_command() {
+            match &cmd {
+                Command::SendToClient { to, payload } => {
+                    out.push(Transmit {
+                        to: *to,
+                        payload: payload.clone(),
+                    });
+                    continue;
+                }
+                Command::OpenRelay { relay } => {
+                    let ok = if self.refuse_next > 0 {
+                        self.refuse_next -= 1;
+                        false
+                    } else {
+                        true
+                    };
+                    if ok && !self.open.insert(*relay) {
+                        self.violations.push(format!("{relay} opened twice"));
+                    }
+                    self.core.handle_relay_opened(*relay, ok, self.now);
+                }
+                Command::FreeRelay { relay } if !self.open.remove(relay) => {
+                    self.violations.push(format!("{relay} freed but not open"));
+                }
+                _ => {}
+            }
+            self.commands.push(cmd);
+        }
+        out
+    }
+
     fn input(&mut self, ft: FiveTuple, b: &[u8]) -> Vec<Transmit> {
-        self.core.handle_client(ft, b, self.now);
-        std::iter::from_fn(|| self.core.poll_transmit()).collect()
+        if let Some(t) = self.core.handle_client(ft, b, self.now) {
+            self.sent
+                .lock()
+                .push((t.relay.0, t.peer.0, b[t.payload.clone()].to_vec()));
+            if !self.open.contains(&t.relay) {
+                self.violations
+                    .push(format!("relayed through {} which is not open", t.relay));
+            }
+        }
+        self.pump()
     }
 
     fn request(&mut self, ft: FiveTuple, m: &Message) -> Option<Response> {
@@ -131,12 +178,26 @@ impl H {
     fn advance(&mut self, secs: u64) {
         self.now += secs * 1000;
         self.core.handle_timeout(self.now);
-        let _: Vec<_> = std::iter::from_fn(|| self.core.poll_transmit()).collect();
+        self.pump();
     }
 
     fn peer_data(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8]) -> Vec<Transmit> {
-        self.core.handle_peer(relay, peer, data, self.now);
-        std::iter::from_fn(|| self.core.poll_transmit()).collect()
+        let mut out = Vec::new();
+        if let Some(t) = self
+            .core
+            .handle_peer(RelayAddr(relay), PeerAddr(peer), data, self.now)
+        {
+            let mut payload = Vec::new();
+            t.encode_into(data, &mut payload);
+            out.push(Transmit { to: t.to, payload });
+        }
+        out.extend(self.pump());
+        out
+    }
+
+    /// Commands other than sends, recorded since the last call.
+    fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.commands)
     }
 }
 
@@ -147,6 +208,7 @@ fn user(id: &str, valid_for_s: i64) -> Client {
 }
 
 fn allocated(h: &mut H, ft: FiveTuple, c: &mut Client) -> SocketAddr {
+    h.pump();
     let r = h.transact(ft, c, |c| c.allocate());
     assert!(r.is_success(), "allocate: {:?}", r.error);
     assert!(
@@ -167,7 +229,7 @@ fn binding_request_answers_xor_mapped_address() {
     let m = c.request(METHOD_BINDING, |_| {});
     let r = h.request(ft(5000), &m).unwrap();
     assert!(r.is_success());
-    assert_eq!(r.mapped, Some(ft(5000).client));
+    assert_eq!(r.mapped, Some(ft(5000).client.0));
 }
 
 #[test]
@@ -191,7 +253,7 @@ fn rest_credentials_allocate_with_default_lifetime_and_any_configured_secret() {
     let r = h.transact(ft(1), &mut c, |c| c.allocate());
     assert!(r.is_success());
     assert_eq!(r.lifetime, Some(600));
-    assert_eq!(r.mapped, Some(ft(1).client));
+    assert_eq!(r.mapped, Some(ft(1).client.0));
     assert_eq!(r.relayed.unwrap().ip(), "203.0.113.1".parse::<IpAddr>().unwrap());
     // A credential minted with the previous (rotated-out) secret still works.
     let p = proto::turn_cred::mint(b"previous", "bob", T0 / 1000 + 60);
@@ -458,25 +520,7 @@ fn policy_denies_internal_peers_with_403() {
 
 #[test]
 fn ipv6_mapped_and_nat64_peers_are_denied_on_an_ipv6_relay() {
-    let allow: Vec<String> = vec![];
-    let sent: Sent = Arc::default();
-    let relay = TestRelay {
-        inner: crate::backend::InProcessRelay::new("2001:db8::1".parse().unwrap(), vec![], None),
-        policy: PeerPolicy::new(crate::policy::parse_peer_allow_list(&allow).unwrap()),
-        sent,
-    };
-    let mut h = H {
-        core: TurnCore::new(
-            cfg(open_quotas()),
-            Box::new(relay),
-            Metrics::unregistered().unwrap(),
-            [1; 32],
-            T0,
-        ),
-        sent: Arc::default(),
-        metrics: Metrics::unregistered().unwrap(),
-        now: T0,
-    };
+    let mut h = H::with_space(open_quotas(), policy_space("2001:db8::1", &[]), [1; 32]);
     let mut c = user("alice", 3600);
     let r = h.transact(ft(1), &mut c, |c| {
         c.request(METHOD_ALLOCATE, |m| {
@@ -704,7 +748,7 @@ fn unauthenticated_requests_are_rate_limited_per_source() {
     assert!(h.request(ft(1), &c.allocate()).is_some());
     // Another source is not affected (modulo hash collisions, not with this seed).
     let other = FiveTuple {
-        client: SocketAddr::from(([192, 0, 2, 99], 1)),
+        client: ClientAddr(SocketAddr::from(([192, 0, 2, 99], 1))),
         ..ft(1)
     };
     assert!(h.request(other, &c.allocate()).is_some());
@@ -732,26 +776,17 @@ fn tcp_close_removes_the_allocation() {
 }
 
 #[test]
-fn in_process_backend_reaches_only_the_sfu() {
+fn in_process_relay_reaches_only_the_sfu() {
     let sfu: SocketAddr = "192.0.2.10:7000".parse().unwrap();
-    let (mut sfu_end, turn_end) = proto::handoff::pair(16);
-    let backend =
-        crate::backend::InProcessRelay::new("192.0.2.10".parse().unwrap(), vec![sfu], Some(turn_end.to_sfu));
-    let metrics = Metrics::unregistered().unwrap();
-    let mut h = H {
-        core: TurnCore::new(
-            cfg(open_quotas()),
-            Box::new(backend),
-            metrics.clone(),
-            [3; 32],
-            T0,
-        ),
-        sent: Arc::default(),
-        metrics,
-        now: T0,
+    let space = RelaySpace {
+        ip: "192.0.2.10".parse().unwrap(),
+        ports: PortPool::new(&VIRTUAL_PORTS, Share::WHOLE, 0),
+        peers: PeerRules::Sfu(vec![sfu]),
     };
+    let mut h = H::with_space(open_quotas(), space, [3; 32]);
     let mut c = user("alice", 3600);
     let relay = allocated(&mut h, ft(1), &mut c);
+    assert!(VIRTUAL_PORTS.contains(&relay.port()));
     assert_eq!(
         h.request(ft(1), &c.create_permission(&[peer("8.8.8.8:1")]))
             .unwrap()
@@ -769,14 +804,230 @@ fn in_process_backend_reaches_only_the_sfu() {
         .unwrap()
         .is_success());
     h.input(ft(1), &client::send_indication(sfu, b"rtp"));
-    let d = sfu_end.from_turn.try_recv().unwrap();
-    assert_eq!(
-        (d.relay_addr, d.sfu_addr, &d.payload[..]),
-        (relay, sfu, &b"rtp"[..])
-    );
+    assert_eq!(h.sent.lock().last().unwrap(), &(relay, sfu, b"rtp".to_vec()));
     // Same IP, other port: not the SFU's media address, dropped.
+    let before = h.sent.lock().len();
     h.input(ft(1), &client::send_indication(peer("192.0.2.10:7001"), b"x"));
-    assert!(sfu_end.from_turn.try_recv().is_none());
+    assert_eq!(h.sent.lock().len(), before);
+}
+
+// ------------------------------------------------------- command-level tests
+
+fn relay_of(cmds: &[Command]) -> Vec<RelayAddr> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::OpenRelay { relay } => Some(*relay),
+            _ => None,
+        })
+        .collect()
+}
+
+fn frees(cmds: &[Command]) -> Vec<RelayAddr> {
+    cmds.iter()
+        .filter_map(|c| match c {
+            Command::FreeRelay { relay } => Some(*relay),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn allocate_requests_a_relay_port_and_answers_only_once_it_is_open() {
+    let mut h = H::new(open_quotas(), &[]);
+    let mut c = user("alice", 3600);
+    let challenge = h.request(ft(1), &c.allocate()).unwrap();
+    c.learn(&challenge);
+    h.take_commands();
+    let req = c.allocate();
+    assert!(h.core.handle_client(ft(1), &req.raw, h.now).is_none());
+    let Some(Command::OpenRelay { relay }) = h.core.poll_command() else {
+        panic!("the first command opens the relay port");
+    };
+    assert_eq!(h.core.poll_command(), None, "no answer before the port is open");
+    h.core.handle_relay_opened(relay, true, h.now);
+    h.open.insert(relay);
+    let Some(Command::SendToClient { to, payload }) = h.core.poll_command() else {
+        panic!("answered once open");
+    };
+    assert_eq!(to, ft(1));
+    let Some(Incoming::Response(r)) = parse_incoming(&payload) else {
+        panic!("a response");
+    };
+    assert!(r.is_success());
+    assert_eq!(r.relayed, Some(relay.0));
+    h.core.check_invariants().unwrap();
+}
+
+#[test]
+fn a_port_that_cannot_be_opened_is_replaced_by_another() {
+    let mut h = H::new(open_quotas(), &[]);
+    let mut c = user("alice", 3600);
+    h.refuse_next = 2;
+    let relay = allocated(&mut h, ft(1), &mut c);
+    let opens = relay_of(&h.take_commands());
+    assert_eq!(opens.len(), 3, "two refused, the third opened: {opens:?}");
+    assert_eq!(opens[2].0, relay);
+    assert!(
+        frees(&h.commands).is_empty(),
+        "a port that never opened is not freed"
+    );
+    h.core.check_invariants().unwrap();
+}
+
+#[test]
+fn an_allocate_whose_ports_never_open_gets_508_and_leaves_nothing() {
+    let mut h = H::new(open_quotas(), &[]);
+    let mut c = user("alice", 3600);
+    h.refuse_next = u32::from(OPEN_ATTEMPTS);
+    let r = h.transact(ft(1), &mut c, |c| c.allocate());
+    assert_eq!(r.error, Some(508));
+    assert_eq!(relay_of(&h.take_commands()).len(), usize::from(OPEN_ATTEMPTS));
+    assert_eq!(h.core.stats().allocations, 0);
+    assert_eq!(h.core.ledger.slots(), 0);
+    assert_eq!(h.core.space.ports.in_use(), 0);
+    assert!(h.open.is_empty() && h.violations.is_empty());
+    // The refused ports are skipped, a later Allocate gets another one.
+    let relay = allocated(&mut h, ft(1), &mut c);
+    assert!(h.core.space.ports.is_used(relay.port()));
+}
+
+#[test]
+fn refresh_to_zero_frees_the_relay_exactly_once() {
+    let mut h = H::new(open_quotas(), &[]);
+    let mut c = user("alice", 3600);
+    let relay = allocated(&mut h, ft(1), &mut c);
+    h.take_commands();
+    assert!(h.request(ft(1), &c.refresh(0)).unwrap().is_success());
+    assert_eq!(frees(&h.take_commands()), vec![RelayAddr(relay)]);
+    h.advance(4000);
+    assert!(frees(&h.take_commands()).is_empty(), "not freed again on expiry");
+    assert!(h.open.is_empty());
+}
+
+#[test]
+fn permissions_and_channels_come_and_go_as_commands() {
+    let mut h = H::new(open_quotas(), &[]);
+    let mut c = user("alice", 3600);
+    let relay = RelayAddr(allocated(&mut h, ft(1), &mut c));
+    // Outlive the channel (the default lifetime equals a channel's).
+    assert!(h.request(ft(1), &c.refresh(3600)).unwrap().is_success());
+    h.take_commands();
+    let p = peer("8.8.8.8:5000");
+    let q = peer("1.1.1.1:53");
+    assert!(h.request(ft(1), &c.create_permission(&[p])).unwrap().is_success());
+    assert_eq!(
+        h.take_commands(),
+        vec![Command::AddPermission { relay, peer: p.ip() }]
+    );
+    assert!(h.request(ft(1), &c.create_permission(&[p])).unwrap().is_success());
+    assert_eq!(h.take_commands(), vec![], "a refresh installs nothing new");
+    assert!(h.request(ft(1), &c.channel_bind(0x4000, q)).unwrap().is_success());
+    assert_eq!(
+        h.take_commands(),
+        vec![
+            Command::AddPermission { relay, peer: q.ip() },
+            Command::BindChannel {
+                relay,
+                peer: PeerAddr(q),
+                number: 0x4000
+            },
+        ]
+    );
+    h.advance(PERMISSION_LIFETIME_S + 1);
+    let mut gone = h.take_commands();
+    gone.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(
+        gone,
+        vec![
+            Command::RemovePermission { relay, peer: q.ip() },
+            Command::RemovePermission { relay, peer: p.ip() },
+        ]
+    );
+    h.advance(CHANNEL_LIFETIME_S);
+    assert!(h.take_commands().contains(&Command::UnbindChannel {
+        relay,
+        peer: PeerAddr(q),
+        number: 0x4000
+    }));
+}
+
+#[test]
+fn a_peer_the_policy_denies_yields_no_command() {
+    let mut h = H::new(open_quotas(), &[]);
+    let mut c = user("alice", 3600);
+    allocated(&mut h, ft(1), &mut c);
+    h.take_commands();
+    for denied in ["10.0.0.1:1", "127.0.0.1:1", "169.254.169.254:80"] {
+        let r = h.request(ft(1), &c.create_permission(&[peer(denied)])).unwrap();
+        assert_eq!(r.error, Some(403));
+        let r = h.request(ft(1), &c.channel_bind(0x4001, peer(denied))).unwrap();
+        assert_eq!(r.error, Some(403));
+        assert!(h
+            .input(ft(1), &client::send_indication(peer(denied), b"x"))
+            .is_empty());
+    }
+    assert_eq!(h.take_commands(), vec![]);
+    assert!(h.sent.lock().is_empty());
+}
+
+#[test]
+fn a_reserved_pair_whose_second_port_fails_is_undone_and_its_first_port_freed_once() {
+    let mut h = H::new(open_quotas(), &[]);
+    let mut c = user("alice", 3600);
+    let challenge = h.request(ft(1), &c.allocate()).unwrap();
+    c.learn(&challenge);
+    let req = c.request(METHOD_ALLOCATE, |m| {
+        client::requested_transport_udp(m);
+        m.add(ATTR_EVEN_PORT, &[0x80]);
+    });
+    assert!(h.core.handle_client(ft(1), &req.raw, h.now).is_none());
+    let (Some(Command::OpenRelay { relay: first }), Some(Command::OpenRelay { relay: second })) =
+        (h.core.poll_command(), h.core.poll_command())
+    else {
+        panic!("both ports of the pair are opened");
+    };
+    h.core.handle_relay_opened(first, true, h.now);
+    h.core.handle_relay_opened(second, false, h.now);
+    let mut cmds = Vec::new();
+    while let Some(cmd) = h.core.poll_command() {
+        cmds.push(cmd);
+    }
+    assert_eq!(frees(&cmds), vec![first]);
+    let answer = cmds.iter().find_map(|c| match c {
+        Command::SendToClient { payload, .. } => match parse_incoming(payload) {
+            Some(Incoming::Response(r)) => Some(r),
+            _ => None,
+        },
+        _ => None,
+    });
+    assert_eq!(answer.unwrap().error, Some(508));
+    assert_eq!(h.core.stats().allocations, 0);
+    assert!(h.core.reservations.is_empty());
+    assert_eq!(h.core.space.ports.in_use(), 0);
+    assert_eq!(h.core.ledger.slots(), 0);
+}
+
+#[test]
+fn channel_data_comes_back_as_a_slice_of_the_input() {
+    let mut h = H::new(open_quotas(), &[]);
+    let mut c = user("alice", 3600);
+    let relay = RelayAddr(allocated(&mut h, ft(1), &mut c));
+    let p = peer("8.8.8.8:5000");
+    assert!(h.request(ft(1), &c.channel_bind(0x4000, p)).unwrap().is_success());
+    h.pump();
+    let frame = client::channel_data(0x4000, b"media", false);
+    let t = h.core.handle_client(ft(1), &frame, h.now).unwrap();
+    assert_eq!((t.relay, t.peer), (relay, PeerAddr(p)));
+    assert_eq!(&frame[t.payload], b"media");
+    let back = h.core.handle_peer(relay, PeerAddr(p), b"reply", h.now).unwrap();
+    assert_eq!(
+        back,
+        ToClient {
+            to: ft(1),
+            channel: 0x4000
+        }
+    );
+    assert_eq!(h.core.poll_command(), None, "nothing queued on the hot path");
 }
 
 // ------------------------------------------------------------ property tests
@@ -829,6 +1080,10 @@ enum Op {
         at: usize,
         byte: u8,
     },
+    /// The shell fails the next `n` relay opens (ports held elsewhere).
+    RefuseOpens {
+        n: u32,
+    },
 }
 
 const PEERS: [&str; 6] = [
@@ -875,6 +1130,7 @@ fn op() -> impl Strategy<Value = Op> {
         c.clone().prop_map(|client| Op::Close { client }),
         proptest::collection::vec(any::<u8>(), 0..200).prop_map(|bytes| Op::Garbage { bytes }),
         (c, any::<usize>(), any::<u8>()).prop_map(|(client, at, byte)| Op::Mutate { client, at, byte }),
+        (1u32..20).prop_map(|n| Op::RefuseOpens { n }),
     ]
 }
 
@@ -965,12 +1221,16 @@ proptest! {
                 }
                 Op::PeerData { client, peer: p } => {
                     if let Some(relay) = h.core.relay_addr(&tuple(client)) {
-                        let out = h.peer_data(relay, peer(PEERS[p]), b"from peer");
+                        let out = h.peer_data(relay.0, peer(PEERS[p]), b"from peer");
                         for t in out { prop_assert_eq!(t.to, tuple(client)); }
                     }
                 }
                 Op::Advance { secs } => h.advance(secs),
-                Op::Close { client } => h.core.handle_connection_closed(tuple(client)),
+                Op::Close { client } => {
+                    h.core.handle_connection_closed(tuple(client));
+                    h.pump();
+                }
+                Op::RefuseOpens { n } => h.refuse_next = n,
                 Op::Garbage { bytes } => { h.input(tuple(0), &bytes); }
                 Op::Mutate { client, at, byte } => {
                     if let Some(m) = &last {
@@ -986,12 +1246,25 @@ proptest! {
             if let Err(e) = h.core.check_invariants() {
                 prop_assert!(false, "invariant broken: {}", e);
             }
+            prop_assert!(h.violations.is_empty(), "resource rule broken: {:?}", h.violations);
+            for (ft, a) in &h.core.allocations {
+                prop_assert!(a.opening.is_none(), "{:?} still opening after the shell answered", ft);
+                prop_assert!(h.open.contains(&a.relay), "live allocation on {} which is not open", a.relay);
+            }
+            for r in h.core.reservations.values() {
+                prop_assert!(h.open.contains(&r.relay), "reservation on {} which is not open", r.relay);
+            }
         }
         let _ = allocs_ok;
-        // Everything expires eventually.
+        // Everything expires eventually, and every relay address opened is
+        // freed exactly once (a second free or a leak fails here).
         h.advance(10_000);
         prop_assert_eq!(h.core.stats(), Stats::default());
         prop_assert!(h.core.reservations.is_empty());
+        prop_assert!(h.violations.is_empty(), "resource rule broken: {:?}", h.violations);
+        prop_assert!(h.open.is_empty(), "never freed: {:?}", h.open);
+        prop_assert_eq!(h.core.space.ports.in_use(), 0);
+        prop_assert_eq!(h.core.ledger.slots(), 0);
     }
 
     #[test]
@@ -1006,7 +1279,7 @@ proptest! {
         }
         h.input(tuple(0), &b);
         h.input(tuple(1), &b);
-        h.core.handle_peer("203.0.113.1:16384".parse().unwrap(), "8.8.8.8:1".parse().unwrap(), &b, T0);
+        h.core.handle_peer(RelayAddr("203.0.113.1:16384".parse().unwrap()), PeerAddr("8.8.8.8:1".parse().unwrap()), &b, T0);
         let _ = wire::frame_len(&b);
         let _ = wire::parse_stun(&b);
         let _ = parse_incoming(&b);

@@ -1,27 +1,33 @@
 //! duet's TURN relay (RFC 8656 over UDP, TCP and TLS).
 //!
 //! * [`core::TurnCore`] is a sans-IO state machine: datagrams/frames go in with
-//!   `handle_*(…, now)`, responses come out of [`core::TurnCore::poll_transmit`];
-//!   time and randomness are passed in. It uses the `stun` and `turn` crates'
-//!   message and attribute types.
-//! * Relay backends sit behind [`backend::RelayBackend`]: [`backend::InProcessRelay`]
-//!   (virtual relay addresses, hand-off to the SFU in the same process) and
-//!   [`backend::SocketRelay`] (real UDP relay sockets from a port range, with a
-//!   [`policy`] that denies internal addresses unless allow-listed).
-//! * [`TurnServer`] binds the UDP/TCP/TLS listeners and drives the core.
+//!   `handle_*(…, now)`; side effects come back as [`core::Command`]s (open or
+//!   free a relay address, send to a client, permissions and channels), and
+//!   relayed datagrams as [`core::ToPeer`] / [`core::ToClient`] values that
+//!   point into the input buffer. Time and randomness are passed in. It uses
+//!   the `stun` and `turn` crates' message and attribute types.
+//! * [`relay`] holds the core's pure relay bookkeeping: the port pool, the
+//!   peer rules (the SFU only, in process; otherwise a [`policy`] that denies
+//!   internal addresses unless allow-listed) and the quota ledger.
+//! * [`TurnServer`] binds the UDP/TCP/TLS listeners and runs N workers, each
+//!   a thread owning one core, its `SO_REUSEPORT` UDP socket, its stream
+//!   connections and its relay sockets (or the in-process hand-off to the SFU).
 //!
 //! See `docs/turn.md` for the design, configuration and operations.
 
+pub mod addr;
 pub mod auth;
-pub mod backend;
 pub mod client;
 pub mod core;
 pub mod metrics;
 pub mod policy;
 pub mod quota;
+pub mod relay;
 mod server;
 pub mod tls;
+mod udp;
 pub mod wire;
+mod worker;
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -82,9 +88,10 @@ pub enum RelayConfig {
         sfu_addrs: Vec<SocketAddr>,
     },
     /// Standalone relay (`duet turn`, a coturn replacement): one real UDP
-    /// socket per allocation on `relay_ip` with a port from `port_range`;
-    /// peers are checked by [`policy::PeerPolicy`] (internal ranges denied
-    /// unless in `allow_peers`).
+    /// socket per allocation on `relay_ip` with a port from `port_range`
+    /// (each worker owns one contiguous block of it); peers are checked by
+    /// [`policy::PeerPolicy`] (internal ranges denied unless in
+    /// `allow_peers`).
     Sockets {
         relay_ip: IpAddr,
         port_range: RangeInclusive<u16>,
@@ -125,6 +132,9 @@ pub struct TurnConfig {
     pub max_lifetime: Duration,
     /// SOFTWARE attribute in responses (`None` to omit).
     pub software: Option<String>,
+    /// Worker threads (default 1), each owning a share of the allocations
+    /// (see the crate docs). The in-process relay always runs one.
+    pub workers: usize,
 }
 
 impl Default for TurnConfig {
@@ -162,6 +172,7 @@ impl TurnConfig {
             nonce_ttl: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(3600),
             software: Some("duet-turn".to_string()),
+            workers: 1,
         }
     }
 
@@ -220,6 +231,12 @@ impl TurnConfig {
                 if port_range.is_empty() || *port_range.start() == 0 {
                     return Err(TurnError::Config(
                         "relay port range must be non-empty and exclude 0".into(),
+                    ));
+                }
+                let span = usize::from(*port_range.end() - *port_range.start()) + 1;
+                if self.workers > span || self.workers > usize::from(u16::MAX) {
+                    return Err(TurnError::Config(
+                        "more workers than relay ports (each worker needs its own ports)".into(),
                     ));
                 }
             }

@@ -125,6 +125,43 @@ pub fn encode_channel_data(number: u16, data: &[u8], pad: bool) -> Vec<u8> {
     cd.raw
 }
 
+/// Size of the ChannelData header (channel number and length).
+pub const CHANNEL_DATA_HEADER: usize = 4;
+
+/// Appends a ChannelData message to `out` without allocating beyond `out`'s
+/// growth; `pad` adds the 4-byte padding required on streams.
+pub fn write_channel_data(number: u16, data: &[u8], pad: bool, out: &mut Vec<u8>) {
+    out.extend_from_slice(&number.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(data);
+    if pad {
+        let padding = (4 - data.len() % 4) % 4;
+        out.extend_from_slice(&[0u8; 3][..padding]);
+    }
+}
+
+/// Where the value of the first attribute of type `typ` lies in a STUN
+/// message (no allocation: the Send indication's data is relayed from the
+/// receive buffer).
+pub fn attr_value_range(raw: &[u8], typ: u16) -> Option<std::ops::Range<usize>> {
+    let total = MESSAGE_HEADER_SIZE + u16::from_be_bytes([*raw.get(2)?, *raw.get(3)?]) as usize;
+    let body = raw.get(..total)?;
+    let mut off = MESSAGE_HEADER_SIZE;
+    while off + 4 <= total {
+        let t = u16::from_be_bytes([body[off], body[off + 1]]);
+        let len = u16::from_be_bytes([body[off + 2], body[off + 3]]) as usize;
+        let value = off + 4..off + 4 + len;
+        if value.end > total {
+            return None;
+        }
+        if t == typ {
+            return Some(value);
+        }
+        off += 4 + len.div_ceil(4) * 4;
+    }
+    None
+}
+
 /// Where one attribute sits in the raw message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct AttrPos {

@@ -375,3 +375,66 @@ async fn tcp_framing_handles_split_and_coalesced_messages() {
         assert_eq!((&buf[..n], from), (want, relay));
     }
 }
+
+#[tokio::test]
+async fn several_workers_relay_for_udp_and_tcp_clients_alike() {
+    let mut cfg = test_config(sockets_relay(&["127.0.0.1/32"]));
+    cfg.workers = 3;
+    let srv = start(cfg, false, None).await;
+    // UDP clients land on the workers by the kernel's 5-tuple hash, TCP
+    // connections round robin; each must relay both ways on its worker.
+    let mut rounds = Vec::new();
+    for i in 0..6 {
+        let udp = srv.udp;
+        rounds.push(tokio::spawn(async move {
+            let (u, p) = creds(SECRET, &format!("udp-{i}"), 3600);
+            relay_round_trip(Conn::udp(udp).await, &mut Client::new(u, p)).await;
+        }));
+    }
+    for i in 0..3 {
+        let tcp = srv.tcp;
+        rounds.push(tokio::spawn(async move {
+            let (u, p) = creds(SECRET, &format!("tcp-{i}"), 3600);
+            relay_round_trip(Conn::tcp(tcp).await, &mut Client::new(u, p)).await;
+        }));
+    }
+    for r in rounds {
+        r.await.unwrap();
+    }
+    assert_eq!(
+        metric(
+            &srv.registry,
+            "duet_turn_relayed_packets_total",
+            Some(("direction", "to_peer"))
+        ),
+        18.0
+    );
+    assert_eq!(metric(&srv.registry, "duet_turn_allocations", None), 0.0);
+}
+
+#[tokio::test]
+async fn the_per_user_quota_holds_across_workers() {
+    let mut cfg = test_config(sockets_relay(&["127.0.0.1/32"]));
+    cfg.workers = 3;
+    cfg.quotas.max_allocations_per_user = 4;
+    let srv = start(cfg, false, None).await;
+    let (u, p) = creds(SECRET, "carol", 3600);
+    let mut ok = 0;
+    let mut refused = 0;
+    let mut conns = Vec::new();
+    for _ in 0..7 {
+        let mut conn = Conn::udp(srv.udp).await;
+        let mut c = Client::new(u.clone(), p.clone());
+        let r = conn.request(&c.allocate()).await;
+        assert!(c.learn(&r));
+        let r = conn.request(&c.allocate()).await;
+        match r.error {
+            None => ok += 1,
+            Some(486) => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+        conns.push(conn);
+    }
+    assert_eq!((ok, refused), (4, 3));
+    assert_eq!(metric(&srv.registry, "duet_turn_allocations", None), 4.0);
+}

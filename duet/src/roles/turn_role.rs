@@ -30,6 +30,10 @@ pub async fn run(args: TurnArgs) -> anyhow::Result<()> {
             bandwidth_bytes_per_sec: args.bandwidth_bytes_per_sec,
             ..Default::default()
         },
+        workers: match args.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
         ..turn_relay::TurnConfig::new(
             args.realm.clone(),
             args.auth_secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),

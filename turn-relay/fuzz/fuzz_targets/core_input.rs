@@ -1,16 +1,23 @@
-//! Feeds arbitrary datagrams to the sans-IO core (in-process backend), from
-//! a client over UDP and TCP and from a peer, and checks the tables after.
+//! Feeds arbitrary datagrams to the sans-IO core (in-process relay rules),
+//! from a client over UDP and TCP and from a peer, carries out its commands
+//! as a shell would, and checks the tables after.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use turn_relay::backend::InProcessRelay;
-use turn_relay::core::{CoreConfig, FiveTuple, Transport, TurnCore};
+use turn_relay::core::{
+    ClientAddr, Command, CoreConfig, CoreShared, FiveTuple, PeerAddr, RelayAddr, RelaySpace, Transport, TurnCore,
+};
 use turn_relay::metrics::Metrics;
+use turn_relay::relay::{PeerRules, PortPool, Share, VIRTUAL_PORTS};
 use turn_relay::Quotas;
 
 fuzz_target!(|data: &[u8]| {
     let sfu = "192.0.2.1:5000".parse().expect("valid address literal");
-    let backend = InProcessRelay::new("192.0.2.1".parse().expect("valid address literal"), vec![sfu], None);
+    let space = RelaySpace {
+        ip: "192.0.2.1".parse().expect("valid address literal"),
+        ports: PortPool::new(&VIRTUAL_PORTS, Share::WHOLE, 0),
+        peers: PeerRules::Sfu(vec![sfu]),
+    };
     let cfg = CoreConfig {
         realm: "fuzz".into(),
         secrets: vec![b"secret".to_vec()],
@@ -20,19 +27,25 @@ fuzz_target!(|data: &[u8]| {
         software: None,
     };
     let metrics = Metrics::unregistered().expect("metric definitions are valid");
-    let mut core = TurnCore::new(cfg, Box::new(backend), metrics, [0; 32], 1_700_000_000_000);
+    let shared = CoreShared::new(metrics, [0; 32]);
+    let mut core = TurnCore::new(cfg, space, shared, [0; 32], 1_700_000_000_000);
     let udp = FiveTuple {
         transport: Transport::Udp,
-        client: "198.51.100.1:1".parse().expect("valid address literal"),
+        client: ClientAddr("198.51.100.1:1".parse().expect("valid address literal")),
         server: "192.0.2.1:3478".parse().expect("valid address literal"),
     };
     let tcp = FiveTuple { transport: Transport::Tcp, ..udp };
+    let relay = RelayAddr("192.0.2.1:16384".parse().expect("valid address literal"));
     for (i, chunk) in data.split(|b| *b == 0xfe).enumerate() {
         let now = 1_700_000_000_000 + i as u64 * 1000;
         core.handle_client(if i % 2 == 0 { udp } else { tcp }, chunk, now);
-        core.handle_peer("192.0.2.1:16384".parse().expect("valid address literal"), sfu, chunk, now);
+        core.handle_peer(relay, PeerAddr(sfu), chunk, now);
         core.handle_timeout(now);
-        while core.poll_transmit().is_some() {}
+        while let Some(cmd) = core.poll_command() {
+            if let Command::OpenRelay { relay } = cmd {
+                core.handle_relay_opened(relay, i % 3 != 2, now);
+            }
+        }
     }
     if let Err(e) = core.check_invariants() {
         panic!("invariant broken: {e}");
