@@ -1,2 +1,3 @@
 //! duet's own WebRTC endpoint for the media plane, built on public protocol crates.
+pub mod dtls;
 pub mod srtp;
