@@ -11,6 +11,7 @@
 import { createSession, sendReport, sendAppeal, getStats, ApiError, utf8Bytes } from './api.js';
 import { Signal } from './signal.js';
 import { MediaLink } from './media.js';
+import { announce, trackDeliberateFocus, focusedOnPurpose, typedChar, typeInto, ownsTyping, keepFocusIn } from './a11y.js';
 
 const MAX_INTERESTS = 10;
 const MAX_INTEREST_CHARS = 32;
@@ -75,19 +76,15 @@ function deviceId() {
 }
 
 // ------------------------------------------------------------------ a11y + status
-function announce(text) {
-  const a = $('announcer');
-  a.textContent = '';
-  // A fresh text node makes screen readers read it again even if unchanged.
-  setTimeout(() => { a.textContent = text; }, 30);
-}
+// Whether the stranger's messages are read aloud (the person can turn it off).
+let speakMessages = true;
 
 function setStatus(text, { tone = '', speak = false } = {}) {
   const s = $('status');
   s.textContent = text;
   s.dataset.tone = tone;
   duet.status = text;
-  if (speak) announce(text);
+  if (speak) announce(text, { urgent: tone === 'error' });
 }
 
 function setOverlay(text) {
@@ -395,17 +392,19 @@ class Visit {
     return this.session && this.session.ice_transport_policy === 'relay' ? 'relay' : 'all';
   }
 
-  join() {
+  join({ speak = true } = {}) {
     const lang = $('lang-select').value || null;
     this.signal.send({ type: 'join', mode: this.mode, interests: interests.slice(0, MAX_INTERESTS), lang });
-    this.toQueued();
+    this.toQueued({ speak });
   }
 
-  toQueued() {
+  toQueued({ speak = true } = {}) {
     this.paired = false;
     duet.pairingId = null;
+    // Pressing Next again while already looking is not news.
+    const already = duet.state === 'queued';
     setState('queued');
-    setStatus('Looking for someone…', { speak: true });
+    setStatus('Looking for someone…', { speak: speak && !already });
     setOverlay('Looking for someone…');
     setChatEnabled(false);
     $('report-btn').disabled = true;
@@ -540,7 +539,7 @@ class Visit {
       setStatus('Lost the connection to the server — reconnecting…', { tone: 'warn', speak: true });
     } else if (kind === 'reopened') {
       // The server ended our pairing when the socket dropped: queue again.
-      this.join();
+      this.join({ speak: false });
       setStatus('Reconnected — looking for someone…', { tone: 'ok', speak: true });
     } else if (kind === 'failed') {
       duet.lastError = { code: 'signal_failed', message: `closed ${detail && detail.code}` };
@@ -584,6 +583,8 @@ class Visit {
         }
         setChatEnabled(true);
         $('report-btn').disabled = false;
+        // A stranger is here: what the person types now is their greeting.
+        if (!again) focusChat();
         if (this.mode === 'video') {
           setOverlay('Connecting video…');
           watchFirstFrame();
@@ -596,6 +597,7 @@ class Visit {
         if (typeof m.text === 'string') {
           hideTyping();
           addMessage('them', m.text);
+          if (speakMessages) announce(`Stranger says: ${m.text}`);
         }
         break;
       case 'typing':
@@ -661,13 +663,14 @@ class Visit {
     }
   }
 
-  next() {
+  next({ speak = true } = {}) {
     if (!this.signal || this.ended) return;
     duet.marks.next = performance.now();
     duet.marks.firstFrame = null;
     this.signal.send({ type: 'next' });
     clearMessages();
-    this.toQueued();
+    this.toQueued({ speak });
+    focusChat();
   }
 
   sendChat(text) {
@@ -709,7 +712,10 @@ function enterCall(mode, stream) {
   $('cam-btn').textContent = 'Video off';
   document.body.classList.remove('cam-off');
   clearMessages();
-  setTimeout(() => $('next-btn').focus(), 0);
+  // The chat input holds the focus for the whole visit (read-only while
+  // looking), so typing and Enter always mean a message, never Next.
+  setChatEnabled(false);
+  focusChat();
 }
 
 function watchFirstFrame() {
@@ -730,9 +736,24 @@ function watchFirstFrame() {
   }
 }
 
+// Read-only rather than disabled while no one is there: a disabled input
+// would drop the focus every time a stranger leaves.
 function setChatEnabled(on) {
-  $('chat-input').disabled = !on;
+  const input = $('chat-input');
+  input.readOnly = !on;
+  input.setAttribute('aria-disabled', String(!on));
+  input.placeholder = on ? 'Type a message, Enter to send' : 'Waiting for a stranger…';
   $('send-btn').disabled = !on;
+}
+
+// On a touch screen a focused input pops up the on-screen keyboard over the
+// stranger's video; there the person taps the input when they want to type.
+const touchOnly = window.matchMedia('(hover: none) and (pointer: coarse)').matches;
+
+function focusChat() {
+  if (touchOnly || $('report-dialog').open || document.body.dataset.screen !== 'call') return;
+  const input = $('chat-input');
+  if (document.activeElement !== input) input.focus();
 }
 
 function clearMessages() {
@@ -771,7 +792,9 @@ function hideTyping() {
   $('typing').hidden = true;
 }
 
-function toggleMute() {
+// `spoken`: from the keyboard shortcut, where the focus is not on the button
+// (a screen reader reads a focused button's new state by itself).
+function toggleMute({ spoken = false } = {}) {
   if (!visit || !visit.stream) return;
   const t = visit.stream.getAudioTracks()[0];
   if (!t) return;
@@ -779,10 +802,10 @@ function toggleMute() {
   const muted = !t.enabled;
   $('mute-btn').setAttribute('aria-pressed', String(muted));
   $('mute-btn').textContent = muted ? 'Unmute' : 'Mute';
-  announce(muted ? 'Microphone muted' : 'Microphone on');
+  if (spoken) announce(muted ? 'Microphone muted' : 'Microphone on');
 }
 
-function toggleCamera() {
+function toggleCamera({ spoken = false } = {}) {
   if (!visit || !visit.stream) return;
   const t = visit.stream.getVideoTracks()[0];
   if (!t) return;
@@ -791,7 +814,7 @@ function toggleCamera() {
   $('cam-btn').setAttribute('aria-pressed', String(off));
   $('cam-btn').textContent = off ? 'Video on' : 'Video off';
   document.body.classList.toggle('cam-off', off);
-  announce(off ? 'Camera off' : 'Camera on');
+  if (spoken) announce(off ? 'Camera off' : 'Camera on');
 }
 
 function stopVisit() {
@@ -803,18 +826,24 @@ function stopVisit() {
   $('remote-video').srcObject = null;
   $('start-btn').disabled = false;
   announce('Chat stopped. Press Start to talk to someone new.');
+  $('start-btn').focus();
   if (currentMode() === 'video' && !localStream) startPreview();
 }
 
 // ------------------------------------------------------------------ report dialog
+// Closed with the same stranger still there, the focus goes back to Report;
+// once the call moved on (the report was sent), to the chat input.
+const reportDialog = keepFocusIn($('report-dialog'), {
+  returnTo: () => (duet.state === 'matched' ? null : $('chat-input')),
+});
+
 function openReport() {
   if (!visit || !visit.session) return;
-  const d = $('report-dialog');
   $('report-form').reset();
   $('report-count').textContent = '0';
   $('report-error').hidden = true;
   $('report-submit').disabled = false;
-  d.showModal();
+  reportDialog.open();
 }
 
 async function submitReport(e) {
@@ -841,7 +870,7 @@ async function submitReport(e) {
     log('report', duet.lastReport);
     $('report-dialog').close();
     // The server ended the call; go on to the next stranger (never this one again).
-    if (duet.state !== 'queued') visit.next();
+    if (duet.state !== 'queued') visit.next({ speak: false });
     addSystem('Thanks — your report was sent to the moderators.');
     setStatus('Thanks — your report was sent. You won’t meet this person again. Looking for someone…', { tone: 'ok', speak: true });
   } catch (ex) {
@@ -900,16 +929,20 @@ function showBlocked(err) {
     $('blocked-title').textContent = 'Something went wrong';
     $('blocked-msg').textContent = err.message || 'Please try again.';
   }
-  announce(`${$('blocked-title').textContent}. ${$('blocked-msg').textContent}`);
-  $('blocked-title').focus?.();
+  // The focus on the heading reads it; the announcement adds what it does not say.
+  const parts = [$('blocked-msg').textContent];
+  if (!details.hidden) parts.push(`Reason: ${$('ban-reason').textContent}.`, `Until: ${$('ban-expiry').textContent}.`);
+  if (!form.hidden) parts.push('You can appeal below.');
+  $('blocked-title').focus();
+  announce(parts.join(' '));
 }
 
 async function submitAppeal(e) {
   e.preventDefault();
   const text = $('appeal-text').value.trim();
   const out = $('appeal-result');
-  if (!text) { out.textContent = 'Write why the ban should be lifted.'; return; }
-  if (utf8Bytes(text) > 1024) { out.textContent = 'At most 1024 bytes.'; return; }
+  if (!text) { out.textContent = 'Write why the ban should be lifted.'; announce(out.textContent, { urgent: true }); return; }
+  if (utf8Bytes(text) > 1024) { out.textContent = 'At most 1024 bytes.'; announce(out.textContent, { urgent: true }); return; }
   if (!appealToken) return;
   try {
     await sendAppeal(appealToken, text);
@@ -933,7 +966,7 @@ async function onStart(e) {
     err.textContent = 'Please confirm that you are 18 or older and accept the rules.';
     err.hidden = false;
     $('accept').focus();
-    announce(err.textContent);
+    announce(err.textContent, { urgent: true });
     return;
   }
   const pending = $('interest-input').value;
@@ -944,7 +977,7 @@ async function onStart(e) {
       ? 'Video needs your camera. Allow it, or choose “Text only”.'
       : 'Your camera is still starting — try again in a second.';
     err.hidden = false;
-    announce(err.textContent);
+    announce(err.textContent, { urgent: true });
     return;
   }
   $('start-btn').disabled = true;
@@ -964,7 +997,7 @@ async function onStart(e) {
       show('landing');
       err.textContent = `Could not start: ${ex.message}`;
       err.hidden = false;
-      announce(err.textContent);
+      announce(err.textContent, { urgent: true });
     }
   }
 }
@@ -977,10 +1010,33 @@ function onKey(e) {
     visit.next();
   } else if (e.altKey && e.code === 'KeyM') {
     e.preventDefault();
-    toggleMute();
+    toggleMute({ spoken: true });
   } else if (e.altKey && e.code === 'KeyV') {
     e.preventDefault();
-    toggleCamera();
+    toggleCamera({ spoken: true });
+  } else {
+    keyToChat(e);
+  }
+}
+
+// On the call screen, typing is talking: a printable key pressed anywhere but
+// in a field goes to the chat input, and Enter on a button that was only
+// clicked (not reached with Tab) sends the message instead of pressing Next
+// or Stop under the person's fingers.
+function keyToChat(e) {
+  const input = $('chat-input');
+  const at = e.target;
+  if (at === input || ownsTyping(at)) return;
+  const meant = focusedOnPurpose(at);
+  const ch = typedChar(e);
+  if (e.key === 'Enter' && !meant && !e.ctrlKey && !e.metaKey && !e.altKey) {
+    e.preventDefault();
+    focusChat();
+    if (input.value.trim()) $('chat-form').requestSubmit();
+  } else if (ch && !(meant && ch === ' ')) {
+    e.preventDefault();
+    focusChat();
+    if (!input.readOnly) typeInto(input, ch);
   }
 }
 
@@ -996,11 +1052,17 @@ function init() {
   $('start-form').addEventListener('submit', onStart);
   $('next-btn').addEventListener('click', () => visit && visit.next());
   $('stop-btn').addEventListener('click', stopVisit);
-  $('mute-btn').addEventListener('click', toggleMute);
-  $('cam-btn').addEventListener('click', toggleCamera);
+  $('mute-btn').addEventListener('click', () => toggleMute());
+  $('cam-btn').addEventListener('click', () => toggleCamera());
   $('report-btn').addEventListener('click', openReport);
   $('report-form').addEventListener('submit', submitReport);
   $('report-cancel').addEventListener('click', () => $('report-dialog').close());
+  speakMessages = load('duet.speak_messages') !== 'off';
+  $('speak-messages').checked = speakMessages;
+  $('speak-messages').addEventListener('change', () => {
+    speakMessages = $('speak-messages').checked;
+    store('duet.speak_messages', speakMessages ? 'on' : 'off');
+  });
   $('report-text').addEventListener('input', () => {
     const n = utf8Bytes($('report-text').value);
     $('report-count').textContent = String(n);
@@ -1008,7 +1070,7 @@ function init() {
   });
   $('appeal-text').addEventListener('input', () => { $('appeal-count').textContent = String(utf8Bytes($('appeal-text').value)); });
   $('appeal-form').addEventListener('submit', submitAppeal);
-  $('blocked-back').addEventListener('click', () => { show('landing'); setState('landing'); });
+  $('blocked-back').addEventListener('click', () => { show('landing'); setState('landing'); $('start-btn').focus(); });
   $('chat-form').addEventListener('submit', (e) => {
     e.preventDefault();
     const input = $('chat-input');
@@ -1017,6 +1079,7 @@ function init() {
   });
   $('chat-input').addEventListener('input', () => visit && visit.typing());
   document.addEventListener('keydown', onKey);
+  trackDeliberateFocus();
   window.addEventListener('pagehide', () => { if (visit) visit.end(); });
   show('landing');
   setState('landing');

@@ -30,7 +30,7 @@ export function adminProblems() {
 
 /** Opens `/admin/` in a fresh context and waits for the login screen. */
 export async function openAdmin(browser, base, o = {}) {
-  const context = await browser.newContext({ viewport: o.viewport || { width: 1440, height: 900 } });
+  const context = await browser.newContext({ viewport: o.viewport || { width: 1440, height: 900 }, ...(o.context || {}) });
   const page = await context.newPage();
   page.consoleLines = [];
   page.on('console', (m) => {
