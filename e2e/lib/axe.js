@@ -14,8 +14,12 @@ export const SCHEMES = ['dark', 'light'];
 /** Context options an audited page needs. */
 export const AUDIT_CONTEXT = { bypassCSP: true };
 
-function nextFrames(page) {
-  return page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+/** Lets layout settle: two frames, then every running CSS transition (hover fades) has ended. */
+function settled(page) {
+  return page.evaluate(async () => {
+    await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+    await Promise.all(document.getAnimations().filter((a) => a instanceof CSSTransition).map((a) => a.finished.catch(() => {})));
+  });
 }
 
 async function runAxe(page) {
@@ -50,12 +54,14 @@ export class Audit {
   async check(page, screen) {
     this.screens.add(screen);
     const size = page.viewportSize();
+    // No hover left over from the last click: the colours are the resting ones.
+    await page.mouse.move(0, 0);
     try {
       for (const [vp, viewport] of Object.entries(VIEWPORTS)) {
         await page.setViewportSize(viewport);
         for (const scheme of SCHEMES) {
           await page.emulateMedia({ colorScheme: scheme });
-          await nextFrames(page);
+          await settled(page);
           const r = await runAxe(page);
           this.runs++;
           for (const id of r.rules) this.rules.add(id);
