@@ -139,20 +139,25 @@ export function ask({ title, text = '', input = false, placeholder = '', ok = 'O
 
 /** A snapshot tile: blurred until clicked; `onReveal` runs once per reveal. */
 export function shotTile({ label, onReveal, alt }) {
-  const img = el('img', { alt: alt || label || 'snapshot', decoding: 'async' });
+  // Named by what it shows (see the wall's tiles); `alt` is the picture's
+  // name once revealed, the state is for the ear only.
+  const img = el('img', { alt: '', decoding: 'async' });
   img.hidden = true;
   const nosnap = el('span.nosnap', { text: 'No picture yet' });
-  const tile = el('button.shot.blurred', { type: 'button', 'aria-label': `${label || 'Snapshot'} (blurred — click to reveal)` },
-    img, nosnap, el('span.reveal', { text: 'Click to reveal' }), label ? el('span.side', { text: label }) : null);
+  const stateText = el('span.sr-only', { text: '(blurred)' });
+  const tile = el('button.shot.blurred', { type: 'button' },
+    img, nosnap, el('span.reveal', { text: 'Click to reveal' }), el('span.side', { text: label || 'Snapshot' }), stateText);
   tile.img = img;
   tile.addEventListener('click', async () => {
     if (!tile.classList.contains('blurred')) {
       tile.classList.add('blurred');
-      tile.setAttribute('aria-label', `${label || 'Snapshot'} (blurred — click to reveal)`);
+      img.alt = '';
+      stateText.textContent = '(blurred)';
       return;
     }
     tile.classList.remove('blurred');
-    tile.setAttribute('aria-label', `${label || 'Snapshot'} (revealed — click to blur)`);
+    img.alt = alt || '';
+    stateText.textContent = '(revealed, click to blur)';
     if (onReveal) await onReveal(tile);
   });
   tile.setUrl = (url) => {

@@ -45,29 +45,35 @@ function shotTile(p, side) {
   const tile = document.createElement('button');
   tile.type = 'button';
   tile.className = 'shot blurred';
-  tile.setAttribute('aria-label', `Side ${label} (blurred — click to reveal)`);
-  const img = el('img', { alt: `Side ${label}`, decoding: 'async' });
+  // The button is named by what it shows ("Click to reveal", "Side A", the
+  // age), so a voice user can say what they see; the state is for the ear only.
+  const img = el('img', { alt: '', decoding: 'async' });
   img.hidden = true;
   const nosnap = el('span.nosnap', { text: 'No picture yet' });
   const age = el('span.age');
-  tile.append(img, nosnap, el('span.reveal', { text: 'Click to reveal' }), el('span.side', { text: label }), age);
+  const stateText = el('span.sr-only');
+  const blur = (on) => {
+    tile.classList.toggle('blurred', on);
+    stateText.textContent = on ? '(blurred)' : '(revealed, click to blur)';
+  };
+  blur(true);
+  tile.append(img, nosnap, el('span.reveal', { text: 'Click to reveal' }), el('span.side', { text: `Side ${label}` }), age, stateText);
   tile.img = img;
   tile.ageEl = age;
   tile.side = side;
   tile.addEventListener('click', async () => {
     const card = cards.get(tile.closest('.call').dataset.pairing);
     if (!tile.classList.contains('blurred')) {
-      tile.classList.add('blurred');
+      blur(true);
       return;
     }
-    tile.classList.remove('blurred');
-    tile.setAttribute('aria-label', `Side ${label} (revealed — click to blur)`);
+    blur(false);
     try {
       await api.post(`/api/admin/pairings/${encodeURIComponent(card.data.pairing_id)}/view`, { side });
       state().views++;
     } catch (e) {
       toast(`Could not record the view: ${e.message}`, true);
-      tile.classList.add('blurred');
+      blur(true);
     }
   });
   tile.setUrl = (url) => {

@@ -171,7 +171,7 @@ test('a whole visit with the keyboard only, with the focus where the person expe
   await waitMatchedCount(a, 2);
   await assertFocus(a, 'chat-input', 'being paired again');
   const pairing = await a.evaluate(() => window.duet.pairingId);
-  await pressUntil(a, 'Shift+Tab', 'report-btn', 1);
+  await pressUntil(a, 'Shift+Tab', 'report-btn', 2);
   await a.keyboard.press('Enter');
   await a.locator('#report-dialog').waitFor({ state: 'visible' });
   const inDialog = () => a.evaluate(() => document.getElementById('report-dialog').contains(document.activeElement));
