@@ -13,8 +13,12 @@ let items = [];
 export async function showReports(id) {
   await loadList();
   const pick = id || (selected && items.some((r) => r.id === selected) ? selected : items[0] && items[0].id);
-  if (pick) await showDetail(pick);
-  else clear($('report-detail')).append(el('p.empty', { text: 'Nothing to do here. 🎉' }));
+  if (pick) {
+    await showDetail(pick);
+    // Picked from the list (which was just redrawn, taking the focused item
+    // with it): the focus goes to the report it opened.
+    if (id) $('report-detail-title')?.focus();
+  } else clear($('report-detail')).append(el('p.empty', { text: 'Nothing to do here. 🎉' }));
 }
 
 async function loadList() {
@@ -63,7 +67,7 @@ async function showDetail(id) {
   clear(box);
   box.append(el('div.head', {},
     el(`span.chip.${severityClass(r.severity)}`, { text: CATEGORY[r.category] || r.category }),
-    el('h2', { text: `Report ${shortId(r.id)}` }),
+    el('h2', { text: `Report ${shortId(r.id)}`, id: 'report-detail-title', tabindex: '-1' }),
     el('span.chip', { text: r.status }),
     el('span.spacer'),
     el('span.hint', { text: `${ago(r.created_at)} · ${fmtTime(r.created_at)}` })));

@@ -284,6 +284,11 @@ test('axe-core finds no WCAG 2.1 A/AA violation on any screen, at desktop and ph
   // The report's detail, then a ban from it: B is refused and may appeal.
   await view(mod, '#/reports');
   await mod.waitForFunction(() => window.admin.report);
+  // Opening a report from the list with the keyboard puts the focus on it (the list is redrawn).
+  await mod.focus('.report-item');
+  await mod.keyboard.press('Enter');
+  await mod.waitForFunction(() => document.activeElement && document.activeElement.id === 'report-detail-title', null, { timeout: 10000 })
+    .catch(async () => { throw new Error(`the focus is on ${await focused(mod)} after opening a report`); });
   await audit.check(mod, 'admin: report detail');
   await mod.click('#report-ban');
   await mod.locator('#action-dialog').waitFor({ state: 'visible' });
