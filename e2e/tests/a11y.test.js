@@ -141,6 +141,13 @@ test('a whole visit with the keyboard only, with the focus where the person expe
   assert.equal(await a.evaluate(() => document.activeElement.value), 'text');
   assert.ok(await a.isChecked('input[name="mode"][value="text"]'), 'text mode chosen with an arrow key');
   await pressUntil(a, 'Tab', 'accept');
+  // Start without the 18+ box: the error is said (assertively) and the focus goes to the box.
+  await pressUntil(a, 'Tab', 'start-btn', 1);
+  await a.keyboard.press('Enter');
+  await assertFocus(a, 'accept', 'Start without accepting the rules');
+  assert.deepEqual(await a.evaluate(() => window.__said), [
+    { region: 'alerter', text: 'Please confirm that you are 18 or older and accept the rules.' },
+  ]);
   await a.keyboard.press('Space');
   assert.ok(await a.isChecked('#accept'));
   await pressUntil(a, 'Tab', 'start-btn', 1);
@@ -224,6 +231,7 @@ test('a whole visit with the keyboard only, with the focus where the person expe
     .map((el) => el.id));
   assert.deepEqual(regions, ['report-error', 'announcer', 'alerter']);
   assert.deepEqual(await said(a), [
+    'Please confirm that you are 18 or older and accept the rules.',
     'Looking for someone…',
     'Connected',
     'Stranger says: hello',
