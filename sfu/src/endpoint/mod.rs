@@ -1,3 +1,4 @@
 //! duet's own WebRTC endpoint for the media plane, built on public protocol crates.
 pub mod dtls;
+pub mod ice;
 pub mod srtp;
