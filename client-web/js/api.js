@@ -12,8 +12,8 @@ export class ApiError extends Error {
   }
 }
 
-async function call(method, path, body, token) {
-  const headers = { Accept: 'application/json' };
+async function call(method, path, body, token, extraHeaders = {}) {
+  const headers = { Accept: 'application/json', ...extraHeaders };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (token) headers.Authorization = `Bearer ${token}`;
   let res;
@@ -40,9 +40,10 @@ async function call(method, path, body, token) {
   return { status: res.status, data };
 }
 
-/** POST /api/session → SessionResponse. */
-export async function createSession(deviceId) {
-  const { data } = await call('POST', '/api/session', { accept_rules: true, device_id: deviceId });
+/** POST /api/session → SessionResponse; `captchaToken`: a solved challenge (captcha.js). */
+export async function createSession(deviceId, captchaToken = null) {
+  const extra = captchaToken ? { 'X-Captcha-Token': captchaToken } : {};
+  const { data } = await call('POST', '/api/session', { accept_rules: true, device_id: deviceId }, undefined, extra);
   return data;
 }
 

@@ -9,6 +9,7 @@
 //   lastError, events (last 200), relocations.
 
 import { createSession, sendReport, sendAppeal, getStats, ApiError, utf8Bytes } from './api.js';
+import { withChallenge } from './captcha.js';
 import { Signal } from './signal.js';
 import { MediaLink } from './media.js';
 import { announce, trackDeliberateFocus, focusedOnPurpose, typedChar, typeInto, ownsTyping, keepFocusIn } from './a11y.js';
@@ -367,7 +368,7 @@ class Visit {
     duet.pairingId = null;
     duet.pairings = [];
     duet.matchedCount = 0;
-    const session = await createSession(deviceId());
+    const session = await withChallenge((token) => createSession(deviceId(), token));
     if (this.ended) return;
     duet.marks.session = performance.now();
     this.session = session;
@@ -442,7 +443,7 @@ class Visit {
    * left): start over with a new session — new placement, new peer
    * connection, new signaling socket — and queue again. Says so on screen.
    */
-  async recoverVisit(why) {
+  async recoverVisit(why, { challenge = false } = {}) {
     if (this.ended || this.recovering) return;
     this.recovering = true;
     clearTimeout(this.lostTimer);
@@ -451,16 +452,21 @@ class Visit {
     duet.pairingId = null;
     log('recover', why);
     setState('reconnecting');
-    setStatus('Connection to the server lost — reconnecting…', { tone: 'warn', speak: true });
+    if (challenge) {
+      setStatus('Please solve the quick check to continue.', { tone: 'warn', speak: true });
+    } else {
+      setStatus('Connection to the server lost — reconnecting…', { tone: 'warn', speak: true });
+    }
     setOverlay('Reconnecting…');
     setChatEnabled(false);
     $('report-btn').disabled = true;
     if (this.media) { this.media.close(); this.media = null; }
     for (let attempt = 0; !this.ended; attempt++) {
-      await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 8000)));
+      if (!challenge) await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 8000)));
       if (this.ended) break;
       try {
-        const session = await createSession(deviceId());
+        // The server asked for a challenge: the new session carries the solved one.
+        const session = await withChallenge((token) => createSession(deviceId(), token), undefined, { force: challenge && attempt === 0 });
         if (this.ended) break;
         if (this.signal) this.signal.close();
         this.session = session;
@@ -476,6 +482,16 @@ class Visit {
         if (e instanceof ApiError && e.code === 'banned') {
           this.end();
           showBlocked(e);
+          break;
+        }
+        if (e && typeof e.code === 'string' && e.code.startsWith('captcha_')) {
+          // Cancelled, or the challenge cannot be checked: say so and let the visitor decide.
+          setStatus(e.message, { tone: 'error', speak: true });
+          duet.lastError = { code: e.code, message: e.message };
+          if (e.code === 'captcha_unavailable' && attempt < 8) {
+            await new Promise((r) => setTimeout(r, 3000));
+            continue;
+          }
           break;
         }
         setStatus(`Still reconnecting (${e.message})…`, { tone: 'warn' });
@@ -658,6 +674,9 @@ class Visit {
       if (this.mode === 'video') this.recoverVisit('media_disconnected');
     } else if (m.code === 'rate_limited') {
       setStatus(`Slow down: ${m.message || 'too many messages'}. Try again in a moment.`, { tone: 'warn', speak: true });
+    } else if (m.code === 'captcha_required') {
+      // Asked on join or Next: solve the challenge, then continue with a new session that carries it.
+      this.recoverVisit('captcha_required', { challenge: true });
     } else {
       setStatus(m.message || `Error: ${m.code}`, { tone: 'error', speak: true });
     }

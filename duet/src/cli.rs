@@ -126,6 +126,66 @@ pub struct MatchingArgs {
     /// Word masked in chat (repeatable).
     #[arg(long = "filter-word", env = "DUET_FILTER_WORDS", value_delimiter = ',')]
     pub filter_words: Vec<String>,
+    #[command(flatten)]
+    pub captcha: CaptchaArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CaptchaProvider {
+    Turnstile,
+    Hcaptcha,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailMode {
+    Closed,
+    Open,
+}
+
+/// Challenges on abuse (off unless a site key and a secret are given; see docs/security.md).
+#[derive(Debug, Clone, Args)]
+pub struct CaptchaArgs {
+    /// Challenge provider: which widget the page loads (both verify with the `siteverify` protocol).
+    #[arg(long, env = "DUET_CAPTCHA_PROVIDER", value_enum, default_value = "turnstile")]
+    pub captcha_provider: CaptchaProvider,
+    /// Public site key of the widget. With --captcha-secret it turns challenges on.
+    #[arg(long, env = "DUET_CAPTCHA_SITE_KEY", value_name = "KEY")]
+    pub captcha_site_key: Option<String>,
+    /// Secret for the provider's siteverify endpoint.
+    #[arg(
+        long,
+        env = "DUET_CAPTCHA_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub captcha_secret: Option<Secret>,
+    /// siteverify URL (default: the provider's).
+    #[arg(long, env = "DUET_CAPTCHA_VERIFY_URL", value_name = "URL")]
+    pub captcha_verify_url: Option<String>,
+    /// Widget script URL (default: the provider's).
+    #[arg(long, env = "DUET_CAPTCHA_SCRIPT_URL", value_name = "URL")]
+    pub captcha_script_url: Option<String>,
+    /// Milliseconds to wait for the verifier.
+    #[arg(long, env = "DUET_CAPTCHA_TIMEOUT_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub captcha_timeout_ms: u64,
+    /// When the verifier cannot answer: `closed` refuses the visitor, `open` lets them in.
+    #[arg(long, env = "DUET_CAPTCHA_FAIL_MODE", value_enum, default_value = "closed")]
+    pub captcha_fail_mode: FailMode,
+    /// Rate-limit hits of one IP or device within the window that demand a challenge (0: never).
+    #[arg(long, env = "DUET_CAPTCHA_RATE_LIMIT_HITS", default_value_t = 3)]
+    pub captcha_rate_limit_hits: u32,
+    /// Next presses of one device within the window that demand a challenge (0: never).
+    #[arg(long, env = "DUET_CAPTCHA_NEXT_BURST", default_value_t = 30)]
+    pub captcha_next_burst: u32,
+    /// Reports against one device within the window that demand a challenge (0: never).
+    #[arg(long, env = "DUET_CAPTCHA_REPORTS", default_value_t = 2)]
+    pub captcha_reports: u32,
+    /// Window of the thresholds, in seconds.
+    #[arg(long, env = "DUET_CAPTCHA_WINDOW_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub captcha_window_secs: u64,
+    /// Seconds a solved challenge exempts the visitor.
+    #[arg(long, env = "DUET_CAPTCHA_PASS_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub captcha_pass_secs: u64,
 }
 
 /// TURN listeners beside an SFU.

@@ -43,6 +43,9 @@ pub struct SessionClaims {
     pub participant: ParticipantId,
     /// The SFU node the visit was placed on.
     pub node: NodeId,
+    /// When (unix seconds) the visitor solved a challenge for this session, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captcha_at: Option<u64>,
 }
 
 /// What a participant may do on an SFU node.

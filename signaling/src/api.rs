@@ -23,6 +23,9 @@ use std::time::Instant;
 /// Header an ingress sets with the visitor's region.
 pub const REGION_HEADER: &str = "x-duet-region";
 
+/// Header of `POST /api/session` carrying a solved challenge's token.
+pub const CAPTCHA_HEADER: &str = "x-captcha-token";
+
 /// JSON body extractor whose rejections are [`ApiError`]s (never axum's plain text).
 pub struct ApiJson<T>(pub T);
 
@@ -148,6 +151,13 @@ fn limited(
     for (limiter, key) in checks {
         if let Err(wait) = limiter.check(key, now) {
             state.inner.metrics.rate_limited.with_label_values(&[kind]).inc();
+            if let Some(c) = &state.inner.captcha {
+                // Keys are IP addresses or device ids (which never parse as one).
+                match key.parse::<IpAddr>() {
+                    Ok(ip) => c.note(None, Some(ip), crate::captcha::Signal::RateLimited, now),
+                    Err(_) => c.note(Some(key), None, crate::captcha::Signal::RateLimited, now),
+                }
+            }
             return Err(ApiError::rate_limited(wait));
         }
     }
@@ -213,6 +223,14 @@ pub async fn create_session(
         ],
     )?;
     check_ban(&state, Some(device.as_str()), ip).await?;
+    let solved = match &inner.captcha {
+        Some(c) => {
+            let token = headers.get(CAPTCHA_HEADER).and_then(|v| v.to_str().ok());
+            c.check_session(device.as_str(), ip, token, Instant::now())
+                .await?
+        }
+        None => false,
+    };
 
     let region = match (
         &req.region,
@@ -257,6 +275,7 @@ pub async fn create_session(
         device: device.clone(),
         participant: participant.clone(),
         node: node.node_id.clone(),
+        captcha_at: solved.then_some(now),
     };
     let token = inner
         .session_key
@@ -370,6 +389,10 @@ pub async fn create_report(
     // Committed before we answer.
     let report_id = inner.store.insert_report(&report).await?;
     inner.metrics.reports.inc();
+    if let Some(c) = &inner.captcha {
+        let reported = Some(other.device.as_str());
+        c.note(reported, None, crate::captcha::Signal::Reported, Instant::now());
+    }
     inner.live.block(&me.device, &other.device).await?;
     // Unlink if still paired; the reported side is told the call ended.
     if let Some(ended) = inner.end_pairing(user, PartnerLeftReason::Ended).await? {
@@ -390,6 +413,19 @@ pub async fn create_report(
 /// `GET /api/stats`.
 pub async fn stats(State(state): State<AppState>) -> Result<Json<proto::signal::Stats>, ApiError> {
     Ok(Json(state.stats().await?))
+}
+
+/// `GET /api/captcha`: whether challenges are on and how the page renders one.
+pub async fn captcha_widget(State(state): State<AppState>) -> Json<crate::captcha::WidgetConfig> {
+    Json(match &state.inner.captcha {
+        Some(c) => c.widget(),
+        None => crate::captcha::WidgetConfig {
+            enabled: false,
+            provider: None,
+            site_key: None,
+            script_url: None,
+        },
+    })
 }
 
 /// Unknown `/api/...` path.

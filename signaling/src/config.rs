@@ -135,6 +135,8 @@ pub struct SignalingConfig {
     pub replica_id: Option<String>,
     /// Moderation: moderator tokens, login limits, wall keyframes, retention.
     pub admin: crate::admin::AdminConfig,
+    /// Challenges on abuse (`None`: off).
+    pub captcha: Option<crate::captcha::CaptchaConfig>,
 }
 
 impl std::fmt::Debug for SignalingConfig {
@@ -194,6 +196,7 @@ impl Default for SignalingConfig {
             sfu_timeout: Duration::from_secs(5),
             replica_id: None,
             admin: crate::admin::AdminConfig::default(),
+            captcha: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod captcha;
 pub mod chat;
 pub mod config;
 pub mod conns;
@@ -82,6 +83,7 @@ pub(crate) struct Inner {
     pub filter: WordFilter,
     pub limits: Limits,
     pub admin: admin::AdminState,
+    pub captcha: Option<captcha::Captcha>,
     pub cancel: CancellationToken,
     _guard: DropGuard,
 }
@@ -211,6 +213,17 @@ pub async fn build_state(
         report_device: Limiter::new(rl.report_per_device, rl.max_keys),
         report_ip: Limiter::new(rl.report_per_ip, rl.max_keys),
     };
+    let captcha = match &config.captcha {
+        Some(c) => {
+            let verifier = captcha::Captcha::site_verify(c)
+                .map_err(|e| SignalingError::Config(format!("captcha verifier: {e}")))?;
+            Some(
+                captcha::Captcha::new(c.clone(), verifier, registry)
+                    .map_err(|e| SignalingError::Config(format!("metrics: {e}")))?,
+            )
+        }
+        None => None,
+    };
     let inner = Arc::new(Inner {
         metrics,
         store,
@@ -224,6 +237,7 @@ pub async fn build_state(
         filter: WordFilter::new(&config.word_filter),
         limits,
         admin,
+        captcha,
         _guard: cancel.clone().drop_guard(),
         cancel: cancel.clone(),
         config,
@@ -237,10 +251,20 @@ pub async fn build_state(
 /// `/api/admin/`), `/ws`, and the pages at `/` and `/admin/`.
 pub fn app(state: AppState) -> Router {
     let max_body = state.inner.config.max_body_bytes;
+    let csp = pages::csp(
+        state
+            .inner
+            .captcha
+            .as_ref()
+            .and_then(captcha::Captcha::script_origin)
+            .as_deref(),
+    );
     let api = Router::new()
         .route("/api/session", post(api::create_session))
         .route("/api/reports", post(api::create_report))
         .route("/api/stats", get(api::stats))
+        .route("/api/captcha", get(api::captcha_widget))
+        .route("/api/lang", get(pages::ui_language))
         .route("/api/{*rest}", axum::routing::any(api::api_not_found))
         .layer(DefaultBodyLimit::max(max_body));
     Router::new()
@@ -248,7 +272,9 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::router(&state))
         .route("/ws", get(ws::ws_handler))
         .merge(pages::routes())
-        .layer(axum::middleware::from_fn(pages::security_headers))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            pages::security_headers(csp.clone(), req, next)
+        }))
         .with_state(state)
 }
 

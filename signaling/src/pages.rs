@@ -86,6 +86,61 @@ async fn admin_file(Path(path): Path<String>) -> Response {
     serve(&ADMIN, &path)
 }
 
+/// Languages of the visitor page: the names of `client-web/locales/*.json`.
+pub fn client_languages() -> Vec<&'static str> {
+    CLIENT
+        .get_dir("locales")
+        .map(|d| {
+            d.files()
+                .filter_map(|f| f.path().file_stem()?.to_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The best of `supported` for an `Accept-Language` header: by q-value, an
+/// exact tag first, then the primary subtag (`de-AT` → `de`, `pt` → `pt-BR`).
+pub fn negotiate_language<'a>(accept: &str, supported: &[&'a str]) -> Option<&'a str> {
+    let mut wanted: Vec<(f32, usize, &str)> = accept
+        .split(',')
+        .take(32)
+        .enumerate()
+        .filter_map(|(i, part)| {
+            let mut it = part.split(';');
+            let tag = it.next()?.trim();
+            let q = it
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())?;
+            (!tag.is_empty() && tag != "*" && q > 0.0).then_some((q, i, tag))
+        })
+        .collect();
+    wanted.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    wanted.iter().find_map(|(_, _, tag)| {
+        let primary = tag.split('-').next().unwrap_or(tag);
+        supported
+            .iter()
+            .find(|s| s.eq_ignore_ascii_case(tag))
+            .or_else(|| {
+                supported
+                    .iter()
+                    .find(|s| s.split('-').next().is_some_and(|p| p.eq_ignore_ascii_case(primary)))
+            })
+            .copied()
+    })
+}
+
+/// `GET /api/lang`: the visitor page's language for this request's
+/// `Accept-Language` (`{"lang": "de", "languages": [...]}`; English when nothing matches).
+pub async fn ui_language(headers: axum::http::HeaderMap) -> axum::Json<serde_json::Value> {
+    let supported = client_languages();
+    let accept = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let lang = negotiate_language(accept, &supported).unwrap_or("en");
+    axum::Json(serde_json::json!({ "lang": lang, "languages": supported }))
+}
+
 /// Page routes. `/{*path}` only matches what no other route (API, SFU,
 /// metrics) claims.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
@@ -97,14 +152,27 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/{*path}", get(client_file))
 }
 
+/// The Content-Security-Policy: [`CSP`], plus the challenge widget's origin
+/// (its script and its frame) when challenges are on.
+pub fn csp(widget_origin: Option<&str>) -> HeaderValue {
+    let policy = match widget_origin {
+        Some(o) => CSP.replace(
+            "script-src 'self'",
+            &format!("script-src 'self' {o}; frame-src {o}"),
+        ),
+        None => CSP.to_owned(),
+    };
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(CSP))
+}
+
 /// Adds CSP and the usual security headers to every answer.
-pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
+pub async fn security_headers(csp: HeaderValue, req: Request<Body>, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
+    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(csp);
     let set = |h: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
         h.entry(name).or_insert(HeaderValue::from_static(value));
     };
-    set(h, header::CONTENT_SECURITY_POLICY, CSP);
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::REFERRER_POLICY, "no-referrer");
     set(h, header::X_FRAME_OPTIONS, "DENY");
@@ -119,4 +187,31 @@ pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
         "same-origin",
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::negotiate_language;
+
+    const LANGS: &[&str] = &["de", "en", "es", "pt-BR"];
+
+    #[test]
+    fn the_highest_quality_supported_language_wins() {
+        assert_eq!(negotiate_language("fr;q=1, de;q=0.8, en;q=0.5", LANGS), Some("de"));
+        assert_eq!(negotiate_language("en;q=0.4, es", LANGS), Some("es"));
+    }
+
+    #[test]
+    fn a_regional_tag_matches_its_language_and_a_language_its_region() {
+        assert_eq!(negotiate_language("de-AT", LANGS), Some("de"));
+        assert_eq!(negotiate_language("pt", LANGS), Some("pt-BR"));
+        assert_eq!(negotiate_language("PT-br", LANGS), Some("pt-BR"));
+    }
+
+    #[test]
+    fn nothing_supported_or_garbage_gives_none() {
+        assert_eq!(negotiate_language("fr, ja;q=0.5", LANGS), None);
+        assert_eq!(negotiate_language("", LANGS), None);
+        assert_eq!(negotiate_language("de;q=abc, *;q=0.1, es;q=0", LANGS), None);
+    }
 }

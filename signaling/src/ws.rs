@@ -131,12 +131,48 @@ impl Conn {
             .rate_limited
             .with_label_values(&[kind])
             .inc();
+        if let Some(c) = &self.state.inner.captcha {
+            let device = Some(self.claims.device.as_str());
+            c.note(
+                device,
+                self.ip(),
+                crate::captcha::Signal::RateLimited,
+                Instant::now(),
+            );
+        }
         self.send(error_msg(
             "rate_limited",
             format!("too many messages; retry in {wait} s"),
         ));
         self.close(1008, "rate limited");
         Flow::Close
+    }
+
+    fn ip(&self) -> Option<std::net::IpAddr> {
+        self.ip_key.parse().ok()
+    }
+
+    /// Whether this session must solve a challenge before it joins the queue
+    /// (it is then told `captcha_required` and not queued).
+    fn challenged(&self) -> bool {
+        let Some(c) = &self.state.inner.captcha else {
+            return false;
+        };
+        let now_unix = crate::now_secs();
+        if c.join_needs_challenge(
+            self.claims.device.as_str(),
+            self.ip(),
+            self.claims.captcha_at,
+            Instant::now(),
+            now_unix,
+        ) {
+            self.send(error_msg(
+                "captcha_required",
+                "please solve the challenge to continue",
+            ));
+            return true;
+        }
+        false
     }
 
     fn ticket(&self, mode: Mode, lang: Option<String>, interests: Vec<String>) -> Ticket {
@@ -267,6 +303,9 @@ impl Conn {
                 let interests = normalize_interests(&interests);
                 inner.end_pairing(&user, PartnerLeftReason::Next).await?;
                 self.last_join = Some((mode, lang.clone(), interests.clone()));
+                if self.challenged() {
+                    return Ok(Flow::Continue);
+                }
                 inner.join(self.ticket(mode, lang, interests)).await?;
             }
             ClientMsg::Next => {
@@ -281,7 +320,14 @@ impl Conn {
                     self.send(error_msg("not_joined", "send `join` first"));
                     return Ok(Flow::Continue);
                 };
+                if let Some(c) = &inner.captcha {
+                    let device = Some(self.claims.device.as_str());
+                    c.note(device, None, crate::captcha::Signal::Next, Instant::now());
+                }
                 inner.end_pairing(&user, PartnerLeftReason::Next).await?;
+                if self.challenged() {
+                    return Ok(Flow::Continue);
+                }
                 inner.join(self.ticket(mode, lang, interests)).await?;
             }
             ClientMsg::Stop => {

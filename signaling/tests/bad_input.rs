@@ -51,6 +51,7 @@ fn claims(exp: u64) -> SessionClaims {
         device: DeviceId::new("device-zzzz"),
         participant: ParticipantId::new("p1"),
         node: NodeId::new("n1"),
+        captcha_at: None,
     }
 }
 

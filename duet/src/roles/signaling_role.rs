@@ -1,7 +1,7 @@
 //! `duet signaling`: the production signaling role (Redis + PostgreSQL).
 
 use super::serve;
-use crate::cli::{IcePolicy, MatchingArgs, OnOff, SignalingArgs};
+use crate::cli::{CaptchaArgs, CaptchaProvider, FailMode, IcePolicy, MatchingArgs, OnOff, SignalingArgs};
 use crate::observability;
 use crate::secret::Secret;
 use crate::shutdown;
@@ -53,8 +53,46 @@ pub fn config(
             OnOff::Off => signaling::RateLimits::unlimited(),
         },
         word_filter: m.filter_words.clone(),
+        captcha: captcha_config(&m.captcha),
         ..Default::default()
     }
+}
+
+/// Challenges are on when both the site key and the secret are given.
+fn captcha_config(c: &CaptchaArgs) -> Option<signaling::captcha::CaptchaConfig> {
+    use signaling::captcha::{FailMode as Mode, Provider, Thresholds};
+    // Empty values (e.g. an unset variable in a compose file) mean off.
+    let site_key = c.captcha_site_key.clone().filter(|k| !k.trim().is_empty())?;
+    let secret = c.captcha_secret.clone().filter(|s| !s.expose().trim().is_empty())?;
+    let provider = match c.captcha_provider {
+        CaptchaProvider::Turnstile => Provider::Turnstile,
+        CaptchaProvider::Hcaptcha => Provider::Hcaptcha,
+    };
+    Some(signaling::captcha::CaptchaConfig {
+        provider,
+        site_key,
+        secret: secret.expose().to_owned(),
+        verify_url: c
+            .captcha_verify_url
+            .clone()
+            .unwrap_or_else(|| provider.default_verify_url().to_owned()),
+        script_url: c
+            .captcha_script_url
+            .clone()
+            .unwrap_or_else(|| provider.default_script_url().to_owned()),
+        timeout: Duration::from_millis(c.captcha_timeout_ms),
+        fail_mode: match c.captcha_fail_mode {
+            FailMode::Closed => Mode::Closed,
+            FailMode::Open => Mode::Open,
+        },
+        thresholds: Thresholds {
+            rate_limit_hits: c.captcha_rate_limit_hits,
+            next_burst: c.captcha_next_burst,
+            reports: c.captcha_reports,
+            window: Duration::from_secs(c.captcha_window_secs),
+        },
+        pass_ttl: Duration::from_secs(c.captcha_pass_secs),
+    })
 }
 
 pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
