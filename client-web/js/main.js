@@ -10,6 +10,8 @@
 
 import { createSession, sendReport, sendAppeal, getStats, ApiError, utf8Bytes } from './api.js';
 import { withChallenge } from './captcha.js';
+import * as i18n from './i18n.js';
+import { t } from './i18n.js';
 import { Signal } from './signal.js';
 import { MediaLink } from './media.js';
 import { announce, trackDeliberateFocus, focusedOnPurpose, typedChar, typeInto, ownsTyping, keepFocusIn } from './a11y.js';
@@ -30,7 +32,8 @@ const params = new URLSearchParams(location.search);
 
 // ------------------------------------------------------------------ test hooks
 const duet = {
-  state: 'landing',
+  // 'loading' until init() has the page's language and its handlers: tests wait for 'landing'.
+  state: 'loading',
   mode: null,
   pc: null,
   pcCreatedCount: 0,
@@ -80,22 +83,44 @@ function deviceId() {
 // Whether the stranger's messages are read aloud (the person can turn it off).
 let speakMessages = true;
 
-function setStatus(text, { tone = '', speak = false } = {}) {
+// Status and overlay texts are message keys (with their values), so a
+// language switch can say the same thing again in the new language.
+let statusMsg = null;
+let overlayMsg = null;
+
+function setStatus(key, { vars = {}, tone = '', speak = false } = {}) {
+  statusMsg = { key, vars, tone };
+  const text = t(key, vars);
   const s = $('status');
   s.textContent = text;
   s.dataset.tone = tone;
   duet.status = text;
+  duet.statusKey = key;
   if (speak) announce(text, { urgent: tone === 'error' });
 }
 
-function setOverlay(text) {
+function setOverlay(key, vars = {}) {
+  overlayMsg = key ? { key, vars } : null;
   const o = $('remote-overlay');
-  if (text) {
-    $('overlay-text').textContent = text;
+  if (key) {
+    $('overlay-text').textContent = t(key, vars);
     o.hidden = false;
   } else {
     o.hidden = true;
   }
+}
+
+/** Texts the page set itself (not from data-i18n), said again after a language switch. */
+function rerender() {
+  if (statusMsg) setStatus(statusMsg.key, { vars: statusMsg.vars, tone: statusMsg.tone });
+  if (overlayMsg) setOverlay(overlayMsg.key, overlayMsg.vars);
+  renderMuteCam();
+  setChatEnabled($('chat-input').getAttribute('aria-disabled') !== 'true');
+  renderChips();
+  fillChatLanguages();
+  refreshStats();
+  if (duet.camera === 'denied') showCameraError(cameraErrorText(lastCameraError));
+  if (!$('blocked').hidden && lastBlocked) renderBlocked(lastBlocked);
 }
 
 function show(screen) {
@@ -132,21 +157,15 @@ function onModeChange() {
 let localStream = null;
 let previewGen = 0;
 
+let lastCameraError = null;
+
 function cameraErrorText(e) {
   const name = e && e.name;
-  if (!navigator.mediaDevices) {
-    return 'Video chat needs a secure (https) connection, which this page does not have. You can still chat by text.';
-  }
-  if (name === 'NotAllowedError' || name === 'SecurityError' || name === 'PermissionDeniedError') {
-    return 'Camera and microphone access was denied. To video chat, allow the camera and microphone for this site in your browser’s settings and reload. You can still chat by text.';
-  }
-  if (name === 'NotFoundError' || name === 'OverconstrainedError') {
-    return 'No camera or microphone was found. Plug one in and reload, or chat by text.';
-  }
-  if (name === 'NotReadableError' || name === 'AbortError') {
-    return 'Your camera or microphone is in use by another app. Close it and reload, or chat by text.';
-  }
-  return `Your camera could not be started (${name || 'error'}). You can still chat by text.`;
+  if (!navigator.mediaDevices) return t('camera.insecure');
+  if (name === 'NotAllowedError' || name === 'SecurityError' || name === 'PermissionDeniedError') return t('camera.denied');
+  if (name === 'NotFoundError' || name === 'OverconstrainedError') return t('camera.notFound');
+  if (name === 'NotReadableError' || name === 'AbortError') return t('camera.inUse');
+  return t('camera.other', { name: name || 'error' });
 }
 
 function showCameraError(text) {
@@ -154,7 +173,7 @@ function showCameraError(text) {
   el.textContent = text;
   el.hidden = !text;
   $('preview-box').classList.toggle('denied', !!text);
-  $('preview-msg').textContent = text ? 'Camera unavailable' : '';
+  $('preview-msg').textContent = text ? t('start.cameraUnavailable') : '';
   $('preview-msg').hidden = !text;
   if (text) announce(text);
 }
@@ -169,7 +188,7 @@ async function startPreview(camId, micId) {
   const gen = ++previewGen;
   showCameraError('');
   $('preview-msg').hidden = false;
-  $('preview-msg').textContent = 'Starting your camera…';
+  $('preview-msg').textContent = t('start.cameraStarting');
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     onCameraFailed(null);
     return;
@@ -197,6 +216,7 @@ function onCameraFailed(e) {
   duet.cameraError = e ? e.name : 'unavailable';
   log('camera', duet.cameraError);
   localStream = null;
+  lastCameraError = e;
   showCameraError(cameraErrorText(e));
   // Fall back to text chat, which needs no camera at all.
   const text = document.querySelector('input[name="mode"][value="text"]');
@@ -221,7 +241,7 @@ async function fillDevices() {
     videoinput: localStream && localStream.getVideoTracks()[0]?.getSettings().deviceId,
     audioinput: localStream && localStream.getAudioTracks()[0]?.getSettings().deviceId,
   };
-  for (const [kind, sel, label] of [['videoinput', $('camera-select'), 'Camera'], ['audioinput', $('mic-select'), 'Microphone']]) {
+  for (const [kind, sel, label] of [['videoinput', $('camera-select'), t('start.camera')], ['audioinput', $('mic-select'), t('start.microphone')]]) {
     sel.replaceChildren();
     let n = 0;
     for (const d of devices.filter((x) => x.kind === kind)) {
@@ -254,7 +274,7 @@ function renderChips() {
     x.type = 'button';
     x.className = 'chip-x';
     x.textContent = '×';
-    x.setAttribute('aria-label', `Remove interest ${it}`);
+    x.setAttribute('aria-label', t('start.removeInterest', { interest: it }));
     x.addEventListener('click', () => {
       interests = interests.filter((i) => i !== it);
       saveInterests();
@@ -265,7 +285,7 @@ function renderChips() {
     ul.append(li);
   }
   $('interest-input').disabled = interests.length >= MAX_INTERESTS;
-  $('interest-input').placeholder = interests.length >= MAX_INTERESTS ? 'That’s 10 — remove one to add another' : 'Type an interest and press Enter';
+  $('interest-input').placeholder = interests.length >= MAX_INTERESTS ? t('start.interestsFull') : t('start.interestPlaceholder');
 }
 
 function saveInterests() {
@@ -276,7 +296,7 @@ function addInterest(raw) {
   const it = normInterest(raw);
   if (!it) return false;
   if ([...it].length > MAX_INTEREST_CHARS) {
-    announce(`Interests can be at most ${MAX_INTEREST_CHARS} characters.`);
+    announce(t('start.interestTooLong', { max: MAX_INTEREST_CHARS }));
     return false;
   }
   if (interests.length >= MAX_INTERESTS || interests.includes(it)) return false;
@@ -309,26 +329,53 @@ function initInterests() {
 }
 
 // ------------------------------------------------------------------ landing: language
-function initLanguages() {
+// The chat language (for matching) — a code sent to the server, named in the page's language.
+function fillChatLanguages() {
   const sel = $('lang-select');
-  let names = null;
-  try { names = new Intl.DisplayNames([navigator.language || 'en'], { type: 'language' }); } catch { names = null; }
+  const value = sel.value;
   const any = document.createElement('option');
   any.value = '';
-  any.textContent = 'Any language';
-  sel.append(any);
-  for (const code of LANGS) {
+  any.textContent = t('start.anyLanguage');
+  const opts = LANGS.map((code) => {
     const o = document.createElement('option');
     o.value = code;
-    let name = code;
-    try { name = (names && names.of(code)) || code; } catch { /* keep the code */ }
-    o.textContent = name.charAt(0).toUpperCase() + name.slice(1);
-    sel.append(o);
-  }
+    o.textContent = i18n.languageName(code);
+    return o;
+  });
+  sel.replaceChildren(any, ...opts);
+  sel.value = value;
+}
+
+function initLanguages() {
+  const sel = $('lang-select');
+  fillChatLanguages();
   const saved = load('duet.lang');
-  const guess = (navigator.language || 'en').split('-')[0];
+  const guess = i18n.current().split('-')[0];
   sel.value = saved !== null ? saved : (LANGS.includes(guess) ? guess : '');
   sel.addEventListener('change', () => store('duet.lang', sel.value));
+}
+
+// The page's own language: a switch in the top bar; no reload, nothing lost.
+function initUiLanguage() {
+  const sel = $('ui-lang-select');
+  sel.replaceChildren(...i18n.LANGUAGES.map((code) => {
+    const o = document.createElement('option');
+    o.value = code;
+    // Each language in its own name, so a visitor finds theirs.
+    try { o.textContent = new Intl.DisplayNames([code], { type: 'language' }).of(code) || code; } catch { o.textContent = code; }
+    o.textContent = o.textContent.charAt(0).toLocaleUpperCase(code) + o.textContent.slice(1);
+    o.lang = code;
+    return o;
+  }));
+  sel.value = i18n.current();
+  sel.addEventListener('change', async () => {
+    await i18n.setLanguage(sel.value);
+    duet.uiLang = i18n.current();
+  });
+  i18n.onChange((lang) => {
+    sel.value = lang;
+    rerender();
+  });
 }
 
 // ------------------------------------------------------------------ online count
@@ -337,7 +384,7 @@ async function refreshStats() {
   const s = await getStats();
   const el = $('online');
   if (s && typeof s.online === 'number') {
-    el.textContent = `${s.online} online`;
+    el.textContent = t('online.count', { count: i18n.formatNumber(s.online) });
     el.hidden = false;
   } else {
     el.hidden = true;
@@ -368,7 +415,7 @@ class Visit {
     duet.pairingId = null;
     duet.pairings = [];
     duet.matchedCount = 0;
-    const session = await withChallenge((token) => createSession(deviceId(), token));
+    const session = await withChallenge((token) => createSession(deviceId(), token), t);
     if (this.ended) return;
     duet.marks.session = performance.now();
     this.session = session;
@@ -405,8 +452,8 @@ class Visit {
     // Pressing Next again while already looking is not news.
     const already = duet.state === 'queued';
     setState('queued');
-    setStatus('Looking for someone…', { speak: speak && !already });
-    setOverlay('Looking for someone…');
+    setStatus('status.looking', { speak: speak && !already });
+    setOverlay('status.looking');
     setChatEnabled(false);
     $('report-btn').disabled = true;
     hideTyping();
@@ -452,12 +499,8 @@ class Visit {
     duet.pairingId = null;
     log('recover', why);
     setState('reconnecting');
-    if (challenge) {
-      setStatus('Please solve the quick check to continue.', { tone: 'warn', speak: true });
-    } else {
-      setStatus('Connection to the server lost — reconnecting…', { tone: 'warn', speak: true });
-    }
-    setOverlay('Reconnecting…');
+    setStatus(challenge ? 'captcha.cancelled' : 'status.lostServer', { tone: 'warn', speak: true });
+    setOverlay('status.reconnecting');
     setChatEnabled(false);
     $('report-btn').disabled = true;
     if (this.media) { this.media.close(); this.media = null; }
@@ -466,7 +509,7 @@ class Visit {
       if (this.ended) break;
       try {
         // The server asked for a challenge: the new session carries the solved one.
-        const session = await withChallenge((token) => createSession(deviceId(), token), undefined, { force: challenge && attempt === 0 });
+        const session = await withChallenge((token) => createSession(deviceId(), token), t, { force: challenge && attempt === 0 });
         if (this.ended) break;
         if (this.signal) this.signal.close();
         this.session = session;
@@ -476,7 +519,7 @@ class Visit {
         this.signal.open();
         this.join();
         if (this.mode === 'video') this.startMedia(session.sfu);
-        setStatus('Reconnecting — looking for someone…', { tone: 'warn' });
+        setStatus('status.reconnectingLooking', { tone: 'warn' });
         break;
       } catch (e) {
         if (e instanceof ApiError && e.code === 'banned') {
@@ -486,7 +529,7 @@ class Visit {
         }
         if (e && typeof e.code === 'string' && e.code.startsWith('captcha_')) {
           // Cancelled, or the challenge cannot be checked: say so and let the visitor decide.
-          setStatus(e.message, { tone: 'error', speak: true });
+          setStatus(e.code === 'captcha_cancelled' ? 'captcha.cancelled' : 'captcha.unavailable', { tone: 'error', speak: true });
           duet.lastError = { code: e.code, message: e.message };
           if (e.code === 'captcha_unavailable' && attempt < 8) {
             await new Promise((r) => setTimeout(r, 3000));
@@ -494,9 +537,9 @@ class Visit {
           }
           break;
         }
-        setStatus(`Still reconnecting (${e.message})…`, { tone: 'warn' });
+        setStatus('status.stillReconnecting', { vars: { message: errorText(e) }, tone: 'warn' });
         if (attempt >= 8) {
-          setStatus('We could not reconnect. Check your network, then press Stop and Start again.', { tone: 'error', speak: true });
+          setStatus('status.reconnectFailed', { tone: 'error', speak: true });
           duet.lastError = { code: 'reconnect_failed', message: e.message };
           break;
         }
@@ -515,26 +558,26 @@ class Visit {
         duet.marks.mediaConnected = performance.now();
         if (this.awaitingRecovery) {
           this.awaitingRecovery = false;
-          if (!this.paired) setStatus('Reconnected — looking for someone…', { tone: 'ok', speak: true });
+          if (!this.paired) setStatus('status.reconnectedLooking', { tone: 'ok', speak: true });
         }
         break;
       case 'reconnecting':
-        setStatus('Video connection interrupted — reconnecting…', { tone: 'warn', speak: true });
-        if (this.paired) setOverlay('Reconnecting…');
+        setStatus('status.videoInterrupted', { tone: 'warn', speak: true });
+        if (this.paired) setOverlay('status.reconnecting');
         break;
       case 'recovered':
-        setStatus(this.paired ? 'Reconnected — you are still with the same stranger' : 'Reconnected — looking for someone…', { tone: 'ok', speak: true });
+        setStatus(this.paired ? 'status.sameStranger' : 'status.reconnectedLooking', { tone: 'ok', speak: true });
         if (this.paired) setOverlay(null);
         break;
       case 'failed':
         duet.lastError = { code: 'media_failed', message: detail && detail.why };
-        setStatus('We couldn’t connect your video. Check your network; retrying…', { tone: 'error', speak: true });
-        setOverlay('Video connection failed');
+        setStatus('status.videoFailed', { tone: 'error', speak: true });
+        setOverlay('status.videoFailedShort');
         break;
       case 'lost':
         this.media = null;
-        setStatus('Connection to the media server lost — reconnecting…', { tone: 'warn', speak: true });
-        if (this.paired) setOverlay('Reconnecting…');
+        setStatus('status.mediaLost', { tone: 'warn', speak: true });
+        if (this.paired) setOverlay('status.reconnecting');
         clearTimeout(this.lostTimer);
         this.lostTimer = setTimeout(() => {
           this.lostTimer = null;
@@ -552,11 +595,11 @@ class Visit {
   onSignalConn(kind, detail) {
     log('signal', { kind, detail });
     if (kind === 'reconnecting') {
-      setStatus('Lost the connection to the server — reconnecting…', { tone: 'warn', speak: true });
+      setStatus('status.lostServerShort', { tone: 'warn', speak: true });
     } else if (kind === 'reopened') {
       // The server ended our pairing when the socket dropped: queue again.
       this.join({ speak: false });
-      setStatus('Reconnected — looking for someone…', { tone: 'ok', speak: true });
+      setStatus('status.reconnectedLooking', { tone: 'ok', speak: true });
     } else if (kind === 'failed') {
       duet.lastError = { code: 'signal_failed', message: `closed ${detail && detail.code}` };
       this.recoverVisit('signaling closed');
@@ -571,7 +614,7 @@ class Visit {
         break;
       case 'widened':
         if (!this.paired) {
-          setStatus('No one with your interests yet — widening to everyone', { speak: true });
+          setStatus('status.widened', { speak: true });
           duet.widened = true;
         }
         break;
@@ -589,20 +632,21 @@ class Visit {
         duet.marks.firstFrame = null;
         refreshStats();
         setState('matched');
-        const common = (m.common_interests || []).length ? ` — you both like ${m.common_interests.join(', ')}` : '';
+        const shared = (m.common_interests || []).length
+          ? new Intl.ListFormat(i18n.current(), { type: 'conjunction' }).format(m.common_interests) : '';
         if (again) {
-          setStatus('Reconnected — you are still with the same stranger', { tone: 'ok', speak: true });
+          setStatus('status.sameStranger', { tone: 'ok', speak: true });
         } else {
           clearMessages();
-          setStatus(`Connected${common}`, { tone: 'ok', speak: true });
-          addSystem(`You’re now chatting with a random stranger${common}. Say hi!`);
+          setStatus(shared ? 'status.connectedCommon' : 'status.connected', { vars: { interests: shared }, tone: 'ok', speak: true });
+          addSystem(shared ? t('status.sayHiCommon', { interests: shared }) : t('status.sayHi'));
         }
         setChatEnabled(true);
         $('report-btn').disabled = false;
         // A stranger is here: what the person types now is their greeting.
         if (!again) focusChat();
         if (this.mode === 'video') {
-          setOverlay('Connecting video…');
+          setOverlay('status.connectingVideo');
           watchFirstFrame();
         } else {
           setOverlay(null);
@@ -613,7 +657,7 @@ class Visit {
         if (typeof m.text === 'string') {
           hideTyping();
           addMessage('them', m.text);
-          if (speakMessages) announce(`Stranger says: ${m.text}`);
+          if (speakMessages) announce(t('call.strangerSays', { text: m.text }));
         }
         break;
       case 'typing':
@@ -628,19 +672,19 @@ class Visit {
         setChatEnabled(false);
         if (m.reason === 'reported') {
           // Our own report ended the call; submitReport() takes it from here.
-          setStatus('Report sent — the call was ended.', { tone: 'ok' });
-          if (this.mode === 'video') setOverlay('Call ended');
+          setStatus('status.reportEnded', { tone: 'ok' });
+          if (this.mode === 'video') setOverlay('status.callEnded');
           break;
         }
-        const why = {
-          next: 'Stranger left',
-          stop: 'Stranger left',
-          disconnected: 'Stranger left (disconnected)',
-          ended: 'The chat was ended',
-        }[m.reason] || 'Stranger left';
-        setStatus(`${why}. Press Next (Esc) to meet someone new.`, { speak: true });
-        addSystem(`${why}.`);
-        if (this.mode === 'video') setOverlay(why);
+        const whyKey = {
+          next: 'status.left.next',
+          stop: 'status.left.next',
+          disconnected: 'status.left.disconnected',
+          ended: 'status.left.ended',
+        }[m.reason] || 'status.left.next';
+        setStatus('status.pressNext', { vars: { why: t(whyKey) }, speak: true });
+        addSystem(`${t(whyKey)}.`);
+        if (this.mode === 'video') setOverlay(whyKey);
         break;
       }
       case 'relocate':
@@ -650,7 +694,7 @@ class Visit {
           this.lostTimer = null;
           // The new node's TURN relay, when the message names it.
           if (Array.isArray(m.ice_servers) && m.ice_servers.length) this.session.ice_servers = m.ice_servers;
-          setStatus('Moving your call to another server…', { tone: 'warn', speak: true });
+          setStatus('status.moving', { tone: 'warn', speak: true });
           if (this.media) this.media.close();
           this.startMedia(m.sfu);
         }
@@ -673,12 +717,12 @@ class Visit {
       // Our media left the SFU; the server took us out of the queue/pairing.
       if (this.mode === 'video') this.recoverVisit('media_disconnected');
     } else if (m.code === 'rate_limited') {
-      setStatus(`Slow down: ${m.message || 'too many messages'}. Try again in a moment.`, { tone: 'warn', speak: true });
+      setStatus('status.slowDown', { tone: 'warn', speak: true });
     } else if (m.code === 'captcha_required') {
       // Asked on join or Next: solve the challenge, then continue with a new session that carries it.
       this.recoverVisit('captcha_required', { challenge: true });
     } else {
-      setStatus(m.message || `Error: ${m.code}`, { tone: 'error', speak: true });
+      setStatus('status.error', { vars: { code: m.code }, tone: 'error', speak: true });
     }
   }
 
@@ -727,8 +771,7 @@ function enterCall(mode, stream) {
   if (stream) for (const t of stream.getTracks()) t.enabled = true;
   $('mute-btn').setAttribute('aria-pressed', 'false');
   $('cam-btn').setAttribute('aria-pressed', 'false');
-  $('mute-btn').textContent = 'Mute';
-  $('cam-btn').textContent = 'Video off';
+  renderMuteCam();
   document.body.classList.remove('cam-off');
   clearMessages();
   // The chat input holds the focus for the whole visit (read-only while
@@ -761,7 +804,7 @@ function setChatEnabled(on) {
   const input = $('chat-input');
   input.readOnly = !on;
   input.setAttribute('aria-disabled', String(!on));
-  input.placeholder = on ? 'Type a message, Enter to send' : 'Waiting for a stranger…';
+  input.placeholder = on ? t('call.messagePlaceholder') : t('call.waitingPlaceholder');
   $('send-btn').disabled = !on;
 }
 
@@ -784,7 +827,7 @@ function addMessage(who, text) {
   li.className = `msg ${who}`;
   const label = document.createElement('span');
   label.className = 'who';
-  label.textContent = who === 'me' ? 'You' : 'Stranger';
+  label.textContent = who === 'me' ? t('call.you') : t('call.stranger');
   const body = document.createElement('span');
   body.className = 'text';
   body.textContent = text;
@@ -811,6 +854,14 @@ function hideTyping() {
   $('typing').hidden = true;
 }
 
+/** The mute and camera buttons say what pressing them does, from their aria-pressed state. */
+function renderMuteCam() {
+  const muted = $('mute-btn').getAttribute('aria-pressed') === 'true';
+  const off = $('cam-btn').getAttribute('aria-pressed') === 'true';
+  $('mute-btn').textContent = muted ? t('call.unmute') : t('call.mute');
+  $('cam-btn').textContent = off ? t('call.videoOn') : t('call.videoOff');
+}
+
 // `spoken`: from the keyboard shortcut, where the focus is not on the button
 // (a screen reader reads a focused button's new state by itself).
 function toggleMute({ spoken = false } = {}) {
@@ -820,8 +871,8 @@ function toggleMute({ spoken = false } = {}) {
   t.enabled = !t.enabled;
   const muted = !t.enabled;
   $('mute-btn').setAttribute('aria-pressed', String(muted));
-  $('mute-btn').textContent = muted ? 'Unmute' : 'Mute';
-  if (spoken) announce(muted ? 'Microphone muted' : 'Microphone on');
+  renderMuteCam();
+  if (spoken) announce(muted ? t('call.micMuted') : t('call.micOn'));
 }
 
 function toggleCamera({ spoken = false } = {}) {
@@ -831,9 +882,9 @@ function toggleCamera({ spoken = false } = {}) {
   t.enabled = !t.enabled;
   const off = !t.enabled;
   $('cam-btn').setAttribute('aria-pressed', String(off));
-  $('cam-btn').textContent = off ? 'Video on' : 'Video off';
+  renderMuteCam();
   document.body.classList.toggle('cam-off', off);
-  if (spoken) announce(off ? 'Camera off' : 'Camera on');
+  if (spoken) announce(off ? t('call.cameraOff') : t('call.cameraOn'));
 }
 
 function stopVisit() {
@@ -844,7 +895,7 @@ function stopVisit() {
   show('landing');
   $('remote-video').srcObject = null;
   $('start-btn').disabled = false;
-  announce('Chat stopped. Press Start to talk to someone new.');
+  announce(t('call.stopped'));
   $('start-btn').focus();
   if (currentMode() === 'video' && !localStream) startPreview();
 }
@@ -872,12 +923,12 @@ async function submitReport(e) {
   const text = $('report-text').value.trim();
   const err = $('report-error');
   if (!cat) {
-    err.textContent = 'Choose what happened.';
+    err.textContent = t('report.chooseCategory');
     err.hidden = false;
     return;
   }
   if (utf8Bytes(text) > MAX_REPORT_BYTES) {
-    err.textContent = `Details can be at most ${MAX_REPORT_BYTES} bytes.`;
+    err.textContent = t('report.tooLong', { max: i18n.formatNumber(MAX_REPORT_BYTES) });
     err.hidden = false;
     return;
   }
@@ -890,14 +941,12 @@ async function submitReport(e) {
     $('report-dialog').close();
     // The server ended the call; go on to the next stranger (never this one again).
     if (duet.state !== 'queued') visit.next({ speak: false });
-    addSystem('Thanks — your report was sent to the moderators.');
-    setStatus('Thanks — your report was sent. You won’t meet this person again. Looking for someone…', { tone: 'ok', speak: true });
+    addSystem(t('report.sentSystem'));
+    setStatus('report.sentStatus', { tone: 'ok', speak: true });
   } catch (ex) {
-    const msg = ex instanceof ApiError
-      ? (ex.code === 'rate_limited' ? 'Too many reports — please wait a moment.' : ex.message)
-      : String(ex);
+    const msg = ex instanceof ApiError && ex.code === 'rate_limited' ? t('report.tooMany') : errorText(ex);
     duet.lastReport = { status: ex.status || 0, error: msg };
-    err.textContent = `The report could not be sent: ${msg}`;
+    err.textContent = t('report.failed', { message: msg });
     err.hidden = false;
     $('report-submit').disabled = false;
   }
@@ -906,18 +955,47 @@ async function submitReport(e) {
 // ------------------------------------------------------------------ blocked screen
 let appealToken = null;
 
+let lastBlocked = null;
+
 function fmtTime(unix) {
   try {
-    return new Date(unix * 1000).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+    return i18n.formatDateTime(new Date(unix * 1000));
   } catch {
     return new Date(unix * 1000).toISOString();
   }
+}
+
+/** A server error as text in the page's language: known codes are translated, others keep the server's words. */
+function errorText(e) {
+  const known = {
+    network: 'error.network',
+    no_capacity: 'error.noCapacity',
+    unavailable: 'error.unavailable',
+    captcha_unavailable: 'captcha.unavailable',
+    captcha_invalid: 'captcha.invalid',
+    captcha_cancelled: 'captcha.cancelled',
+    rate_limited: 'status.slowDown',
+  };
+  return e && known[e.code] ? t(known[e.code]) : (e && e.message) || String(e);
 }
 
 function showBlocked(err) {
   setState(err.code === 'banned' ? 'banned' : 'blocked');
   duet.lastError = { code: err.code, message: err.message, ban: err.ban || null };
   show('blocked');
+  lastBlocked = err;
+  renderBlocked(err);
+  // The focus on the heading reads it; the announcement adds what it does not say.
+  const parts = [$('blocked-msg').textContent];
+  if (!$('ban-details').hidden) {
+    parts.push(`${t('blocked.reason')}: ${$('ban-reason').textContent}.`, `${t('blocked.until')}: ${$('ban-expiry').textContent}.`);
+  }
+  if (!$('appeal-form').hidden) parts.push(t('blocked.canAppeal'));
+  $('blocked-title').focus();
+  announce(parts.join(' '));
+}
+
+function renderBlocked(err) {
   const ban = err.ban;
   const details = $('ban-details');
   const form = $('appeal-form');
@@ -925,15 +1003,16 @@ function showBlocked(err) {
   details.hidden = true;
   appealToken = null;
   if (err.code === 'banned') {
-    $('blocked-title').textContent = 'You have been banned from duet';
-    $('blocked-msg').textContent = err.message || 'A moderator banned this device or network for breaking the rules.';
+    $('blocked-title').textContent = t('blocked.bannedTitle');
+    // The moderator's statement of reasons is shown as written, under "Reason".
+    $('blocked-msg').textContent = t('blocked.bannedMessage');
     if (ban) {
       details.hidden = false;
       $('ban-reason').textContent = ban.reason || '—';
-      $('ban-expiry').textContent = ban.expires_at ? fmtTime(ban.expires_at) : 'Permanent';
+      $('ban-expiry').textContent = ban.expires_at ? fmtTime(ban.expires_at) : t('blocked.permanent');
       const st = ban.appeal_status;
       for (const el of document.querySelectorAll('.appeal-status-row')) el.hidden = !st;
-      $('ban-appeal-status').textContent = st ? ({ pending: 'Pending — a moderator will decide', upheld: 'Upheld — the ban stays', lifted: 'Lifted' }[st] || st) : '';
+      $('ban-appeal-status').textContent = st ? ({ pending: t('blocked.appealPending'), upheld: t('blocked.appealUpheld'), lifted: t('blocked.appealLifted') }[st] || st) : '';
       if (ban.can_appeal && ban.appeal_token) {
         appealToken = ban.appeal_token;
         form.hidden = false;
@@ -941,37 +1020,31 @@ function showBlocked(err) {
       }
     }
   } else if (err.code === 'rate_limited') {
-    $('blocked-title').textContent = 'Too many attempts';
-    const wait = err.retryAfter ? ` (about ${err.retryAfter} s)` : '';
-    $('blocked-msg').textContent = `Too many new chats in a short time. Please wait a moment${wait} and try again.`;
+    $('blocked-title').textContent = t('blocked.rateTitle');
+    $('blocked-msg').textContent = err.retryAfter
+      ? t('blocked.rateMessageWait', { seconds: i18n.formatNumber(err.retryAfter) }) : t('blocked.rateMessage');
   } else {
-    $('blocked-title').textContent = 'Something went wrong';
-    $('blocked-msg').textContent = err.message || 'Please try again.';
+    $('blocked-title').textContent = t('blocked.errorTitle');
+    $('blocked-msg').textContent = errorText(err) || t('blocked.errorMessage');
   }
-  // The focus on the heading reads it; the announcement adds what it does not say.
-  const parts = [$('blocked-msg').textContent];
-  if (!details.hidden) parts.push(`Reason: ${$('ban-reason').textContent}.`, `Until: ${$('ban-expiry').textContent}.`);
-  if (!form.hidden) parts.push('You can appeal below.');
-  $('blocked-title').focus();
-  announce(parts.join(' '));
 }
 
 async function submitAppeal(e) {
   e.preventDefault();
   const text = $('appeal-text').value.trim();
   const out = $('appeal-result');
-  if (!text) { out.textContent = 'Write why the ban should be lifted.'; announce(out.textContent, { urgent: true }); return; }
-  if (utf8Bytes(text) > 1024) { out.textContent = 'At most 1024 bytes.'; announce(out.textContent, { urgent: true }); return; }
+  if (!text) { out.textContent = t('appeal.empty'); announce(out.textContent, { urgent: true }); return; }
+  if (utf8Bytes(text) > 1024) { out.textContent = t('appeal.tooLong'); announce(out.textContent, { urgent: true }); return; }
   if (!appealToken) return;
   try {
     await sendAppeal(appealToken, text);
-    out.textContent = 'Your appeal was sent. A different moderator will decide; you will see the outcome on your next visit.';
+    out.textContent = t('appeal.sent');
     $('appeal-form').querySelector('button[type="submit"]').disabled = true;
     $('appeal-text').disabled = true;
   } catch (ex) {
     out.textContent = ex.status === 404 || ex.status === 405
-      ? 'Appeals are not available yet on this server.'
-      : `The appeal could not be sent: ${ex.message}`;
+      ? t('appeal.unavailable')
+      : t('appeal.failed', { message: errorText(ex) });
   }
   announce(out.textContent);
 }
@@ -982,7 +1055,7 @@ async function onStart(e) {
   const err = $('landing-error');
   err.hidden = true;
   if (!$('accept').checked) {
-    err.textContent = 'Please confirm that you are 18 or older and accept the rules.';
+    err.textContent = t('start.mustAccept');
     err.hidden = false;
     $('accept').focus();
     announce(err.textContent, { urgent: true });
@@ -993,8 +1066,8 @@ async function onStart(e) {
   const mode = currentMode();
   if (mode === 'video' && !localStream) {
     err.textContent = duet.camera === 'denied'
-      ? 'Video needs your camera. Allow it, or choose “Text only”.'
-      : 'Your camera is still starting — try again in a second.';
+      ? t('start.needCamera')
+      : t('start.cameraStillStarting');
     err.hidden = false;
     announce(err.textContent, { urgent: true });
     return;
@@ -1014,7 +1087,7 @@ async function onStart(e) {
       setState('error');
       duet.lastError = { code: ex.code || 'error', message: ex.message };
       show('landing');
-      err.textContent = `Could not start: ${ex.message}`;
+      err.textContent = t('start.couldNotStart', { message: errorText(ex) });
       err.hidden = false;
       announce(err.textContent, { urgent: true });
     }
@@ -1059,7 +1132,9 @@ function keyToChat(e) {
   }
 }
 
-function init() {
+async function init() {
+  duet.uiLang = await i18n.init();
+  initUiLanguage();
   initLanguages();
   initInterests();
   const savedMode = load('duet.mode');
