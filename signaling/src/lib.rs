@@ -272,9 +272,11 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::router(&state))
         .route("/ws", get(ws::ws_handler))
         .merge(pages::routes())
-        .layer(axum::middleware::from_fn(move |req, next| {
-            pages::security_headers(csp.clone(), req, next)
-        }))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                pages::security_headers(csp.clone(), req, next)
+            },
+        ))
         .with_state(state)
 }
 

@@ -116,7 +116,7 @@ pub fn negotiate_language<'a>(accept: &str, supported: &[&'a str]) -> Option<&'a
         .collect();
     wanted.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     wanted.iter().find_map(|(_, _, tag)| {
-        let primary = tag.split('-').next().unwrap_or(tag);
+        let primary = tag.split('-').next().unwrap_or_default();
         supported
             .iter()
             .find(|s| s.eq_ignore_ascii_case(tag))
