@@ -136,6 +136,8 @@ test('a whole visit with the keyboard only, with the focus where the person expe
   await a.keyboard.press('Tab');
   assert.equal(await a.evaluate(() => document.activeElement.className), 'skip', 'the first Tab stop is the skip link');
   await a.keyboard.press('Tab');
+  assert.equal(await a.evaluate(() => document.activeElement.id), 'ui-lang-select', 'then the page language switch in the top bar');
+  await a.keyboard.press('Tab');
   assert.equal(await a.evaluate(() => document.activeElement.value), 'video');
   await a.keyboard.press('ArrowRight');
   assert.equal(await a.evaluate(() => document.activeElement.value), 'text');
@@ -225,11 +227,11 @@ test('a whole visit with the keyboard only, with the focus where the person expe
   await waitState(a, 'stopped');
   await assertFocus(a, 'start-btn', 'Stop');
 
-  // Announcements: the page's only live regions are the two announcers (and the dialog's own alert), and each
+  // Announcements: the page's only live regions are the two announcers (and the dialogs' own alerts), and each
   // piece of news was said once, in order.
   const regions = await a.evaluate(() => [...document.querySelectorAll('[aria-live]:not([aria-live="off"]), [role="status"], [role="alert"], [role="log"]')]
     .map((el) => el.id));
-  assert.deepEqual(regions, ['report-error', 'announcer', 'alerter']);
+  assert.deepEqual(regions, ['report-error', 'captcha-error', 'announcer', 'alerter']);
   assert.deepEqual(await said(a), [
     'Please confirm that you are 18 or older and accept the rules.',
     'Looking for someone…',

@@ -122,16 +122,21 @@ test('Accept-Language: de gives the German page: landing, call, report dialog an
   }
   assert.equal((await b.textContent('#blocked-title')).trim(), 'Du wurdest bei duet gesperrt');
   assert.equal((await b.textContent('#ban-reason')).trim(), 'Spam im Chat', "the moderator's statement is shown as written");
-  // The expiry is a German date (Intl), e.g. "8. Dez. 2026, 19:50".
-  assert.match(await b.textContent('#ban-expiry'), /\d{1,2}\. \S+ \d{4}/);
+  // The expiry is a German date and time (Intl), e.g. "08.12.2026, 19:50".
+  assert.match(await b.textContent('#ban-expiry'), /^\d{2}\.\d{2}\.\d{4}, \d{2}:\d{2}$/);
   await assertNoEnglish(b, 'ban page');
   console.log(`screenshot: ${await screenshot(b, 'i18n-de-banned')}`);
+  // A still waits in the queue: leave, so the next test's visitors meet each other.
+  await Promise.all([a.context().close(), b.context().close()]);
 });
 
 test('the language switch changes the page in place: the visit, the chat and the partner stay', async () => {
   const a = await openPage(browser, server.base, { context: GERMAN });
   const b = await openPage(browser, server.base);
   assert.equal(await b.evaluate(() => document.documentElement.lang), 'en', 'a browser without German preferences gets English');
+  // The chat language follows the page's by default; these two want to meet whatever they speak.
+  await a.selectOption('#lang-select', '');
+  await b.selectOption('#lang-select', '');
   await start(a, { mode: 'text' });
   await start(b, { mode: 'text' });
   await Promise.all([waitMatchedCount(a, 1), waitMatchedCount(b, 1)]);

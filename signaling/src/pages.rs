@@ -90,11 +90,7 @@ async fn admin_file(Path(path): Path<String>) -> Response {
 pub fn client_languages() -> Vec<&'static str> {
     CLIENT
         .get_dir("locales")
-        .map(|d| {
-            d.files()
-                .filter_map(|f| f.path().file_stem()?.to_str())
-                .collect()
-        })
+        .map(|d| d.files().filter_map(|f| f.path().file_stem()?.to_str()).collect())
         .unwrap_or_default()
 }
 
@@ -121,9 +117,11 @@ pub fn negotiate_language<'a>(accept: &str, supported: &[&'a str]) -> Option<&'a
             .iter()
             .find(|s| s.eq_ignore_ascii_case(tag))
             .or_else(|| {
-                supported
-                    .iter()
-                    .find(|s| s.split('-').next().is_some_and(|p| p.eq_ignore_ascii_case(primary)))
+                supported.iter().find(|s| {
+                    s.split('-')
+                        .next()
+                        .is_some_and(|p| p.eq_ignore_ascii_case(primary))
+                })
             })
             .copied()
     })
@@ -197,7 +195,10 @@ mod tests {
 
     #[test]
     fn the_highest_quality_supported_language_wins() {
-        assert_eq!(negotiate_language("fr;q=1, de;q=0.8, en;q=0.5", LANGS), Some("de"));
+        assert_eq!(
+            negotiate_language("fr;q=1, de;q=0.8, en;q=0.5", LANGS),
+            Some("de")
+        );
         assert_eq!(negotiate_language("en;q=0.4, es", LANGS), Some("es"));
     }
 

@@ -63,7 +63,10 @@ fn captcha_config(c: &CaptchaArgs) -> Option<signaling::captcha::CaptchaConfig> 
     use signaling::captcha::{FailMode as Mode, Provider, Thresholds};
     // Empty values (e.g. an unset variable in a compose file) mean off.
     let site_key = c.captcha_site_key.clone().filter(|k| !k.trim().is_empty())?;
-    let secret = c.captcha_secret.clone().filter(|s| !s.expose().trim().is_empty())?;
+    let secret = c
+        .captcha_secret
+        .clone()
+        .filter(|s| !s.expose().trim().is_empty())?;
     let provider = match c.captcha_provider {
         CaptchaProvider::Turnstile => Provider::Turnstile,
         CaptchaProvider::Hcaptcha => Provider::Hcaptcha,
