@@ -388,11 +388,15 @@ async fn read_batches(
         if io.readable().await.is_err() {
             return;
         }
+        let mut drained = false;
         for _ in 0..BATCHES_PER_WAKE {
             let mut bufs = bufs.borrow_mut();
             let n = match io.try_recv(&mut bufs) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 // ICMP errors surface as receive errors on Linux; keep reading.
                 Err(e) if is_icmp_error(&e) => continue,
                 Err(e) => {
@@ -407,7 +411,10 @@ async fn read_batches(
             }
             st.flush();
         }
-        tokio::task::yield_now().await;
+        if !drained {
+            // Still more queued: let the worker's other sockets have a turn.
+            tokio::task::yield_now().await;
+        }
     }
 }
 
