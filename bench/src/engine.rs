@@ -16,6 +16,7 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::statistics::StatsSelector;
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -174,6 +175,9 @@ pub struct EngineResult {
     pub latency: LatencySummary,
     /// Mean of the per-stream RFC 3550 jitter, µs.
     pub jitter_us: f64,
+    /// The SRTP profile the WebRTC clients negotiated ("mixed" if they
+    /// differ); `None` without WebRTC clients.
+    pub srtp_profile: Option<String>,
     pub generator: GeneratorHealth,
 }
 
@@ -264,6 +268,9 @@ struct Endpoint {
     link: Link,
     ready: bool,
     failed: bool,
+    /// The SRTP profile negotiated (rtc's transport stats `srtp_cipher`,
+    /// read once the peer connection is connected).
+    srtp_cipher: Option<String>,
     out: Vec<(SocketAddr, Vec<u8>)>,
     queued: bool,
     /// Next registration resend (Plain with `register`).
@@ -391,6 +398,7 @@ pub fn spawn(
             link: p.link,
             ready,
             failed: false,
+            srtp_cipher: None,
             out: Vec::new(),
             queued: false,
             next_hello: base,
@@ -654,6 +662,10 @@ impl Loop {
             reordered: reord,
             latency: LatencySummary::from_histogram(&self.hist),
             jitter_us,
+            srtp_profile: agreed_profile(self.endpoints.iter().filter_map(|e| match e.link {
+                Link::Rtc { .. } => Some(e.srtp_cipher.as_deref().unwrap_or("")),
+                _ => None,
+            })),
             generator: GeneratorHealth {
                 load_thread_cpu: cpu,
                 send_ratio,
@@ -818,7 +830,11 @@ impl Loop {
                 while let Some(e) = pc.poll_event() {
                     if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = e {
                         match s {
-                            RTCPeerConnectionState::Connected => ep.ready = true,
+                            RTCPeerConnectionState::Connected => {
+                                ep.ready = true;
+                                let stats = pc.get_stats(now, StatsSelector::None);
+                                ep.srtp_cipher = stats.transport().map(|t| t.srtp_cipher.clone());
+                            }
                             RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                                 ep.ready = false;
                                 ep.failed = true;
@@ -1023,5 +1039,51 @@ impl Loop {
             }
             self.mark_dirty(ep_i);
         }
+    }
+}
+
+/// What the clients' SRTP profiles say as one value: the profile if every
+/// client reports the same, "mixed" if they differ ("unknown" stands for a
+/// client that reported none), `None` without clients.
+pub fn agreed_profile<'a>(ciphers: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut agreed: Option<&str> = None;
+    for c in ciphers {
+        let c = if c.is_empty() { "unknown" } else { c };
+        match agreed {
+            None => agreed = Some(c),
+            Some(a) if a != c => return Some("mixed".to_owned()),
+            Some(_) => {}
+        }
+    }
+    agreed.map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agreed_profile;
+
+    #[test]
+    fn one_profile_for_all_clients_is_reported_as_is() {
+        let all = ["SRTP_AES128_CM_HMAC_SHA1_80"; 3];
+        assert_eq!(
+            agreed_profile(all).as_deref(),
+            Some("SRTP_AES128_CM_HMAC_SHA1_80")
+        );
+    }
+
+    #[test]
+    fn clients_that_disagree_are_reported_as_mixed() {
+        let some = ["SRTP_AEAD_AES_128_GCM", "SRTP_AES128_CM_HMAC_SHA1_80"];
+        assert_eq!(agreed_profile(some).as_deref(), Some("mixed"));
+        assert_eq!(
+            agreed_profile(["SRTP_AEAD_AES_128_GCM", ""]).as_deref(),
+            Some("mixed")
+        );
+    }
+
+    #[test]
+    fn no_webrtc_clients_report_no_profile() {
+        assert_eq!(agreed_profile([]), None);
+        assert_eq!(agreed_profile([""]).as_deref(), Some("unknown"));
     }
 }

@@ -46,6 +46,9 @@ pub struct Run {
     pub reordered: u64,
     pub latency: LatencySummary,
     pub jitter_us: f64,
+    /// SRTP profile the WebRTC clients negotiated (their getStats
+    /// `srtpCipher`; "mixed" if they differ); null on plain-UDP runs.
+    pub srtp_profile: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerUsage>,
     pub generator: GeneratorHealth,
@@ -133,6 +136,7 @@ impl Run {
             reordered: r.reordered,
             latency: r.latency.clone(),
             jitter_us: r.jitter_us,
+            srtp_profile: r.srtp_profile.clone(),
             server,
             generator: r.generator.clone(),
             sustainable,
@@ -298,7 +302,7 @@ impl Report {
         if !self.runs.is_empty() {
             let _ = writeln!(
                 s,
-                "{:<16} {:>5} {:>10} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>11} {:>8} {:>9} {:>5}",
+                "{:<16} {:>5} {:>10} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>11} {:>8} {:>9} {:>5}  SRTP",
                 "run",
                 "pairs",
                 "pkts/s",
@@ -326,7 +330,7 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "{:<16} {:>5} {:>10.0} {:>9.1} {:>7.3} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>6} {:>11} {:>8} {:>9} {:>5}",
+                    "{:<16} {:>5} {:>10.0} {:>9.1} {:>7.3} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>6} {:>11} {:>8} {:>9} {:>5}  {}",
                     r.name,
                     r.pairs,
                     r.received_pps,
@@ -340,7 +344,8 @@ impl Report {
                     ppc,
                     nspp,
                     kib,
-                    if r.generator.bottleneck { "BUSY" } else { "ok" }
+                    if r.generator.bottleneck { "BUSY" } else { "ok" },
+                    r.srtp_profile.as_deref().unwrap_or("-")
                 );
             }
             for r in &self.runs {
@@ -392,11 +397,11 @@ impl Report {
         if !self.runs.is_empty() {
             let _ = writeln!(
                 s,
-                "| run | pairs | pkts/s | Mbit/s | loss % | p50 µs | p99 µs | p99.9 µs | jitter µs | server cores | pkts per CPU-s | CPU ns/pkt | RSS KiB/participant | generator |"
+                "| run | pairs | SRTP | pkts/s | Mbit/s | loss % | p50 µs | p99 µs | p99.9 µs | jitter µs | server cores | pkts per CPU-s | CPU ns/pkt | RSS KiB/participant | generator |"
             );
             let _ = writeln!(
                 s,
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+                "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
             );
             for r in &self.runs {
                 let (cores, ppc, nspp, kib) = match &r.server {
@@ -410,9 +415,10 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {:.0} | {:.1} | {:.3} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {:.0} | {:.1} | {:.3} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
                     r.name,
                     r.pairs,
+                    r.srtp_profile.as_deref().unwrap_or("–"),
                     r.received_pps,
                     r.received_mbps,
                     r.loss_pct,

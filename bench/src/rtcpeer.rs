@@ -2,11 +2,15 @@
 //! the offerer (full ICE, controlling; DTLS client because the SFU answers
 //! `setup:passive`), sendrecv VP8 (PT 96) + Opus (PT 111) like a browser,
 //! no interceptors (no NACK, TWCC or reports: the generator stays cheap).
+//! The SRTP protection profiles offered in the DTLS ClientHello are chosen
+//! with [`SrtpOffer`] (by default Chromium's list, so the SFU negotiates what
+//! it negotiates with browsers).
 //! The signaling (offer/answer over the SFU WebSocket) happens before the
 //! peer is handed to the load loop, which then drives ICE, DTLS and media.
 
 use anyhow::Context;
 use proto::sfu_ws::IceCandidate;
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8};
@@ -23,6 +27,42 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// Which SRTP protection profiles the clients offer, in which order (the
+/// DTLS server picks the first of the client's list it supports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SrtpOffer {
+    /// libwebrtc's order (Chromium): AES128_CM_HMAC_SHA1_80, AEAD_AES_256_GCM, AEAD_AES_128_GCM.
+    Chromium,
+    /// AEAD_AES_128_GCM only.
+    Gcm,
+    /// AES128_CM_HMAC_SHA1_80 only.
+    CmSha1,
+}
+
+impl SrtpOffer {
+    pub fn profiles(self) -> Vec<SrtpProtectionProfile> {
+        use SrtpProtectionProfile::*;
+        match self {
+            SrtpOffer::Chromium => vec![
+                Srtp_Aes128_Cm_Hmac_Sha1_80,
+                Srtp_Aead_Aes_256_Gcm,
+                Srtp_Aead_Aes_128_Gcm,
+            ],
+            SrtpOffer::Gcm => vec![Srtp_Aead_Aes_128_Gcm],
+            SrtpOffer::CmSha1 => vec![Srtp_Aes128_Cm_Hmac_Sha1_80],
+        }
+    }
+
+    /// The flag value, for notes.
+    pub fn name(self) -> &'static str {
+        match self {
+            SrtpOffer::Chromium => "chromium",
+            SrtpOffer::Gcm => "gcm",
+            SrtpOffer::CmSha1 => "cm-sha1",
+        }
+    }
+}
 
 pub const VP8_PT: u8 = 96;
 pub const OPUS_PT: u8 = 111;
@@ -89,7 +129,8 @@ pub struct Offerer {
 
 /// Builds a peer connection for a participant bound at `local` and creates
 /// its offer. With `relayed`, its only candidate is that TURN relay address.
-pub fn offer(local: SocketAddr, relayed: Option<SocketAddr>) -> anyhow::Result<Offerer> {
+/// `srtp`: the SRTP profiles its DTLS ClientHello offers.
+pub fn offer(local: SocketAddr, relayed: Option<SocketAddr>, srtp: SrtpOffer) -> anyhow::Result<Offerer> {
     let now = Instant::now();
     let mut me = MediaEngine::default();
     me.register_codec(
@@ -108,7 +149,9 @@ pub fn offer(local: SocketAddr, relayed: Option<SocketAddr>) -> anyhow::Result<O
         RtpCodecKind::Audio,
     )
     .context("register Opus")?;
-    let se = SettingEngineBuilder::new().build();
+    let se = SettingEngineBuilder::new()
+        .with_srtp_protection_profiles(srtp.profiles())
+        .build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(se)

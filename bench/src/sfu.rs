@@ -75,6 +75,11 @@ pub struct SfuArgs {
     /// Participants set up concurrently.
     #[arg(long, default_value_t = 16)]
     pub setup_concurrency: usize,
+    /// SRTP profiles the clients offer: `chromium` (libwebrtc's order, AES-CM-SHA1-80 first, then
+    /// GCM-256, GCM-128: what the SFU negotiates with browsers), `gcm` (AES-128-GCM only) or
+    /// `cm-sha1` (AES-CM-HMAC-SHA1-80 only).
+    #[arg(long, value_enum, default_value = "chromium")]
+    pub srtp_profile: rtcpeer::SrtpOffer,
     /// Every participant offers only a TURN relay candidate on duet's TURN (UDP):
     /// media goes client → TURN → in-process hand-off → SFU and back.
     #[arg(long)]
@@ -246,6 +251,7 @@ async fn sfu_handshake(
     token: &str,
     stop: CancellationToken,
     turn: Option<ViaTurn>,
+    srtp: rtcpeer::SrtpOffer,
 ) -> anyhow::Result<(ParticipantSetup, Option<SocketAddr>)> {
     let mut socket = common::participant_socket()?;
     let local = socket.local_addr()?;
@@ -260,7 +266,7 @@ async fn sfu_handshake(
         socket = s;
         alloc = Some(a.context("TURN allocation for the relay candidate")?);
     }
-    let mut off = rtcpeer::offer(local, alloc.as_ref().map(|a| a.relayed))?;
+    let mut off = rtcpeer::offer(local, alloc.as_ref().map(|a| a.relayed), srtp)?;
     let sep = if url.contains('?') { '&' } else { '?' };
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}{sep}token={token}"))
         .await
@@ -377,6 +383,7 @@ async fn place_browser(
     i: usize,
     stop: CancellationToken,
     via_turn: bool,
+    srtp: rtcpeer::SrtpOffer,
 ) -> anyhow::Result<Placed> {
     let req = SessionRequest {
         accept_rules: true,
@@ -396,7 +403,7 @@ async fn place_browser(
     }
     let s: SessionResponse = resp.json().await.context("session response")?;
     let turn = if via_turn { Some(turn_of(&s, i)?) } else { None };
-    let (setup, media) = sfu_handshake(&s.sfu.url, &s.sfu.token, stop, turn).await?;
+    let (setup, media) = sfu_handshake(&s.sfu.url, &s.sfu.token, stop, turn, srtp).await?;
     Ok(Placed {
         setup,
         session_token: Some(s.token),
@@ -441,6 +448,7 @@ async fn place_internal(
     run_id: &str,
     i: usize,
     stop: CancellationToken,
+    srtp: rtcpeer::SrtpOffer,
 ) -> anyhow::Result<Placed> {
     let pid = ParticipantId::new(format!("bench{run_id}x{i}"));
     http.post(format!("{}{PATH_PARTICIPANTS}", api.base))
@@ -465,7 +473,7 @@ async fn place_internal(
         node: api.node.clone(),
         role: SfuRole::User,
     })?;
-    let (setup, media) = sfu_handshake(&api.ws_url, &token, stop, None).await?;
+    let (setup, media) = sfu_handshake(&api.ws_url, &token, stop, None, srtp).await?;
     Ok(Placed {
         setup,
         session_token: None,
@@ -596,8 +604,8 @@ pub async fn run_step(
                 let (http, t, api, run_id, stop) = (&http, &*t, api.as_ref(), run_id.as_str(), stop.clone());
                 async move {
                     match api {
-                        Some(api) => place_internal(http, api, run_id, i, stop).await,
-                        None => place_browser(http, t, run_id, i, stop, via_turn).await,
+                        Some(api) => place_internal(http, api, run_id, i, stop, a.srtp_profile).await,
+                        None => place_browser(http, t, run_id, i, stop, via_turn, a.srtp_profile).await,
                     }
                 }
             })
@@ -721,7 +729,17 @@ pub async fn run(a: SfuArgs) -> anyhow::Result<()> {
         Place::Browser => "placement: as browsers (POST /api/session, SFU WebSocket offer/answer, signaling /ws join; the queue pairs them, signaling links them on the SFU)".into(),
         Place::Internal => "placement: SFU internal API (admit, bench-minted SFU tokens, POST /internal/v1/link); signaling not involved".into(),
     });
-    report.notes.push("clients: webrtc-rs sans-IO rtc 0.21.1 peer connections (offerer, full ICE controlling, DTLS client, SRTP as negotiated between rtc peers: AES-128-GCM in profiles), all driven by one mio/recvmmsg loop; latency includes the clients' SRTP protect/unprotect".into());
+    report.notes.push("clients: webrtc-rs sans-IO rtc 0.21.1 peer connections (offerer, full ICE controlling, DTLS client), all driven by one mio/recvmmsg loop; latency includes the clients' SRTP protect/unprotect".into());
+    report.notes.push(format!(
+        "SRTP: the clients offer --srtp-profile {} ({}); the SFU picks; each row's `srtp` is what the clients negotiated (getStats srtpCipher)",
+        a.srtp_profile.name(),
+        a.srtp_profile
+            .profiles()
+            .iter()
+            .map(|p| format!("{p:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     let mut step = 0usize;
     let (runs, ramp) = {
         let a = &a;

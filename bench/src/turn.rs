@@ -48,6 +48,9 @@ pub struct TurnArgs {
     /// `--relay-threads=N`, so both get the same number.
     #[arg(long, default_value_t = 1)]
     pub relay_threads: usize,
+    /// SRTP profiles the WebRTC clients of the TURN → SFU path offer (see `bench sfu --help`).
+    #[arg(long, value_enum, default_value = "chromium")]
+    pub srtp_profile: crate::rtcpeer::SrtpOffer,
 }
 
 fn secret() -> String {
@@ -301,6 +304,7 @@ pub async fn run(a: TurnArgs) -> anyhow::Result<()> {
             with_floor: false,
             setup_concurrency: 16,
             via_turn: true,
+            srtp_profile: a.srtp_profile,
         };
         let mut t = sfu::target(&sa, &mut report).await?;
         let via = sfu::run_step(&sa, &mut t, a.load.pairs, 1, true, "turn→sfu").await;
