@@ -138,6 +138,8 @@ pub fn start_duet(
         "127.0.0.1:0",
         "--internal-listen",
         "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
         "--media-listen",
         "127.0.0.1:0",
         "--turn-listen-udp",

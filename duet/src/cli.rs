@@ -188,6 +188,47 @@ pub struct CaptchaArgs {
     pub captcha_pass_secs: u64,
 }
 
+/// Timeouts and connection cap of every HTTP listener of a role.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Seconds a client has to send a request's headers; also how long an idle keep-alive connection stays open.
+    #[arg(long, env = "DUET_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_timeout_secs: u64,
+    /// Seconds from a request's headers to its answer (body upload included); 408 after that.
+    #[arg(long, env = "DUET_HTTP_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_request_timeout_secs: u64,
+    /// Open connections per listener at most (WebSockets included); more are closed at once.
+    #[arg(long, env = "DUET_HTTP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub http_max_connections: u64,
+}
+
+impl HttpArgs {
+    pub fn limits(&self) -> signaling::server::HttpLimits {
+        signaling::server::HttpLimits {
+            header_timeout: std::time::Duration::from_secs(self.http_header_timeout_secs),
+            request_timeout: std::time::Duration::from_secs(self.http_request_timeout_secs),
+            max_connections: self.http_max_connections as usize,
+        }
+    }
+}
+
+/// Limits on what one visitor (one address) and the moderator login may use.
+#[derive(Debug, Clone, Args)]
+pub struct AbuseArgs {
+    /// Open visitor WebSockets per client IP at most [default: 64; unlimited with --rate-limits off].
+    #[arg(long, env = "DUET_WS_MAX_PER_IP", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_max_per_ip: Option<u64>,
+    /// WebSocket pings per client IP per second (burst 10) [default: 1; unlimited with --rate-limits off].
+    #[arg(long, env = "DUET_WS_PINGS_PER_SEC")]
+    pub ws_pings_per_sec: Option<f64>,
+    /// Seconds a visitor WebSocket may send nothing (not even a pong to the server's pings) before it is closed.
+    #[arg(long, env = "DUET_WS_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(3..=86_400))]
+    pub ws_idle_timeout_secs: u64,
+    /// argon2 password checks running at once at most (each takes ~19 MiB); more logins get 503 with Retry-After.
+    #[arg(long, env = "DUET_MAX_PASSWORD_CHECKS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub max_password_checks: u64,
+}
+
 /// TURN listeners beside an SFU.
 #[derive(Debug, Clone, Args)]
 pub struct TurnListenArgs {
@@ -233,7 +274,7 @@ pub struct TurnListenArgs {
 pub struct UpArgs {
     #[command(flatten)]
     pub log: LogArgs,
-    /// HTTP: pages, REST, WebSockets (signaling and SFU), /metrics, /healthz, /readyz.
+    /// HTTP: pages, REST, WebSockets (signaling and SFU).
     #[arg(
         long,
         env = "DUET_HTTP_LISTEN",
@@ -279,6 +320,18 @@ pub struct UpArgs {
     #[command(flatten)]
     pub matching: MatchingArgs,
     #[command(flatten)]
+    pub abuse: AbuseArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// /metrics, /healthz and /readyz (kept off the public HTTP port; loopback by default).
+    #[arg(
+        long,
+        env = "DUET_METRICS_LISTEN",
+        default_value = "127.0.0.1:9090",
+        value_name = "ADDR"
+    )]
+    pub metrics_listen: SocketAddr,
+    #[command(flatten)]
     pub secrets: SecretArgs,
     /// Seconds to let calls finish after SIGTERM before exiting.
     #[arg(long, env = "DUET_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
@@ -321,6 +374,10 @@ pub struct SignalingArgs {
     pub trust_forwarded_for: bool,
     #[command(flatten)]
     pub matching: MatchingArgs,
+    #[command(flatten)]
+    pub abuse: AbuseArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[command(flatten)]
     pub secrets: SecretArgs,
 }
@@ -379,6 +436,8 @@ pub struct SfuArgs {
     /// Participants this node accepts at most.
     #[arg(long, env = "DUET_MAX_PARTICIPANTS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_participants: u32,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[command(flatten)]
     pub secrets: SecretArgs,
     /// Seconds to let calls finish after SIGTERM before exiting.

@@ -1,119 +1,37 @@
 #![allow(clippy::unwrap_used)] // test helpers may unwrap: a failure is a test failure
 //! The binary as a user runs it: start-up, health, metrics, bad config.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-fn duet() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_duet"));
-    c.env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DUET_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("duet-test-{tag}-{}-{}", std::process::id(), rand_u32()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn rand_u32() -> u32 {
-    (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos())
-        ^ 0x9e37_79b9
-}
-
-/// A `duet up` on free ports; killed on drop.
-struct Up {
-    child: Child,
-    ready: serde_json::Value,
-}
-
-impl Up {
-    fn start(data_dir: &std::path::Path) -> Up {
-        let mut child = duet()
-            .args([
-                "up",
-                "--http-listen=127.0.0.1:0",
-                "--internal-listen=127.0.0.1:0",
-                "--media-listen=127.0.0.1:0",
-                "--turn-listen-udp=127.0.0.1:0",
-                "--turn-listen-tcp=127.0.0.1:0",
-                "--turn-listen-tls=127.0.0.1:0",
-                "--log-format=json",
-            ])
-            .arg(format!("--data-dir={}", data_dir.display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn duet up");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(json) = line.strip_prefix("duet ready ") {
-                    let _ = tx.send(json.to_owned());
-                }
-            }
-        });
-        let json = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("duet up printed no ready line in 60 s");
-        Up {
-            child,
-            ready: serde_json::from_str(&json).unwrap(),
-        }
-    }
-
-    fn http(&self) -> String {
-        format!("http://{}", self.ready["http"].as_str().unwrap())
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "duet did not stop within 30 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::{Command, Stdio};
+use support::{duet, temp_dir, Up};
 
 #[tokio::test]
 async fn up_serves_health_and_metrics_that_promtool_accepts_then_stops_on_sigterm() {
     let dir = temp_dir("up");
     let mut up = Up::start(&dir);
     let client = reqwest::Client::new();
-    let health = client.get(format!("{}/healthz", up.http())).send().await.unwrap();
+    let health = client
+        .get(format!("{}/healthz", up.metrics()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let ready = client.get(format!("{}/readyz", up.http())).send().await.unwrap();
+    let ready = client
+        .get(format!("{}/readyz", up.metrics()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap_or_default());
+    // /metrics and /readyz are on their own (loopback) listener, not the public port.
+    let public = client.get(format!("{}/metrics", up.http())).send().await.unwrap();
+    assert_eq!(public.status(), 404, "/metrics must not be on the public port");
+    assert!(public.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
     let metrics = client
-        .get(format!("{}/metrics", up.http()))
+        .get(format!("{}/metrics", up.metrics()))
         .send()
         .await
         .unwrap()

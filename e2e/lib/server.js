@@ -27,6 +27,7 @@ export async function startDuet(o = {}) {
     'up',
     '--http-listen', `${ip}:0`,
     '--internal-listen', '127.0.0.1:0',
+    '--metrics-listen', '127.0.0.1:0',
     '--media-listen', `${ip}:0`,
     '--turn-listen-udp', `${ip}:0`,
     '--turn-listen-tcp', `${ip}:0`,

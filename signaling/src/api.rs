@@ -164,17 +164,14 @@ fn limited(
     Ok(())
 }
 
-/// The ban in force for a device/IP, as a refusal.
+/// The ban in force for a device/IP, as a refusal. Reads the in-memory ban
+/// list: the join path does not wait for the database.
 pub(crate) async fn check_ban(
     state: &AppState,
     device: Option<&str>,
     ip: Option<IpAddr>,
 ) -> Result<(), ApiError> {
-    let ban = state
-        .inner
-        .store
-        .active_ban(device, ip, now_secs() as i64)
-        .await?;
+    let ban = state.inner.bans.active(device, ip, now_secs() as i64);
     match ban {
         Some(ban) => Err(ApiError::banned(ban_notice(state, &ban).await?)),
         None => Ok(()),
@@ -284,18 +281,7 @@ pub async fn create_session(
     let sfu = inner.placement(&node, &participant)?;
     let ice_servers = inner.ice_servers(&node, &participant);
     inner.metrics.sessions_created.inc();
-    let notice = match inner
-        .store
-        .take_appeal_outcome(device.as_str(), i64::try_from(now).unwrap_or(i64::MAX))
-        .await
-    {
-        Ok(n) => n,
-        Err(e) => {
-            // The visit goes on; the notice is shown on a later visit.
-            tracing::warn!(error = %e, "could not look up an appeal outcome");
-            None
-        }
-    };
+    let notice = appeal_outcome(&state, &device, now).await;
     Ok(Json(SessionResponse {
         session_id,
         token,
@@ -306,6 +292,30 @@ pub async fn create_session(
         ice_transport_policy: inner.config.ice_transport_policy,
         notice,
     }))
+}
+
+/// The accepted appeal's notice, once. Only a device the ban list names
+/// as waiting for one costs a database query.
+async fn appeal_outcome(state: &AppState, device: &DeviceId, now: u64) -> Option<String> {
+    let inner = &state.inner;
+    if !inner.bans.has_outcome(device.as_str()) {
+        return None;
+    }
+    match inner
+        .store
+        .take_appeal_outcome(device.as_str(), i64::try_from(now).unwrap_or(i64::MAX))
+        .await
+    {
+        Ok(n) => {
+            inner.bans.outcome_shown(device.as_str());
+            n
+        }
+        Err(e) => {
+            // The visit goes on; the notice is shown on a later visit.
+            tracing::warn!(error = %e, "could not look up an appeal outcome");
+            None
+        }
+    }
 }
 
 /// `POST /api/reports`.

@@ -49,6 +49,10 @@ pub struct RateLimits {
     pub report_per_device: RateLimit,
     /// `POST /api/reports` per IP.
     pub report_per_ip: RateLimit,
+    /// Open visitor WebSockets per IP at once (per replica).
+    pub ws_per_ip: usize,
+    /// WebSocket pings per IP (browsers never send any; a flood is refused).
+    pub ws_ping_per_ip: RateLimit,
     /// Most keys remembered per limit (bounded memory).
     pub max_keys: usize,
 }
@@ -63,6 +67,8 @@ impl Default for RateLimits {
             next: RateLimit::new(1.0, 10),
             report_per_device: RateLimit::new(0.05, 5),
             report_per_ip: RateLimit::new(0.5, 20),
+            ws_per_ip: 64,
+            ws_ping_per_ip: RateLimit::new(1.0, 10),
             max_keys: 100_000,
         }
     }
@@ -79,6 +85,8 @@ impl RateLimits {
             next: RateLimit::UNLIMITED,
             report_per_device: RateLimit::UNLIMITED,
             report_per_ip: RateLimit::UNLIMITED,
+            ws_per_ip: usize::MAX,
+            ws_ping_per_ip: RateLimit::UNLIMITED,
             max_keys: 100_000,
         }
     }
@@ -127,6 +135,12 @@ pub struct SignalingConfig {
     pub tick_interval: Duration,
     /// Take the client IP from the first `X-Forwarded-For` entry (behind a trusted ingress).
     pub trust_forwarded_for: bool,
+    /// A visitor WebSocket that sends nothing (not even a pong to the
+    /// server's pings, sent every third of this) for this long is closed.
+    pub ws_idle_timeout: Duration,
+    /// How often each replica reads bans set or lifted on other replicas
+    /// (the replica a moderator uses applies them at once).
+    pub ban_refresh: Duration,
     /// Largest REST body accepted.
     pub max_body_bytes: usize,
     /// Timeout of calls to the SFU internal API.
@@ -137,6 +151,8 @@ pub struct SignalingConfig {
     pub admin: crate::admin::AdminConfig,
     /// Challenges on abuse (`None`: off).
     pub captcha: Option<crate::captcha::CaptchaConfig>,
+    /// Timeouts and connection cap of the HTTP listener ([`crate::run`]).
+    pub http: crate::server::HttpLimits,
 }
 
 impl std::fmt::Debug for SignalingConfig {
@@ -192,11 +208,14 @@ impl Default for SignalingConfig {
             report_window: Duration::from_secs(3600),
             tick_interval: Duration::from_millis(250),
             trust_forwarded_for: false,
+            ws_idle_timeout: Duration::from_secs(60),
+            ban_refresh: Duration::from_secs(2),
             max_body_bytes: 16 * 1024,
             sfu_timeout: Duration::from_secs(5),
             replica_id: None,
             admin: crate::admin::AdminConfig::default(),
             captcha: None,
+            http: crate::server::HttpLimits::default(),
         }
     }
 }

@@ -16,6 +16,8 @@ pub enum Outbound {
     Msg(ServerMsg),
     /// Close the socket with this code and reason.
     Close(u16, &'static str),
+    /// A WebSocket ping (liveness: a browser answers it by itself).
+    Ping,
 }
 
 #[derive(Debug, Clone)]

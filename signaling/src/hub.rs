@@ -25,6 +25,20 @@ impl Inner {
             .find(|n| &n.node_id == id))
     }
 
+    /// The pages' CSP allows connections to these nodes' WebSocket origins.
+    pub(crate) fn set_sfu_origins(&self, nodes: &[NodeRecord]) {
+        let mut origins: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| crate::pages::ws_origin(&n.public_ws_url))
+            .collect();
+        origins.sort();
+        origins.dedup();
+        let mut current = self.sfu_origins.write();
+        if *current != origins {
+            *current = origins;
+        }
+    }
+
     pub(crate) fn send_local(&self, user: &str, msg: ServerMsg) {
         self.conns.deliver(user, msg);
     }
@@ -299,6 +313,9 @@ pub(crate) fn spawn_background(weak: WeakInner, cancel: CancellationToken) {
             };
             match nodes {
                 Ok(nodes) => {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.set_sfu_origins(&nodes);
+                    }
                     subs.retain(|id, (url, tok)| {
                         let keep = nodes.iter().any(|n| &n.node_id == id && &n.internal_url == url);
                         if !keep {

@@ -7,12 +7,14 @@
 
 pub mod admin;
 pub mod api;
+pub mod banlist;
 pub mod captcha;
 pub mod chat;
 pub mod config;
 pub mod conns;
 pub mod error;
 mod hub;
+pub mod ipslots;
 pub mod live;
 pub mod matching;
 pub mod metrics;
@@ -20,6 +22,7 @@ pub mod pages;
 pub mod ratelimit;
 pub mod registry;
 mod relocate;
+pub mod server;
 pub mod sfu_client;
 pub mod store;
 pub mod ws;
@@ -41,7 +44,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use proto::token::{TokenKey, MIN_SECRET_LEN};
 use proto::DeviceId;
-use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -66,6 +68,9 @@ pub(crate) struct Limits {
     pub next: Limiter,
     pub report_device: Limiter,
     pub report_ip: Limiter,
+    pub ws_ping_ip: Limiter,
+    /// Open visitor WebSockets per IP.
+    pub ws_open_ip: Arc<ipslots::IpSlots>,
 }
 
 pub(crate) struct Inner {
@@ -81,9 +86,16 @@ pub(crate) struct Inner {
     /// Node health beyond the registry (unreachable, draining) for relocation.
     pub nodes: relocate::NodeWatch,
     pub filter: WordFilter,
+    /// Bans in force (the join path reads these, not the database).
+    pub bans: banlist::BanList,
     pub limits: Limits,
     pub admin: admin::AdminState,
     pub captcha: Option<captcha::Captcha>,
+    /// WebSocket origins of the registered SFU nodes, for the pages' CSP
+    /// (kept current by the node watch in `hub`).
+    pub sfu_origins: parking_lot::RwLock<Vec<String>>,
+    /// Connection metrics of the listeners this replica's router is served on.
+    pub http_metrics: server::HttpMetrics,
     pub cancel: CancellationToken,
     _guard: DropGuard,
 }
@@ -100,6 +112,18 @@ impl AppState {
     /// The SFU node registry (the binary upserts its embedded node here).
     pub fn node_registry(&self) -> Arc<dyn NodeRegistry> {
         self.inner.registry.clone()
+    }
+
+    /// Metrics of the HTTP listeners (registered with the state's registry).
+    pub fn http_metrics(&self) -> server::HttpMetrics {
+        self.inner.http_metrics.clone()
+    }
+
+    /// Reads bans created or lifted since the last read into this replica's
+    /// ban list now (the moderator API does this itself; for tools and tests
+    /// that write bans to the store directly).
+    pub async fn reload_bans(&self) -> Result<(), SignalingError> {
+        self.inner.bans.refresh(&self.inner.store).await
     }
 
     /// The durable store (moderation tools, tests).
@@ -160,6 +184,8 @@ pub async fn build_state(
     }
     let metrics = Metrics::new(registry).map_err(|e| SignalingError::Config(format!("metrics: {e}")))?;
     let admin = admin::AdminState::new(&config, registry)?;
+    let http_metrics =
+        server::HttpMetrics::new(registry).map_err(|e| SignalingError::Config(format!("metrics: {e}")))?;
     let store = Store::connect(&config.database_url).await?;
     let conns = Arc::new(LocalConns::default());
     let cancel = CancellationToken::new();
@@ -212,6 +238,8 @@ pub async fn build_state(
         next: Limiter::new(rl.next, rl.max_keys),
         report_device: Limiter::new(rl.report_per_device, rl.max_keys),
         report_ip: Limiter::new(rl.report_per_ip, rl.max_keys),
+        ws_ping_ip: Limiter::new(rl.ws_ping_per_ip, rl.max_keys),
+        ws_open_ip: ipslots::IpSlots::new(rl.ws_per_ip),
     };
     let captcha = match &config.captcha {
         Some(c) => {
@@ -224,7 +252,10 @@ pub async fn build_state(
         }
         None => None,
     };
+    let bans = banlist::BanList::default();
+    bans.refresh(&store).await?;
     let inner = Arc::new(Inner {
+        bans,
         metrics,
         store,
         live,
@@ -238,11 +269,14 @@ pub async fn build_state(
         limits,
         admin,
         captcha,
+        http_metrics,
+        sfu_origins: parking_lot::RwLock::new(Vec::new()),
         _guard: cancel.clone().drop_guard(),
         cancel: cancel.clone(),
         config,
     });
     hub::spawn_background(Arc::downgrade(&inner), cancel.clone());
+    spawn_ban_refresh(Arc::downgrade(&inner), cancel.clone());
     admin::spawn_background(Arc::downgrade(&inner), cancel);
     Ok(AppState { inner })
 }
@@ -251,14 +285,6 @@ pub async fn build_state(
 /// `/api/admin/`), `/ws`, and the pages at `/` and `/admin/`.
 pub fn app(state: AppState) -> Router {
     let max_body = state.inner.config.max_body_bytes;
-    let csp = pages::csp(
-        state
-            .inner
-            .captcha
-            .as_ref()
-            .and_then(captcha::Captcha::script_origin)
-            .as_deref(),
-    );
     let api = Router::new()
         .route("/api/session", post(api::create_session))
         .route("/api/reports", post(api::create_report))
@@ -272,15 +298,15 @@ pub fn app(state: AppState) -> Router {
         .merge(admin::router(&state))
         .route("/ws", get(ws::ws_handler))
         .merge(pages::routes())
-        .layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                pages::security_headers(csp.clone(), req, next)
-            },
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            pages::security_headers,
         ))
         .with_state(state)
 }
 
-/// Serves [`app`] on `listener` (with client addresses) until `shutdown`.
+/// Serves [`app`] on `listener` (with client addresses, the configured
+/// [`server::HttpLimits`]) until `shutdown`.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -292,12 +318,32 @@ pub async fn run(
         stop.cancelled().await;
         on_stop.shutdown();
     });
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
+    let limits = state.inner.config.http;
+    let metrics = state.http_metrics();
+    server::serve(listener, app(state), limits, metrics, "http", shutdown).await
 }
 
 pub(crate) type WeakInner = Weak<Inner>;
+
+/// Keeps the ban list current (bans set on other replicas, expiries).
+fn spawn_ban_refresh(weak: WeakInner, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let every = match weak.upgrade() {
+            Some(i) => i.config.ban_refresh.max(std::time::Duration::from_millis(100)),
+            None => return,
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let Some(inner) = weak.upgrade() else { break };
+            if let Err(e) = inner.bans.refresh(&inner.store).await {
+                // The last list stays in force until the database answers.
+                tracing::warn!(error = %e, "cannot refresh the ban list");
+            }
+        }
+    });
+}

@@ -14,10 +14,14 @@ pub struct Metrics {
     pub time_to_match: Histogram,
     pub chat_messages: IntCounter,
     pub reports: IntCounter,
-    /// label `kind` = session | ws_message | next | report
+    /// label `kind` = session | ws_message | next | report | ws_per_ip |
+    /// ws_ping | login
     pub rate_limited: IntCounterVec,
-    /// label `kind` = bad_json | unknown_type | too_large | binary | bad_token | invalid
+    /// label `kind` = bad_json | unknown_type | bad_message | too_large |
+    /// binary | bad_token | invalid | bad_utf8 | protocol
     pub bad_input: IntCounterVec,
+    /// Visitor WebSockets closed for sending nothing for `ws_idle_timeout`.
+    pub ws_idle_closed: IntCounter,
     pub sfu_errors: IntCounter,
     /// Visitors moved to another SFU node; labels `reason` = match | node_lost
     /// | draining, `result` = ok | failed.
@@ -92,6 +96,13 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new("duet_signaling_bad_input_total", "Malformed client input refused"),
                     &["kind"],
+                )?,
+            )?,
+            ws_idle_closed: reg(
+                r,
+                IntCounter::new(
+                    "duet_signaling_ws_idle_closed_total",
+                    "Visitor WebSockets closed after ws_idle_timeout without a frame",
                 )?,
             )?,
             sfu_errors: reg(

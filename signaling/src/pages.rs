@@ -2,7 +2,7 @@
 //! and the security headers every answer carries.
 
 use axum::body::Body;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -13,8 +13,46 @@ use include_dir::{include_dir, Dir};
 static CLIENT: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../client-web");
 static ADMIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../admin-web");
 
-pub const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; \
-img-src 'self' blob: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
+/// The Content-Security-Policy before `connect-src`'s origins.
+const CSP_HEAD: &str = "default-src 'self'; connect-src 'self'";
+/// The Content-Security-Policy after `connect-src`'s origins.
+const CSP_TAIL: &str = "; media-src 'self' blob:; img-src 'self' blob: data:; style-src 'self'; \
+script-src 'self'; frame-ancestors 'none'";
+
+/// The page's CSP: scripts may connect to the page's own origin (its
+/// WebSocket forms named too, for browsers whose `'self'` does not cover
+/// `ws:`) and to the SFU nodes' WebSocket origins, nothing else.
+pub fn csp(host: Option<&str>, sfu_origins: &[String]) -> String {
+    let mut out = String::from(CSP_HEAD);
+    if let Some(host) = host.filter(|h| valid_host(h)) {
+        out.push_str(&format!(" ws://{host} wss://{host}"));
+    }
+    for o in sfu_origins {
+        out.push(' ');
+        out.push_str(o);
+    }
+    out.push_str(CSP_TAIL);
+    out
+}
+
+/// A `Host` header that can be put in a header value as is: a name or
+/// address with an optional port, nothing that would end the source list.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+/// The origin (`wss://host:port`) of a node's WebSocket URL, if it is one.
+pub fn ws_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "ws" && scheme != "wss" {
+        return None;
+    }
+    let host = rest.split(['/', '?', '#']).next()?;
+    valid_host(host).then(|| format!("{scheme}://{host}"))
+}
 
 fn content_type(path: &str) -> &'static str {
     let ext = path.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
@@ -150,27 +188,45 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/{*path}", get(client_file))
 }
 
-/// The Content-Security-Policy: [`CSP`], plus the challenge widget's origin
-/// (its script and its frame) when challenges are on.
-pub fn csp(widget_origin: Option<&str>) -> HeaderValue {
-    let policy = match widget_origin {
-        Some(o) => CSP.replace(
-            "script-src 'self'",
-            &format!("script-src 'self' {o}; frame-src {o}"),
-        ),
-        None => CSP.to_owned(),
-    };
-    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(CSP))
-}
-
-/// Adds CSP and the usual security headers to every answer.
-pub async fn security_headers(csp: HeaderValue, req: Request<Body>, next: Next) -> Response {
+/// Adds CSP and the usual security headers to every answer, and
+/// `Cache-Control: no-store` to every API answer (they carry tokens and
+/// personal data that no cache should keep).
+pub async fn security_headers(
+    State(state): State<crate::AppState>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let api = req.uri().path().starts_with("/api/");
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.entry(header::CONTENT_SECURITY_POLICY).or_insert(csp);
     let set = |h: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
         h.entry(name).or_insert(HeaderValue::from_static(value));
     };
+    let mut policy = csp(host.as_deref(), &state.inner.sfu_origins.read());
+    // The challenge widget's script and frame, when challenges are on.
+    if let Some(o) = state
+        .inner
+        .captcha
+        .as_ref()
+        .and_then(crate::captcha::Captcha::script_origin)
+    {
+        policy = policy.replace(
+            "script-src 'self'",
+            &format!("script-src 'self' {o}; frame-src {o}"),
+        );
+    }
+    if let Ok(v) = HeaderValue::from_str(&policy) {
+        h.entry(header::CONTENT_SECURITY_POLICY).or_insert(v);
+    }
+    if api {
+        set(h, header::CACHE_CONTROL, "no-store");
+    }
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::REFERRER_POLICY, "no-referrer");
     set(h, header::X_FRAME_OPTIONS, "DENY");
@@ -189,7 +245,39 @@ pub async fn security_headers(csp: HeaderValue, req: Request<Body>, next: Next) 
 
 #[cfg(test)]
 mod tests {
-    use super::negotiate_language;
+    use super::*;
+
+    #[test]
+    fn csp_allows_the_pages_own_origin_and_the_sfu_origins_only() {
+        let p = csp(Some("duet.example:8443"), &["wss://eu-1.example.org".to_owned()]);
+        assert!(
+            p.contains(
+                "connect-src 'self' ws://duet.example:8443 wss://duet.example:8443 wss://eu-1.example.org;"
+            ),
+            "{p}"
+        );
+        assert!(!p.contains(" ws: ") && !p.contains(" wss:;"), "{p}");
+        // A forged Host cannot add sources or directives.
+        let p = csp(Some("evil.com; script-src *"), &[]);
+        assert!(
+            p.starts_with("default-src 'self'; connect-src 'self'; media-src"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn node_urls_give_their_websocket_origin() {
+        assert_eq!(
+            ws_origin("wss://eu-1.example.org/sfu/ws").as_deref(),
+            Some("wss://eu-1.example.org")
+        );
+        assert_eq!(
+            ws_origin("ws://127.0.0.1:8080/sfu/ws").as_deref(),
+            Some("ws://127.0.0.1:8080")
+        );
+        assert_eq!(ws_origin("http://x/sfu/ws"), None);
+        assert_eq!(ws_origin("wss://a b/"), None);
+    }
 
     const LANGS: &[&str] = &["de", "en", "es", "pt-BR"];
 

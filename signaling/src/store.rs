@@ -399,6 +399,56 @@ impl Store {
         Ok(hit.max_by_key(|b| b.expires_at.unwrap_or(i64::MAX)))
     }
 
+    /// Every ban in force at `now` (unix seconds): the ban list's full read.
+    pub async fn active_bans(&self, now: i64) -> Result<Vec<Ban>, SignalingError> {
+        let rows: Vec<crate::banlist::BanChange> = on_pool!(self, p => {
+            let rows = sqlx::query(
+                "SELECT id, kind, value, reason, created_by, created_at, expires_at, lifted_at FROM bans \
+                 WHERE lifted_at IS NULL AND (expires_at IS NULL OR expires_at > $1)",
+            )
+            .bind(now)
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(ban_change).collect::<Result<_, sqlx::Error>>()?
+        });
+        Ok(rows.into_iter().map(|c| c.ban).collect())
+    }
+
+    /// Bans created or lifted at or after `since` (unix seconds): the ban
+    /// list's incremental read (indexes `bans_created`, `bans_lifted`).
+    pub async fn bans_changed_since(
+        &self,
+        since: i64,
+    ) -> Result<Vec<crate::banlist::BanChange>, SignalingError> {
+        Ok(on_pool!(self, p => {
+            let rows = sqlx::query(
+                "SELECT id, kind, value, reason, created_by, created_at, expires_at, lifted_at FROM bans \
+                 WHERE created_at >= $1 OR lifted_at >= $1",
+            )
+            .bind(since)
+            .fetch_all(p)
+            .await?;
+            rows.iter().map(ban_change).collect::<Result<Vec<_>, sqlx::Error>>()?
+        }))
+    }
+
+    /// Devices whose ban was lifted on appeal and who have not been told.
+    pub async fn devices_with_untold_outcome(&self) -> Result<Vec<String>, SignalingError> {
+        on_pool!(self, p => {
+            let rows = sqlx::query(
+                "SELECT DISTINCT b.value FROM appeals a JOIN bans b ON b.id = a.ban_id \
+                 WHERE b.kind = 'device' AND a.status = 'lifted' AND a.outcome_shown_at IS NULL",
+            )
+            .fetch_all(p)
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                out.push(r.try_get("value")?);
+            }
+            Ok(out)
+        })
+    }
+
     /// The appeal status of a ban, if appealed.
     pub async fn appeal_status(&self, ban_id: &str) -> Result<Option<String>, SignalingError> {
         on_pool!(self, p => {
@@ -503,6 +553,27 @@ impl Store {
     pub async fn close(&self) {
         on_pool!(self, p => p.close().await)
     }
+}
+
+fn ban_change<R: Row>(r: &R) -> Result<crate::banlist::BanChange, sqlx::Error>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'c> String: sqlx::Decode<'c, R::Database> + sqlx::Type<R::Database>,
+    for<'c> i64: sqlx::Decode<'c, R::Database> + sqlx::Type<R::Database>,
+    for<'c> Option<i64>: sqlx::Decode<'c, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(crate::banlist::BanChange {
+        ban: Ban {
+            id: r.try_get("id")?,
+            kind: r.try_get("kind")?,
+            value: r.try_get("value")?,
+            reason: r.try_get("reason")?,
+            created_by: r.try_get("created_by")?,
+            created_at: r.try_get("created_at")?,
+            expires_at: r.try_get("expires_at")?,
+        },
+        lifted: r.try_get::<Option<i64>, _>("lifted_at")?.is_some(),
+    })
 }
 
 /// IPv4-mapped IPv6 addresses compare as IPv4.

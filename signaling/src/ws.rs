@@ -48,6 +48,11 @@ pub async fn ws_handler(
     if let Err(e) = check_ban(&state, Some(claims.device.as_str()), ip).await {
         return e.into_response();
     }
+    let slot = match ip.map(|ip| state.inner.limits.ws_open_ip.try_take(ip)) {
+        Some(None) => return too_many_sockets(&state).into_response(),
+        Some(Some(slot)) => Some(slot),
+        None => None,
+    };
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(_) => {
@@ -62,7 +67,43 @@ pub async fn ws_handler(
     upgrade
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket| handle_socket(state, claims, ip, socket))
+        .on_upgrade(move |socket| async move {
+            handle_socket(state, claims, ip, socket).await;
+            drop(slot);
+        })
+}
+
+/// The address has `ws_per_ip` sockets open already.
+fn too_many_sockets(state: &AppState) -> ApiError {
+    state
+        .inner
+        .metrics
+        .rate_limited
+        .with_label_values(&["ws_per_ip"])
+        .inc();
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_connections",
+        format!(
+            "at most {} open connections per address; close another tab first",
+            state.inner.limits.ws_open_ip.max()
+        ),
+    )
+}
+
+/// The close code and `bad_input` kind for a frame the WebSocket layer
+/// refused (RFC 6455 section 7.4.1): 1009 for a frame or message over the
+/// limit, 1007 for text that is not UTF-8, 1002 for any other protocol
+/// violation (unmasked client frame, reserved bits, unknown opcode, ...).
+fn read_error_close(e: axum::Error) -> (u16, &'static str, &'static str) {
+    use tungstenite::error::Error as WsError;
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => (1009, "too_large", "message too large"),
+        Some(WsError::Utf8(_)) => (1007, "bad_utf8", "text frame is not UTF-8"),
+        Some(WsError::Protocol(_)) => (1002, "protocol", "WebSocket protocol error"),
+        _ => (1002, "protocol", "WebSocket read error"),
+    }
 }
 
 fn url_param(query: &str, name: &str) -> Option<String> {
@@ -173,6 +214,23 @@ impl Conn {
             return true;
         }
         false
+    }
+
+    /// A client ping (the WebSocket layer answers it by itself): limited per
+    /// IP, since browsers never send any and each one costs an answer.
+    fn on_ping(&self) -> Flow {
+        let limits = &self.state.inner.limits;
+        if limits.ws_ping_ip.check(&self.ip_key, Instant::now()).is_err() {
+            self.state
+                .inner
+                .metrics
+                .rate_limited
+                .with_label_values(&["ws_ping"])
+                .inc();
+            self.close(1008, "too many pings");
+            return Flow::Close;
+        }
+        Flow::Continue
     }
 
     fn ticket(&self, mode: Mode, lang: Option<String>, interests: Vec<String>) -> Ticket {
@@ -395,6 +453,11 @@ async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr
                         break;
                     }
                 }
+                Outbound::Ping => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
                 Outbound::Close(code, reason) => {
                     let _ = sink
                         .send(Message::Close(Some(CloseFrame {
@@ -418,11 +481,29 @@ async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr
         last_join: None,
     };
     let cancel = inner.cancel.clone();
+    let idle_timeout = inner
+        .config
+        .ws_idle_timeout
+        .max(std::time::Duration::from_millis(30));
+    let mut pinger = tokio::time::interval(idle_timeout / 3);
+    pinger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pinger.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         let next = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = pinger.tick() => {
+                if last_heard.elapsed() >= idle_timeout {
+                    inner.metrics.ws_idle_closed.inc();
+                    conn.close(1001, "idle timeout");
+                    break;
+                }
+                let _ = conn.tx.try_send(Outbound::Ping);
+                continue;
+            }
             n = stream.next() => n,
         };
+        last_heard = tokio::time::Instant::now();
         let flow = match next {
             None => break,
             Some(Ok(Message::Text(t))) => conn.on_text(t.as_str()).await,
@@ -430,16 +511,19 @@ async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr
                 conn.bad_input("binary", "binary_not_supported", "send JSON text frames")
             }
             Some(Ok(Message::Close(_))) => break,
-            Some(Ok(_)) => Flow::Continue, // ping/pong
+            Some(Ok(Message::Ping(_))) => conn.on_ping(),
+            Some(Ok(_)) => Flow::Continue, // pong
             Some(Err(e)) => {
-                // Frame over the hard limit or a protocol error.
-                inner.metrics.bad_input.with_label_values(&["too_large"]).inc();
-                tracing::debug!(error = %e, "WebSocket read error");
-                conn.send(error_msg(
-                    "message_too_large",
-                    format!("messages are limited to {MAX_WS_MESSAGE_BYTES} bytes"),
-                ));
-                conn.close(1009, "message too large");
+                let (code, kind, reason) = read_error_close(e);
+                inner.metrics.bad_input.with_label_values(&[kind]).inc();
+                tracing::debug!(code, reason, "WebSocket read error");
+                if code == 1009 {
+                    conn.send(error_msg(
+                        "message_too_large",
+                        format!("messages are limited to {MAX_WS_MESSAGE_BYTES} bytes"),
+                    ));
+                }
+                conn.close(code, reason);
                 break;
             }
         };

@@ -348,6 +348,8 @@ async fn banned_device_ip_and_cidr_are_refused_with_the_reason() {
         })
         .await
         .unwrap();
+    // Written to the store directly, not through the moderator API: read now.
+    server.state.reload_bans().await.unwrap();
     let client = reqwest::Client::new();
     let resp = client
         .post(server.url("/api/session"))
@@ -376,6 +378,7 @@ async fn banned_device_ip_and_cidr_are_refused_with_the_reason() {
         })
         .await
         .unwrap();
+    server.state.reload_bans().await.unwrap();
     let resp = client
         .get(server.url(&format!("/ws?token={}", s.token)))
         .header("connection", "upgrade")

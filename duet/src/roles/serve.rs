@@ -18,21 +18,45 @@ pub async fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListene
         .with_context(|| format!("cannot listen on {addr} ({what})"))
 }
 
-/// Serves `router` (with client addresses) until `shutdown`; in-flight
-/// requests get [`HTTP_GRACE`], long-lived WebSockets are cut after that.
+/// What every HTTP listener of a role is served with: its limits, and the
+/// connection metrics (registered once per process).
+#[derive(Clone)]
+pub struct Http {
+    pub limits: signaling::server::HttpLimits,
+    pub metrics: signaling::server::HttpMetrics,
+}
+
+impl Http {
+    /// Registers the connection metrics in `registry`.
+    pub fn new(args: &crate::cli::HttpArgs, registry: &prometheus::Registry) -> anyhow::Result<Self> {
+        Ok(Self {
+            limits: args.limits(),
+            metrics: signaling::server::HttpMetrics::new(registry).context("HTTP metrics")?,
+        })
+    }
+
+    /// With metrics signaling registered already (`up`, `signaling`).
+    pub fn with_metrics(args: &crate::cli::HttpArgs, metrics: signaling::server::HttpMetrics) -> Self {
+        Self {
+            limits: args.limits(),
+            metrics,
+        }
+    }
+}
+
+/// Serves `router` (with client addresses, `http`'s timeouts and cap) until
+/// `shutdown`; in-flight requests get [`HTTP_GRACE`], long-lived WebSockets
+/// are cut after that.
 pub fn spawn_http(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     what: &'static str,
+    http: &Http,
 ) -> JoinHandle<()> {
+    let (limits, metrics) = (http.limits, http.metrics.clone());
     tokio::spawn(async move {
-        let stop = shutdown.clone();
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await });
+        let server = signaling::server::serve(listener, router, limits, metrics, what, shutdown.clone());
         let result = tokio::select! {
             r = server => r,
             _ = async { shutdown.cancelled().await; tokio::time::sleep(HTTP_GRACE).await } => Ok(()),

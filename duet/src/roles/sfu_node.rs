@@ -243,12 +243,20 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
         .sfu
         .client_router()
         .merge(observability::health_router(metrics.clone(), ready));
-    handles.push(serve::spawn_http(http, public_router, stop_http.clone(), "http"));
+    let http_conf = serve::Http::new(&args.http, &metrics)?;
+    handles.push(serve::spawn_http(
+        http,
+        public_router,
+        stop_http.clone(),
+        "http",
+        &http_conf,
+    ));
     handles.push(serve::spawn_http(
         internal,
         node.sfu.internal_router(),
         stop_http.clone(),
         "internal",
+        &http_conf,
     ));
 
     let heartbeat = match &args.redis_url {

@@ -1,7 +1,9 @@
 //! `duet signaling`: the production signaling role (Redis + PostgreSQL).
 
 use super::serve;
-use crate::cli::{CaptchaArgs, CaptchaProvider, FailMode, IcePolicy, MatchingArgs, OnOff, SignalingArgs};
+use crate::cli::{
+    AbuseArgs, CaptchaArgs, CaptchaProvider, FailMode, IcePolicy, MatchingArgs, OnOff, SignalingArgs,
+};
 use crate::observability;
 use crate::secret::Secret;
 use crate::shutdown;
@@ -18,8 +20,10 @@ pub struct Shared {
     pub internal_token: Secret,
 }
 
+#[allow(clippy::too_many_arguments)] // one per part of the config, named at the call sites
 pub fn config(
     m: &MatchingArgs,
+    abuse: &AbuseArgs,
     secrets: Shared,
     database_url: String,
     redis: Option<(String, String)>,
@@ -27,6 +31,20 @@ pub fn config(
     region_fallbacks: Vec<String>,
     public_url: String,
 ) -> signaling::SignalingConfig {
+    let mut rate_limits = match m.rate_limits {
+        OnOff::On => signaling::RateLimits::default(),
+        OnOff::Off => signaling::RateLimits::unlimited(),
+    };
+    if let Some(n) = abuse.ws_max_per_ip {
+        rate_limits.ws_per_ip = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(rate) = abuse.ws_pings_per_sec {
+        rate_limits.ws_ping_per_ip = signaling::RateLimit::new(rate.max(0.001), 10);
+    }
+    let admin = signaling::admin::AdminConfig {
+        max_password_checks: abuse.max_password_checks as usize,
+        ..Default::default()
+    };
     let (redis_url, redis_prefix) = match redis {
         Some((u, p)) => (Some(u), p),
         None => (None, "duet:".to_owned()),
@@ -48,12 +66,11 @@ pub fn config(
             IcePolicy::All => proto::signal::IceTransportPolicy::All,
             IcePolicy::Relay => proto::signal::IceTransportPolicy::Relay,
         },
-        rate_limits: match m.rate_limits {
-            OnOff::On => signaling::RateLimits::default(),
-            OnOff::Off => signaling::RateLimits::unlimited(),
-        },
+        rate_limits,
         word_filter: m.filter_words.clone(),
         captcha: captcha_config(&m.captcha),
+        ws_idle_timeout: Duration::from_secs(abuse.ws_idle_timeout_secs),
+        admin,
         ..Default::default()
     }
 }
@@ -116,6 +133,7 @@ pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
     let http_addr = http.local_addr()?;
     let mut cfg = config(
         &args.matching,
+        &args.abuse,
         shared,
         args.database_url.clone(),
         Some((args.redis_url.clone(), args.redis_prefix.clone())),
@@ -124,6 +142,7 @@ pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
         format!("http://{http_addr}"),
     );
     cfg.trust_forwarded_for = args.trust_forwarded_for;
+    cfg.http = args.http.limits();
     let state = signaling::build_state(cfg, &metrics)
         .await
         .context("cannot start signaling")?;
@@ -132,9 +151,10 @@ pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
         let s = ready_state.clone();
         Box::pin(async move { s.ready().await.map_err(|e| e.to_string()) })
     });
+    let http_conf = serve::Http::with_metrics(&args.http, state.http_metrics());
     let router = signaling::app(state).merge(observability::health_router(metrics, ready));
     let stop = CancellationToken::new();
-    let handle = serve::spawn_http(http, router, stop.clone(), "http");
+    let handle = serve::spawn_http(http, router, stop.clone(), "http", &http_conf);
     serve::print_ready(&serde_json::json!({ "http": http_addr.to_string() }));
     shutdown.cancelled().await;
     stop.cancel();

@@ -61,11 +61,16 @@ pub async fn run(args: TurnArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, "TURN relay stopped with an error");
         }
     }));
+    let http_conf = serve::Http {
+        limits: signaling::server::HttpLimits::default(),
+        metrics: signaling::server::HttpMetrics::new(&metrics).context("HTTP metrics")?,
+    };
     handles.push(serve::spawn_http(
         http,
         observability::health_router(metrics, observability::always_ready()),
         stop.clone(),
         "metrics",
+        &http_conf,
     ));
     serve::print_ready(&serde_json::json!({
         "metrics": http_addr.to_string(),

@@ -33,8 +33,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let public_ip = sfu_node::announced_ip(args.public_ip, args.media_listen);
     let http = serve::bind_tcp(args.http_listen, "--http-listen").await?;
     let internal = serve::bind_tcp(args.internal_listen, "--internal-listen").await?;
+    let metrics_listener = serve::bind_tcp(args.metrics_listen, "--metrics-listen").await?;
     let http_addr = http.local_addr()?;
     let internal_addr = internal.local_addr()?;
+    let metrics_addr = metrics_listener.local_addr()?;
     let http_public = if http_addr.ip().is_unspecified() {
         SocketAddr::new(public_ip, http_addr.port())
     } else {
@@ -63,8 +65,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     .await?;
 
     let db_path = data_dir.join("duet.db");
-    let signaling_config = signaling_role::config(
+    let mut signaling_config = signaling_role::config(
         &args.matching,
+        &args.abuse,
         signaling_role::Shared {
             session_secret,
             sfu_token_secret,
@@ -77,6 +80,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Vec::new(),
         format!("http://{http_public}"),
     );
+    signaling_config.http = args.http.limits();
     let state = signaling::build_state(signaling_config, &metrics)
         .await
         .context("cannot start signaling")?;
@@ -114,20 +118,36 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let s = ready_state.clone();
         Box::pin(async move { s.ready().await.map_err(|e| e.to_string()) })
     });
-    let router = signaling::app(state)
-        .merge(node.sfu.client_router())
-        .merge(observability::health_router(metrics.clone(), ready));
-    handles.push(serve::spawn_http(http, router, stop_http.clone(), "http"));
+    let http_conf = serve::Http::with_metrics(&args.http, state.http_metrics());
+    // /metrics and /readyz (whose errors name dependencies) on their own
+    // listener, loopback by default, never on the public port.
+    let router = signaling::app(state).merge(node.sfu.client_router());
+    handles.push(serve::spawn_http(
+        http,
+        router,
+        stop_http.clone(),
+        "http",
+        &http_conf,
+    ));
     handles.push(serve::spawn_http(
         internal,
         node.sfu.internal_router(),
         stop_http.clone(),
         "internal",
+        &http_conf,
+    ));
+    handles.push(serve::spawn_http(
+        metrics_listener,
+        observability::health_router(metrics.clone(), ready),
+        stop_http.clone(),
+        "metrics",
+        &http_conf,
     ));
 
     serve::print_ready(&serde_json::json!({
         "http": http_addr.to_string(),
         "internal": internal_addr.to_string(),
+        "metrics": metrics_addr.to_string(),
         "media": node.media_addr.to_string(),
         "turn_udp": node.turn_udp.map(|a| a.to_string()),
         "turn_tcp": node.turn_tcp.map(|a| a.to_string()),

@@ -66,7 +66,7 @@ pub async fn create(
             "an account with this email exists",
         ));
     }
-    let hash = hash_blocking(req.password).await?;
+    let hash = hash_blocking(&state, req.password).await?;
     let id = inner
         .store
         .insert_moderator(&email, &hash, role_str(role))
@@ -124,7 +124,7 @@ pub async fn update(
         check_password(p)?;
     }
     let hash = match req.password.clone() {
-        Some(p) => Some(hash_blocking(p).await?),
+        Some(p) => Some(hash_blocking(&state, p).await?),
         None => None,
     };
     if inner.store.moderator_by_id(&id).await?.is_none() {

@@ -29,8 +29,10 @@ pub(crate) struct AdminMetrics {
     pub call_seconds: Histogram,
     /// label `reason` = next | stop | disconnected | reported | ended
     pub pairings_ended: IntCounterVec,
-    /// label `result` = ok | bad | locked | rate_limited
+    /// label `result` = ok | bad | locked | rate_limited | busy
     pub logins: IntCounterVec,
+    /// argon2 checks/hashes running now (bounded by `max_password_checks`).
+    pub password_checks: IntGauge,
     /// label `action` = the audit action (a fixed set in code)
     pub actions: IntCounterVec,
     /// label `kind` = dismissed | actioned
@@ -66,6 +68,13 @@ impl AdminMetrics {
                 IntCounterVec::new(
                     Opts::new("duet_admin_logins_total", "Moderator login attempts"),
                     &["result"],
+                )?,
+            )?,
+            password_checks: reg(
+                r,
+                IntGauge::new(
+                    "duet_admin_password_checks_running",
+                    "argon2 password checks and hashes running now",
                 )?,
             )?,
             actions: reg(

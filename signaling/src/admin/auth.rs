@@ -212,18 +212,76 @@ fn bad_credentials() -> ApiError {
     unauthorized("bad_credentials", "wrong email or password")
 }
 
+/// Bounds how many argon2 computations run at once. Each one holds ~19 MiB
+/// (argon2id's default memory cost) on a blocking thread, and tokio allows
+/// hundreds of those: without a bound, concurrent wrong-password logins grow
+/// the process by that much each. When every slot is taken the request is
+/// refused at once with 503 and `Retry-After` (a moderator retries in a
+/// second; an attacker gets no queue to fill).
+pub(crate) struct PasswordGate {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    in_flight: prometheus::IntGauge,
+}
+
+impl PasswordGate {
+    pub(crate) fn new(max: usize, in_flight: prometheus::IntGauge) -> Self {
+        Self {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            in_flight,
+        }
+    }
+
+    /// Runs `work` on a blocking thread if a slot is free. The slot is held
+    /// by the blocking task itself, so a client that hangs up does not free
+    /// it before the computation (and its memory) is done.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| busy())?;
+        let gauge = self.in_flight.clone();
+        gauge.inc();
+        let result = tokio::task::spawn_blocking(move || {
+            let out = work();
+            gauge.dec();
+            drop(permit);
+            out
+        })
+        .await;
+        result.map_err(|_| ApiError::internal())
+    }
+}
+
+/// Every password-check slot is taken.
+fn busy() -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "too many logins at once, try again in a moment",
+    );
+    e.retry_after_secs = Some(1);
+    e
+}
+
 /// Checks `password` against `hash` off the async threads (argon2 is slow on purpose).
-pub(crate) async fn verify_blocking(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || crate::store::verify_password(&password, &hash))
+pub(crate) async fn verify_blocking(
+    state: &AppState,
+    password: String,
+    hash: String,
+) -> Result<bool, ApiError> {
+    state
+        .inner
+        .admin
+        .passwords
+        .run(move || crate::store::verify_password(&password, &hash))
         .await
-        .unwrap_or(false)
 }
 
 /// argon2id hash off the async threads.
-pub(crate) async fn hash_blocking(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || crate::store::hash_password(&password))
-        .await
-        .map_err(|_| ApiError::internal())?
+pub(crate) async fn hash_blocking(state: &AppState, password: String) -> Result<String, ApiError> {
+    state
+        .inner
+        .admin
+        .passwords
+        .run(move || crate::store::hash_password(&password))
+        .await?
         .map_err(ApiError::from)
 }
 
@@ -231,15 +289,19 @@ pub(crate) async fn hash_blocking(password: String) -> Result<String, ApiError> 
 /// costs as much time as a wrong password.
 static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-async fn dummy_verify(password: String) {
-    let _ = tokio::task::spawn_blocking(move || {
-        let hash = DUMMY_HASH.get_or_init(|| {
-            let secret = uuid::Uuid::new_v4().simple().to_string();
-            crate::store::hash_password(&secret).unwrap_or_default()
-        });
-        crate::store::verify_password(&password, hash)
-    })
-    .await;
+async fn dummy_verify(state: &AppState, password: String) -> Result<bool, ApiError> {
+    state
+        .inner
+        .admin
+        .passwords
+        .run(move || {
+            let hash = DUMMY_HASH.get_or_init(|| {
+                let secret = uuid::Uuid::new_v4().simple().to_string();
+                crate::store::hash_password(&secret).unwrap_or_default()
+            });
+            crate::store::verify_password(&password, hash)
+        })
+        .await
 }
 
 /// `POST /api/admin/login`.
@@ -263,7 +325,10 @@ pub async fn login(
         return Err(ApiError::bad_request("bad_email", "not an email address"));
     };
     let Some(row) = inner.store.login_row(&email).await? else {
-        dummy_verify(req.password).await;
+        if let Err(e) = dummy_verify(&state, req.password).await {
+            m.logins.with_label_values(&["busy"]).inc();
+            return Err(e);
+        }
         m.logins.with_label_values(&["bad"]).inc();
         return Err(bad_credentials());
     };
@@ -278,7 +343,13 @@ pub async fn login(
         e.retry_after_secs = Some((until - now).max(1) as u64);
         return Err(e);
     }
-    let ok = verify_blocking(req.password, row.password_hash.clone()).await;
+    let ok = match verify_blocking(&state, req.password, row.password_hash.clone()).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            m.logins.with_label_values(&["busy"]).inc();
+            return Err(e);
+        }
+    };
     if !ok || row.disabled {
         m.logins.with_label_values(&["bad"]).inc();
         if !ok {

@@ -74,6 +74,9 @@ pub struct AdminConfig {
     pub retention_every: Duration,
     /// Longest lifetime of the appeal token in a ban notice.
     pub appeal_token_ttl: Duration,
+    /// argon2 password checks and hashes running at once at most (each
+    /// holds ~19 MiB); a login beyond this gets 503 with `Retry-After`.
+    pub max_password_checks: usize,
 }
 
 impl Default for AdminConfig {
@@ -91,6 +94,7 @@ impl Default for AdminConfig {
             retention: RetentionPolicy::default(),
             retention_every: Duration::from_secs(3600),
             appeal_token_ttl: Duration::from_secs(30 * 86_400),
+            max_password_checks: 4,
         }
     }
 }
@@ -104,6 +108,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("lockout_for", &self.lockout_for)
             .field("wall_keyframe_interval", &self.wall_keyframe_interval)
             .field("retention", &self.retention)
+            .field("max_password_checks", &self.max_password_checks)
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +119,8 @@ pub(crate) struct AdminState {
     pub appeal_key: TokenKey,
     pub login_ip: Limiter,
     pub appeal_ip: Limiter,
+    /// Bounds concurrent argon2 work (memory).
+    pub passwords: auth::PasswordGate,
     pub metrics: analytics::AdminMetrics,
     pub sfu: sfu::SfuOps,
     pub wall: wall::WallState,
@@ -163,13 +170,15 @@ impl AdminState {
     ) -> Result<Self, SignalingError> {
         let a = &config.admin;
         let max_keys = config.rate_limits.max_keys;
+        let metrics = analytics::AdminMetrics::new(registry)
+            .map_err(|e| SignalingError::Config(format!("admin metrics: {e}")))?;
         Ok(Self {
+            passwords: auth::PasswordGate::new(a.max_password_checks, metrics.password_checks.clone()),
             mod_key: moderator_key(config)?,
             appeal_key: appeal_key(config)?,
             login_ip: Limiter::new(a.login_per_ip, max_keys),
             appeal_ip: Limiter::new(a.appeal_per_ip, max_keys),
-            metrics: analytics::AdminMetrics::new(registry)
-                .map_err(|e| SignalingError::Config(format!("admin metrics: {e}")))?,
+            metrics,
             sfu: sfu::SfuOps::new(config.sfu_internal_token.clone(), config.sfu_timeout)?,
             wall: wall::WallState::default(),
             watches: Mutex::new(HashMap::new()),
@@ -321,8 +330,29 @@ pub fn router(state: &AppState) -> Router<AppState> {
     }
     guarded
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refresh_bans_after_writes,
+        ))
         .merge(public)
         .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// A moderator's change (a ban, a lift, an import, an appeal decision) is in
+/// force on this replica before the answer: the ban list reads what changed.
+async fn refresh_bans_after_writes(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let write = req.method() != Method::GET && req.method() != Method::HEAD;
+    let resp = next.run(req).await;
+    if write && resp.status().is_success() {
+        if let Err(e) = state.inner.bans.refresh(&state.inner.store).await {
+            tracing::warn!(error = %e, "cannot refresh the ban list after a moderator's change");
+        }
+    }
+    resp
 }
 
 /// A known path with another method: JSON like every other refusal.
