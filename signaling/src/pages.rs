@@ -204,7 +204,6 @@ pub async fn security_headers(
     let api = req.uri().path().starts_with("/api/");
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(csp);
     let set = |h: &mut axum::http::HeaderMap, name: HeaderName, value: &'static str| {
         h.entry(name).or_insert(HeaderValue::from_static(value));
     };
