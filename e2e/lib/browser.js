@@ -139,13 +139,14 @@ export async function rtcStats(page) {
     const pc = window.duet.pc;
     if (!pc) return null;
     const r = await pc.getStats();
-    const out = { video: null, audio: null, outVideo: null, pair: null, local: null, remote: null, connectionState: pc.connectionState };
+    const out = { video: null, audio: null, outVideo: null, pair: null, local: null, remote: null, srtpCipher: null, dtlsCipher: null, connectionState: pc.connectionState };
     let selectedPairId = null;
     r.forEach((s) => {
       if (s.type === 'inbound-rtp' && s.kind === 'video') out.video = { framesDecoded: s.framesDecoded || 0, packetsReceived: s.packetsReceived || 0, keyFramesDecoded: s.keyFramesDecoded || 0, frameWidth: s.frameWidth, codecId: s.codecId, packetsLost: s.packetsLost || 0, nackCount: s.nackCount || 0, retransmittedPacketsReceived: s.retransmittedPacketsReceived || 0 };
       if (s.type === 'inbound-rtp' && s.kind === 'audio') out.audio = { packetsReceived: s.packetsReceived || 0, totalSamplesReceived: s.totalSamplesReceived || 0 };
       if (s.type === 'outbound-rtp' && s.kind === 'video') out.outVideo = { framesEncoded: s.framesEncoded || 0, packetsSent: s.packetsSent || 0, rtxSsrc: s.rtxSsrc, targetBitrate: s.targetBitrate, nackCount: s.nackCount || 0, retransmittedPacketsSent: s.retransmittedPacketsSent || 0 };
       if (s.type === 'transport' && s.selectedCandidatePairId) selectedPairId = s.selectedCandidatePairId;
+      if (s.type === 'transport' && s.srtpCipher) { out.srtpCipher = s.srtpCipher; out.dtlsCipher = s.dtlsCipher; }
     });
     if (!selectedPairId) r.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') selectedPairId = s.id; });
     if (selectedPairId) {

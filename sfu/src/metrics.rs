@@ -34,6 +34,12 @@ pub const DROP_REASONS: &[&str] = &[
     "write_failed",
     "handoff_full",
     "bad_ws_message",
+    "not_ready",
+    "srtp_failed",
+    "bad_rtp",
+    "bad_rtcp",
+    "unknown_ssrc",
+    "nack_miss",
 ];
 
 #[derive(Clone)]
@@ -47,6 +53,10 @@ pub struct Metrics {
     pub rtp_forwarded: IntCounter,
     /// Bandwidth estimates (REMB) sent to publishers on behalf of their subscribers.
     pub remb_relayed: IntCounter,
+    /// Retransmissions sent to subscribers that reported loss (NACK).
+    pub rtx_sent: IntCounter,
+    /// NACKs sent to publishers for packets lost on their uplink.
+    pub nacks_sent: IntCounter,
     removals: IntCounterVec,
     drops: IntCounterVec,
     drop_handles: Vec<(&'static str, IntCounter)>,
@@ -87,6 +97,14 @@ impl Metrics {
             remb_relayed: IntCounter::new(
                 "duet_sfu_remb_relayed_total",
                 "Subscriber bandwidth estimates (REMB) sent to publishers",
+            )?,
+            rtx_sent: IntCounter::new(
+                "duet_sfu_rtx_sent_total",
+                "Retransmissions sent to subscribers that reported loss (NACK).",
+            )?,
+            nacks_sent: IntCounter::new(
+                "duet_sfu_nacks_sent_total",
+                "NACKs sent to publishers for packets lost on their uplink.",
             )?,
             removals: IntCounterVec::new(
                 Opts::new(
@@ -144,6 +162,8 @@ impl Metrics {
         registry.register(Box::new(m.bytes_out.clone()))?;
         registry.register(Box::new(m.rtp_forwarded.clone()))?;
         registry.register(Box::new(m.remb_relayed.clone()))?;
+        registry.register(Box::new(m.rtx_sent.clone()))?;
+        registry.register(Box::new(m.nacks_sent.clone()))?;
         registry.register(Box::new(m.removals.clone()))?;
         registry.register(Box::new(m.drops.clone()))?;
         registry.register(Box::new(m.keyframe_requests.clone()))?;

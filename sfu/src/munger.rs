@@ -88,6 +88,30 @@ impl Munger {
         self.out_ssrc
     }
 
+    pub fn is_video(&self) -> bool {
+        self.video
+    }
+
+    pub fn payload_type(&self) -> u8 {
+        self.out_pt
+    }
+
+    /// What the current source's timestamps are shifted by on this leg.
+    pub fn timestamp_offset(&self) -> u32 {
+        self.ts_offset
+    }
+
+    /// The current source's sequence number that went out as `out_seq`
+    /// (for answering a NACK), if the numbering since the last switch
+    /// covers it.
+    pub fn source_seq(&self, out_seq: u16) -> Option<u16> {
+        if self.source.is_none() || self.need_resync {
+            return None;
+        }
+        let seq = out_seq.wrapping_sub(self.seq_offset);
+        (!seq_newer(self.base_in_seq, seq)).then_some(seq)
+    }
+
     pub fn source(&self) -> Option<Key> {
         self.source
     }

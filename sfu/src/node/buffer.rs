@@ -1,0 +1,137 @@
+//! Datagram buffers that travel from the socket through the node and back
+//! to the socket without being copied or reallocated.
+//!
+//! The I/O loop takes a buffer from the node's pool, receives a datagram
+//! into it (after [`HEADROOM`] bytes kept free for a header that grows), and
+//! hands it to the node, which decrypts, rewrites and re-encrypts the packet
+//! inside the same buffer and returns it as a [`Transmit`]. After sending,
+//! the loop gives the buffer back ([`BufferPool::put`]). In steady state no
+//! buffer is allocated.
+
+use super::rtp::HEADROOM;
+
+/// Room after a datagram for an SRTP tag and SRTCP index (GCM: 16 + 4).
+pub const TAILROOM: usize = 32;
+/// Largest datagram a buffer holds: above the node's limit (1,600 by
+/// default), so an oversized datagram is seen whole and counted as such.
+pub const MAX_DATAGRAM: usize = 2_048;
+/// Size of one buffer.
+pub const BUFFER_LEN: usize = HEADROOM + MAX_DATAGRAM + TAILROOM;
+
+/// One datagram in a reusable buffer: the bytes are `data[start..end]`.
+#[derive(Debug)]
+pub struct PacketBuf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl PacketBuf {
+    fn new() -> Self {
+        Self {
+            data: vec![0; BUFFER_LEN],
+            start: HEADROOM,
+            end: HEADROOM,
+        }
+    }
+
+    /// A buffer holding a copy of `bytes` (tests, hand-off input, GRO
+    /// segments). Too long input is cut at [`MAX_DATAGRAM`].
+    pub fn from_slice(bytes: &[u8]) -> Self {
+        let mut b = Self::new();
+        let n = bytes.len().min(MAX_DATAGRAM);
+        b.data[HEADROOM..HEADROOM + n].copy_from_slice(&bytes[..n]);
+        b.end = HEADROOM + n;
+        b
+    }
+
+    /// Where the socket writes a received datagram; then call [`Self::set_received`].
+    pub fn receive_space(&mut self) -> &mut [u8] {
+        &mut self.data[HEADROOM..HEADROOM + MAX_DATAGRAM]
+    }
+
+    /// Marks `len` bytes of [`Self::receive_space`] as the datagram.
+    pub fn set_received(&mut self, len: usize) {
+        self.start = HEADROOM;
+        self.end = HEADROOM + len.min(MAX_DATAGRAM);
+    }
+
+    /// The datagram.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    /// The whole buffer and the datagram's range, for in-place work.
+    pub(super) fn parts(&mut self) -> (&mut [u8], usize, usize) {
+        (&mut self.data, self.start, self.end)
+    }
+
+    pub(super) fn set_range(&mut self, start: usize, end: usize) {
+        debug_assert!(start <= end && end <= self.data.len());
+        self.start = start;
+        self.end = end;
+    }
+
+    /// Replaces the content with `bytes` (at the usual headroom).
+    pub(super) fn fill(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(MAX_DATAGRAM + TAILROOM);
+        self.data[HEADROOM..HEADROOM + n].copy_from_slice(&bytes[..n]);
+        self.start = HEADROOM;
+        self.end = HEADROOM + n;
+    }
+
+    /// The plain-text region after the datagram, for building a packet in
+    /// place (`data[HEADROOM..]`).
+    pub(super) fn build_space(&mut self) -> &mut [u8] {
+        &mut self.data[HEADROOM..]
+    }
+}
+
+/// Free buffers, reused for every datagram.
+#[derive(Debug, Default)]
+pub struct BufferPool {
+    free: Vec<PacketBuf>,
+    allocated: usize,
+}
+
+impl BufferPool {
+    /// Most buffers kept free; more are dropped when returned.
+    const KEEP: usize = 4_096;
+
+    /// A free buffer (allocated only when the pool is empty).
+    pub fn take(&mut self) -> PacketBuf {
+        self.free.pop().unwrap_or_else(|| {
+            self.allocated += 1;
+            PacketBuf::new()
+        })
+    }
+
+    /// Gives a buffer back (emptied: its next user starts at the headroom).
+    pub fn put(&mut self, mut buf: PacketBuf) {
+        if self.free.len() < Self::KEEP {
+            buf.start = HEADROOM;
+            buf.end = HEADROOM;
+            self.free.push(buf);
+        }
+    }
+
+    /// Buffers ever allocated (a steady count means no allocation per packet).
+    pub fn allocated(&self) -> usize {
+        self.allocated
+    }
+}
+
+/// A datagram for the network: to `path`, the bytes of `buf`.
+#[derive(Debug)]
+pub struct Transmit {
+    pub path: crate::routing::PathAddr,
+    pub buf: PacketBuf,
+}
