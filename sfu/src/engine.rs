@@ -44,14 +44,21 @@ impl From<NodeError> for ApiError {
 /// What the routers ask of the media loop.
 pub enum Command {
     /// A participant was admitted (slot reserved).
-    Admit { pid: ParticipantId, role: SfuRole },
+    Admit {
+        pid: ParticipantId,
+        role: SfuRole,
+    },
     /// A WebSocket session attached to an admitted participant.
     Join {
         pid: ParticipantId,
         session: u64,
         tx: mpsc::Sender<SfuServerMsg>,
     },
-    Offer { pid: ParticipantId, session: u64, sdp: String },
+    Offer {
+        pid: ParticipantId,
+        session: u64,
+        sdp: String,
+    },
     Candidate {
         pid: ParticipantId,
         session: u64,
@@ -81,8 +88,12 @@ pub enum Command {
         req: WatchRequest,
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
-    KeyframeInterval { interval: Option<Duration> },
-    List { reply: oneshot::Sender<Vec<ParticipantInfo>> },
+    KeyframeInterval {
+        interval: Option<Duration>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<ParticipantInfo>>,
+    },
     /// Latest keyframe as WebP, and its age.
     Snapshot {
         pid: ParticipantId,
@@ -154,10 +165,18 @@ impl Engine {
             unknown_burst: c.unknown_burst,
             max_datagram_bytes: c.max_datagram_bytes,
         };
-        let identity = DtlsIdentity::generate().map_err(|e| SfuError::Config(format!("DTLS certificate: {e}")))?;
+        let identity =
+            DtlsIdentity::generate().map_err(|e| SfuError::Config(format!("DTLS certificate: {e}")))?;
         let rng = Box::new(rand::rngs::StdRng::from_os_rng());
         let metrics = self.shared.metrics.clone();
-        Ok(Node::new(config, Arc::new(identity), rng, metrics, SystemTime::now(), Instant::now()))
+        Ok(Node::new(
+            config,
+            Arc::new(identity),
+            rng,
+            metrics,
+            SystemTime::now(),
+            Instant::now(),
+        ))
     }
 
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Result<(), SfuError> {
@@ -168,14 +187,17 @@ impl Engine {
         // while the node receives each datagram into its own small buffer
         // and forwards it from there. Where turning it off fails, coalesced
         // reads are still split (with a copy) below.
-        if let Err(e) = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::UdpGroSegment, &false) {
+        if let Err(e) =
+            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::UdpGroSegment, &false)
+        {
             debug!(error = %e, "could not turn UDP GRO off");
         }
         let mut node = self.node()?;
-        let (mut from_turn, to_turn): (Option<HandoffReceiver>, Option<HandoffSender>) = match self.handoff.take() {
-            Some(end) => (Some(end.from_turn), Some(end.to_turn)),
-            None => (None, None),
-        };
+        let (mut from_turn, to_turn): (Option<HandoffReceiver>, Option<HandoffSender>) =
+            match self.handoff.take() {
+                Some(end) => (Some(end.from_turn), Some(end.to_turn)),
+                None => (None, None),
+            };
         let mut io = Io {
             socket,
             state,
@@ -224,7 +246,11 @@ impl Engine {
         Ok(())
     }
 
-    fn deliver_events(&self, node: &mut Node, clients: &mut HashMap<ParticipantId, (u64, mpsc::Sender<SfuServerMsg>)>) {
+    fn deliver_events(
+        &self,
+        node: &mut Node,
+        clients: &mut HashMap<ParticipantId, (u64, mpsc::Sender<SfuServerMsg>)>,
+    ) {
         while let Some(ev) = node.poll_event() {
             match ev {
                 NodeEvent::ToClient { pid, session, msg } => {
@@ -261,17 +287,41 @@ fn command(
     match cmd {
         Command::Admit { pid, role } => drop(run(node, NodeCommand::Admit { pid, role })),
         Command::Join { pid, session, tx } => {
-            if run(node, NodeCommand::Join { pid: pid.clone(), session }).is_ok() {
+            if run(
+                node,
+                NodeCommand::Join {
+                    pid: pid.clone(),
+                    session,
+                },
+            )
+            .is_ok()
+            {
                 clients.entry(pid).or_insert((session, tx));
             }
         }
         Command::Offer { pid, session, sdp } => drop(run(node, NodeCommand::Offer { pid, session, sdp })),
-        Command::Candidate { pid, session, candidate } => {
-            drop(run(node, NodeCommand::Candidate { pid, session, candidate }));
+        Command::Candidate {
+            pid,
+            session,
+            candidate,
+        } => {
+            drop(run(
+                node,
+                NodeCommand::Candidate {
+                    pid,
+                    session,
+                    candidate,
+                },
+            ));
         }
-        Command::Leave { pid, session, reason } => drop(run(node, NodeCommand::Leave { pid, session, reason })),
+        Command::Leave { pid, session, reason } => {
+            drop(run(node, NodeCommand::Leave { pid, session, reason }))
+        }
         Command::Kick { pid, reply } => {
-            let found = matches!(run(node, NodeCommand::Kick { pid }), Ok(CommandResult::Found(true)));
+            let found = matches!(
+                run(node, NodeCommand::Kick { pid }),
+                Ok(CommandResult::Found(true))
+            );
             let _ = reply.send(found);
         }
         Command::Link { a, b, reply } => {
@@ -305,10 +355,15 @@ impl Io {
     fn read_socket(&mut self, node: &mut Node) {
         loop {
             let r = {
-                let mut slices: Vec<IoSliceMut<'_>> =
-                    self.recv.iter_mut().map(|b| IoSliceMut::new(b.receive_space())).collect();
+                let mut slices: Vec<IoSliceMut<'_>> = self
+                    .recv
+                    .iter_mut()
+                    .map(|b| IoSliceMut::new(b.receive_space()))
+                    .collect();
                 let (socket, state, metas) = (&self.socket, &self.state, &mut self.metas);
-                socket.try_io(Interest::READABLE, || state.recv(socket.into(), &mut slices, metas))
+                socket.try_io(Interest::READABLE, || {
+                    state.recv(socket.into(), &mut slices, metas)
+                })
             };
             let n = match r {
                 Ok(n) => n,
@@ -365,7 +420,11 @@ impl Io {
             let seg = self.out[i].buf.len();
             let mut j = i + 1;
             if max_segments > 1 {
-                while j < self.out.len() && j - i < max_segments && self.out[j].path.addr() == dest && self.out[j].buf.len() <= seg {
+                while j < self.out.len()
+                    && j - i < max_segments
+                    && self.out[j].path.addr() == dest
+                    && self.out[j].buf.len() <= seg
+                {
                     let last = self.out[j].buf.len() < seg;
                     j += 1;
                     if last {
@@ -389,13 +448,15 @@ impl Io {
                 segment_size: (j - i > 1).then_some(seg),
                 src_ip: None,
             };
-            let mut ok = self
-                .socket
-                .try_io(Interest::WRITABLE, || self.state.try_send((&self.socket).into(), &transmit));
-            if matches!(&ok, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) && self.socket.writable().await.is_ok() {
-                ok = self
-                    .socket
-                    .try_io(Interest::WRITABLE, || self.state.try_send((&self.socket).into(), &transmit));
+            let mut ok = self.socket.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &transmit)
+            });
+            if matches!(&ok, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                && self.socket.writable().await.is_ok()
+            {
+                ok = self.socket.try_io(Interest::WRITABLE, || {
+                    self.state.try_send((&self.socket).into(), &transmit)
+                });
             }
             if ok.is_err() {
                 debug!("udp send failed");

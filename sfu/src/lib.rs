@@ -17,6 +17,7 @@ pub mod graph;
 pub mod internal_api;
 pub mod metrics;
 pub mod munger;
+pub mod node;
 pub mod peer;
 pub mod remb;
 pub mod routing;

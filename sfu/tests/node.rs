@@ -34,9 +34,19 @@ fn linked_participants_receive_each_others_audio_and_video() {
     let now = sim.now;
     for (me, other) in [("a", "b"), ("b", "a")] {
         let p = sim.p(me);
-        assert!(p.received_from(other, true).len() > 10, "{me} got video of {other}");
-        assert!(p.received_from(other, false).len() > 10, "{me} got audio of {other}");
-        assert!(p.srtp_cipher(now).contains("GCM"), "{me} negotiated {}", p.srtp_cipher(now));
+        assert!(
+            p.received_from(other, true).len() > 10,
+            "{me} got video of {other}"
+        );
+        assert!(
+            p.received_from(other, false).len() > 10,
+            "{me} got audio of {other}"
+        );
+        assert!(
+            p.srtp_cipher(now).contains("GCM"),
+            "{me} negotiated {}",
+            p.srtp_cipher(now)
+        );
     }
 }
 
@@ -70,18 +80,41 @@ fn a_relink_keeps_the_outgoing_numbering_continuous_and_starts_on_a_keyframe() {
         sim.send_media("c", false);
         sim.progress(20);
     }
-    assert!(sim.p("a").received_from("c", true).is_empty(), "gated until a keyframe");
+    assert!(
+        sim.p("a").received_from("c", true).is_empty(),
+        "gated until a keyframe"
+    );
     assert!(sim.p("c").plis > plis_before, "the node asked c for a keyframe");
     sim.talk(&["a", "b", "c"], 400);
     let video: Vec<_> = sim.p("a").received.iter().filter(|r| r.video).cloned().collect();
     assert!(video.iter().any(|r| sim::contains(&r.payload, b"from-c:")));
     let seqs: Vec<u16> = video.iter().map(|r| r.seq).collect();
-    assert!(seqs_are_continuous(&seqs), "sequence numbers continue across the switch: {seqs:?}");
-    let first_c = video.iter().position(|r| sim::contains(&r.payload, b"from-c:")).unwrap();
-    assert_eq!(video[first_c].payload[1] & 0x01, 0, "the first packet of c is a keyframe");
+    assert!(
+        seqs_are_continuous(&seqs),
+        "sequence numbers continue across the switch: {seqs:?}"
+    );
+    let first_c = video
+        .iter()
+        .position(|r| sim::contains(&r.payload, b"from-c:"))
+        .unwrap();
+    assert_eq!(
+        video[first_c].payload[1] & 0x01,
+        0,
+        "the first packet of c is a keyframe"
+    );
     let ts_jump = video[first_c].ts.wrapping_sub(video[first_c - 1].ts);
-    assert!(ts_jump > 0 && ts_jump < 90_000, "timestamp advances by the pause, not a jump: {ts_jump}");
-    assert_eq!(video.iter().map(|r| r.ssrc).collect::<std::collections::HashSet<_>>().len(), 1);
+    assert!(
+        ts_jump > 0 && ts_jump < 90_000,
+        "timestamp advances by the pause, not a jump: {ts_jump}"
+    );
+    assert_eq!(
+        video
+            .iter()
+            .map(|r| r.ssrc)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -94,7 +127,7 @@ fn a_lost_packet_is_answered_with_a_retransmission_from_the_history() {
     sim.drop_to_participant = Some(Box::new(move |i, d| {
         if i == 1 && d.len() > 12 && d[0] >> 6 == 2 && d[1] & 0x7F == sfu::peer::VP8_PT {
             n += 1;
-            return n % 7 == 0;
+            return n.is_multiple_of(7);
         }
         false
     }));
@@ -102,7 +135,10 @@ fn a_lost_packet_is_answered_with_a_retransmission_from_the_history() {
     sim.drop_to_participant = None;
     sim.talk(&["a", "b"], 400);
     let now = sim.now;
-    assert!(sim.p("b").retransmitted_received(now) > 0, "b got retransmissions on its RTX stream");
+    assert!(
+        sim.p("b").retransmitted_received(now) > 0,
+        "b got retransmissions on its RTX stream"
+    );
     // Every frame a sent (its label counts up) reached b, lost or not.
     let frames: std::collections::BTreeSet<u64> = sim
         .p("b")
@@ -125,12 +161,18 @@ fn keyframe_requests_to_a_publisher_are_throttled() {
     sim.p("a").plis = 0;
     let ssrc = sim.p("b").received_from("a", true)[0].ssrc;
     for _ in 0..10 {
-        let pli = PictureLossIndication { sender_ssrc: 1, media_ssrc: ssrc };
+        let pli = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: ssrc,
+        };
         sim.send_rtcp("b", vec![Box::new(pli)]);
         sim.progress(10);
     }
     let plis = sim.p("a").plis;
-    assert!((1..=1).contains(&plis), "ten PLIs in 100 ms reach the publisher once, got {plis}");
+    assert!(
+        (1..=1).contains(&plis),
+        "ten PLIs in 100 ms reach the publisher once, got {plis}"
+    );
 }
 
 #[test]
@@ -138,13 +180,19 @@ fn a_limiting_bandwidth_estimate_reaches_the_publisher() {
     let mut sim = pair();
     sim.talk(&["a", "b"], 2_000);
     let ssrc = sim.p("b").received_from("a", true)[0].ssrc;
-    let remb = ReceiverEstimatedMaximumBitrate { sender_ssrc: 1, bitrate: 3_000.0, ssrcs: vec![ssrc] };
+    let remb = ReceiverEstimatedMaximumBitrate {
+        sender_ssrc: 1,
+        bitrate: 3_000.0,
+        ssrcs: vec![ssrc],
+    };
     sim.send_rtcp("b", vec![Box::new(remb)]);
     sim.progress(50);
     let a_ssrc = sim.p("a").video_ssrc;
     let rembs = sim.p("a").rembs.clone();
     assert!(
-        rembs.iter().any(|(bps, ssrcs)| *bps == 3_000 && ssrcs.contains(&a_ssrc)),
+        rembs
+            .iter()
+            .any(|(bps, ssrcs)| *bps == 3_000 && ssrcs.contains(&a_ssrc)),
         "publisher got the cap with its own SSRCs: {rembs:?}"
     );
 }
@@ -158,7 +206,11 @@ fn an_ice_restart_gets_new_credentials_and_media_goes_on() {
     sim.talk(&["a", "b"], 600);
     let answers = sim.p("a").answers.clone();
     assert_eq!(answers.len(), 2);
-    let ufrag = |s: &str| s.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).map(str::to_owned);
+    let ufrag = |s: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+            .map(str::to_owned)
+    };
     assert_ne!(ufrag(&answers[0]), ufrag(&answers[1]), "new ufrag");
     assert!(sim.p("a").received_from("b", true).len() > before + 10);
     assert!(sim.removed("a").is_none());

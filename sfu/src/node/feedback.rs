@@ -5,15 +5,15 @@
 use super::participant::Kind;
 use super::rtp::{rewrite_for_leg, wrap_rtx_in_place, LegHeader, RtpView};
 use super::Node;
+use crate::endpoint::srtp::SRTP_MAX_OVERHEAD;
 use crate::routing::Key;
+use crate::stream::reports::{write_compound, ReportPacket};
 use proto::token::SfuRole;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport as RtcpReceiverReport;
 use rtc::rtcp::sender_report::SenderReport as RtcpSenderReport;
-use crate::endpoint::srtp::SRTP_MAX_OVERHEAD;
-use crate::stream::reports::{write_compound, ReportPacket};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::shared::marshal::Marshal;
 use std::time::Instant;
@@ -73,7 +73,11 @@ impl Node {
         let Some(p) = self.participants.get(&key).filter(|p| p.role == SfuRole::User) else {
             return;
         };
-        let slot = remb.ssrcs.iter().find_map(|s| p.slot_of_ssrc(*s)).map(|(slot, _)| slot);
+        let slot = remb
+            .ssrcs
+            .iter()
+            .find_map(|s| p.slot_of_ssrc(*s))
+            .map(|(slot, _)| slot);
         let Some(src) = slot.and_then(|slot| self.graph.source((key, slot as u8))) else {
             return;
         };
@@ -81,7 +85,10 @@ impl Node {
             return;
         }
         let source_bps = self.participants.get(&src).map_or(0, |p| p.video_rate.bps());
-        if let Some(send) = self.remb.handle_estimate(src, key, remb.bitrate as u64, source_bps, now) {
+        if let Some(send) = self
+            .remb
+            .handle_estimate(src, key, remb.bitrate as u64, source_bps, now)
+        {
             self.send_remb(src, send, now);
         }
     }
@@ -89,11 +96,16 @@ impl Node {
     /// A subscriber lost packets of its outgoing track: answer from the
     /// source's history, on the subscriber's RTX stream where it has one.
     fn on_nack(&mut self, key: Key, nack: &TransportLayerNack, now: Instant) {
-        let Some((slot, Kind::Video)) = self.participants.get(&key).and_then(|p| p.slot_of_ssrc(nack.media_ssrc))
+        let Some((slot, Kind::Video)) = self
+            .participants
+            .get(&key)
+            .and_then(|p| p.slot_of_ssrc(nack.media_ssrc))
         else {
             return;
         };
-        let Some(src) = self.graph.source((key, slot as u8)) else { return };
+        let Some(src) = self.graph.source((key, slot as u8)) else {
+            return;
+        };
         for pair in &nack.nacks {
             for out_seq in pair.packet_list() {
                 self.retransmit(key, slot, src, out_seq, now);
@@ -126,11 +138,17 @@ impl Node {
             .get(&src)
             .map(|p| p.extensions.video)
             .unwrap_or_default();
-        let Some(sp) = self.participants.get_mut(&key) else { return };
+        let Some(sp) = self.participants.get_mut(&key) else {
+            return;
+        };
         let Some(path) = sp.path() else { return };
         let to = sp.extensions.video;
-        let Some(track) = sp.slots.get_mut(slot).map(|s| &mut s.video) else { return };
-        let Ok(view) = RtpView::parse(buf.as_slice()) else { return };
+        let Some(track) = sp.slots.get_mut(slot).map(|s| &mut s.video) else {
+            return;
+        };
+        let Ok(view) = RtpView::parse(buf.as_slice()) else {
+            return;
+        };
         let munged = crate::munger::Munged {
             ssrc: track.munger.out_ssrc(),
             payload_type: track.munger.payload_type(),
@@ -138,18 +156,31 @@ impl Node {
             timestamp: view.timestamp.wrapping_add(track.munger.timestamp_offset()),
         };
         let send_time = now.saturating_duration_since(self.epoch);
-        let leg = LegHeader { munged, from: &from, to: &to, send_time };
+        let leg = LegHeader {
+            munged,
+            from: &from,
+            to: &to,
+            send_time,
+        };
         let (data, start, end) = buf.parts();
-        let Ok(mut start) = rewrite_for_leg(data, start, end, &view, &leg) else { return };
+        let Ok(mut start) = rewrite_for_leg(data, start, end, &view, &leg) else {
+            return;
+        };
         if let Some((rtx_ssrc, rtx_pt)) = track.rtx {
             // The retransmission travels on the RTX stream with its own numbering.
-            let Ok(rewritten) = RtpView::parse(&data[start..end]) else { return };
+            let Ok(rewritten) = RtpView::parse(&data[start..end]) else {
+                return;
+            };
             let seq = track.rtx_seq;
             track.rtx_seq = track.rtx_seq.wrapping_add(1);
-            let Ok(s) = wrap_rtx_in_place(data, start, &rewritten, rtx_ssrc, rtx_pt, seq) else { return };
+            let Ok(s) = wrap_rtx_in_place(data, start, &rewritten, rtx_ssrc, rtx_pt, seq) else {
+                return;
+            };
             start = s;
         }
-        let Some(srtp) = sp.leg.as_mut().and_then(|l| l.srtp.as_mut()) else { return };
+        let Some(srtp) = sp.leg.as_mut().and_then(|l| l.srtp.as_mut()) else {
+            return;
+        };
         if let Ok(len) = srtp.protect_rtp(&mut data[start..], end - start) {
             buf.set_range(start, start + len);
             self.metrics.rtx_sent.inc();
@@ -159,7 +190,9 @@ impl Node {
 
     /// Sends a PLI to `source`'s video stream (throttled unless `force`).
     pub(super) fn request_keyframe(&mut self, source: Key, cause: &'static str, force: bool, now: Instant) {
-        let Some(p) = self.participants.get_mut(&source) else { return };
+        let Some(p) = self.participants.get_mut(&source) else {
+            return;
+        };
         if !p.connected {
             return;
         }
@@ -171,7 +204,10 @@ impl Node {
             return;
         }
         let sender_ssrc = p.slots.first().map_or(1, |s| s.video.munger.out_ssrc());
-        let pli = PictureLossIndication { sender_ssrc, media_ssrc };
+        let pli = PictureLossIndication {
+            sender_ssrc,
+            media_ssrc,
+        };
         if self.send_rtcp(source, &[&pli]) {
             self.metrics.keyframe_requests.with_label_values(&[cause]).inc();
         }
@@ -179,7 +215,9 @@ impl Node {
 
     /// Sends `source` a REMB for its media streams.
     pub(super) fn send_remb(&mut self, source: Key, bps: u64, _now: Instant) {
-        let Some(p) = self.participants.get(&source).filter(|p| p.connected) else { return };
+        let Some(p) = self.participants.get(&source).filter(|p| p.connected) else {
+            return;
+        };
         let remb = ReceiverEstimatedMaximumBitrate {
             sender_ssrc: p.slots.first().map_or(1, |s| s.video.munger.out_ssrc()),
             bitrate: bps as f32,
@@ -234,7 +272,12 @@ impl Node {
 
     /// Every tick: NACKs for publishers' lost packets, and reports when due.
     pub(super) fn feedback_tick(&mut self, now: Instant) {
-        let keys: Vec<Key> = self.participants.values().filter(|p| p.connected).map(|p| p.key).collect();
+        let keys: Vec<Key> = self
+            .participants
+            .values()
+            .filter(|p| p.connected)
+            .map(|p| p.key)
+            .collect();
         for key in keys {
             self.send_uplink_nacks(key, now);
             self.send_reports(key, now);
@@ -242,11 +285,17 @@ impl Node {
     }
 
     fn send_uplink_nacks(&mut self, key: Key, now: Instant) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let sender_ssrc = p.slots.first().map_or(1, |s| s.video.munger.out_ssrc());
         let mut nacks = Vec::new();
         for s in &mut p.incoming {
-            if let Some(n) = s.nack.as_mut().and_then(|g| g.poll_nack(now, sender_ssrc, s.ssrc)) {
+            if let Some(n) = s
+                .nack
+                .as_mut()
+                .and_then(|g| g.poll_nack(now, sender_ssrc, s.ssrc))
+            {
                 nacks.push(n);
             }
         }
@@ -261,8 +310,12 @@ impl Node {
     /// receiver report for what the participant publishes.
     fn send_reports(&mut self, key: Key, now: Instant) {
         let wall = self.wallclock();
-        let Some(p) = self.participants.get_mut(&key) else { return };
-        if p.last_report.is_some_and(|t| now.saturating_duration_since(t) < REPORT_INTERVAL) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        if p.last_report
+            .is_some_and(|t| now.saturating_duration_since(t) < REPORT_INTERVAL)
+        {
             return;
         }
         p.last_report = Some(now);

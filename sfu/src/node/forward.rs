@@ -28,7 +28,11 @@ pub(super) fn in_stream(kind: Kind, ssrc: u32, rtx_ssrc: Option<u32>) -> InStrea
         highest_seq: None,
         history: video.then(|| SendHistory::new(HistoryConfig::default())),
         nack: video.then(|| NackGenerator::new(NackConfig::default())),
-        report: RecvStats::new(if video { crate::peer::VIDEO_CLOCK } else { crate::peer::AUDIO_CLOCK }),
+        report: RecvStats::new(if video {
+            crate::peer::VIDEO_CLOCK
+        } else {
+            crate::peer::AUDIO_CLOCK
+        }),
     }
 }
 
@@ -107,7 +111,10 @@ impl Node {
             }
         };
         let s = &mut p.incoming[idx];
-        let ext = extend_seq(s.highest_seq.unwrap_or(u64::from(view.sequence_number)), view.sequence_number);
+        let ext = extend_seq(
+            s.highest_seq.unwrap_or(u64::from(view.sequence_number)),
+            view.sequence_number,
+        );
         s.highest_seq = Some(s.highest_seq.map_or(ext, |h| h.max(ext)));
         s.report.on_packet(view.sequence_number, view.timestamp, now);
         if let Some(nack) = s.nack.as_mut() {
@@ -142,14 +149,25 @@ impl Node {
         let n = sinks.len();
         for (i, &(sink, slot)) in sinks.iter().enumerate() {
             let Some(src_buf) = original.as_ref() else { break };
-            let Some(sp) = self.participants.get_mut(&sink) else { continue };
+            let Some(sp) = self.participants.get_mut(&sink) else {
+                continue;
+            };
             if !sp.connected {
                 continue;
             }
             let Some(path) = sp.path() else { continue };
-            let Some(out) = sp.slots.get_mut(usize::from(slot)) else { continue };
+            let Some(out) = sp.slots.get_mut(usize::from(slot)) else {
+                continue;
+            };
             let track = out.track(kind);
-            let munged = match track.munger.munge(key, view.ssrc, view.sequence_number, view.timestamp, keyframe, now) {
+            let munged = match track.munger.munge(
+                key,
+                view.ssrc,
+                view.sequence_number,
+                view.timestamp,
+                keyframe,
+                now,
+            ) {
                 Ok(m) => m,
                 Err(e) => {
                     need_keyframe |= e == crate::munger::MungeDrop::WaitingKeyframe;
@@ -159,14 +177,21 @@ impl Node {
             };
             // The last sink takes the received buffer; earlier ones a copy.
             let mut pkt = if i + 1 == n {
-                original.take().expect("checked above: the original is still here")
+                original
+                    .take()
+                    .expect("checked above: the original is still here")
             } else {
                 let mut copy = self.pool.take();
                 copy.fill(src_buf.as_slice());
                 copy
             };
             let to = *sp.extensions.for_kind(kind.is_video());
-            let leg = LegHeader { munged, from: &from, to: &to, send_time };
+            let leg = LegHeader {
+                munged,
+                from: &from,
+                to: &to,
+                send_time,
+            };
             let (data, start, end) = pkt.parts();
             let Ok(new_start) = rewrite_for_leg(data, start, end, &view, &leg) else {
                 self.metrics.drop("write_failed");
@@ -237,7 +262,10 @@ fn classify(p: &mut super::participant::Participant, view: &RtpView) -> Option<S
     } else if Some(view.payload_type) == pts.opus {
         Kind::Audio
     } else if Some(view.payload_type) == pts.vp8_rtx {
-        let i = p.incoming.iter().position(|s| s.kind == Kind::Video && s.rtx_ssrc.is_none())?;
+        let i = p
+            .incoming
+            .iter()
+            .position(|s| s.kind == Kind::Video && s.rtx_ssrc.is_none())?;
         p.incoming[i].rtx_ssrc = Some(view.ssrc);
         return Some(Stream::Rtx(i));
     } else {

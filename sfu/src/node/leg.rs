@@ -39,7 +39,7 @@ pub enum LegEvent {
 pub struct Leg {
     pub ice: IceLite,
     dtls: DtlsServer,
-    pub srtp: Option<SrtpSession>,
+    pub srtp: Option<Box<SrtpSession>>,
     events: Vec<LegEvent>,
 }
 

@@ -72,14 +72,40 @@ pub enum NodeError {
 /// What signaling and WebSocket sessions ask of the node.
 #[derive(Debug, Clone)]
 pub enum NodeCommand {
-    Admit { pid: ParticipantId, role: SfuRole },
-    Join { pid: ParticipantId, session: u64 },
-    Offer { pid: ParticipantId, session: u64, sdp: String },
-    Candidate { pid: ParticipantId, session: u64, candidate: IceCandidate },
-    Leave { pid: ParticipantId, session: u64, reason: &'static str },
-    Kick { pid: ParticipantId },
-    Link { a: ParticipantId, b: ParticipantId },
-    Unlink { a: ParticipantId, b: ParticipantId },
+    Admit {
+        pid: ParticipantId,
+        role: SfuRole,
+    },
+    Join {
+        pid: ParticipantId,
+        session: u64,
+    },
+    Offer {
+        pid: ParticipantId,
+        session: u64,
+        sdp: String,
+    },
+    Candidate {
+        pid: ParticipantId,
+        session: u64,
+        candidate: IceCandidate,
+    },
+    Leave {
+        pid: ParticipantId,
+        session: u64,
+        reason: &'static str,
+    },
+    Kick {
+        pid: ParticipantId,
+    },
+    Link {
+        a: ParticipantId,
+        b: ParticipantId,
+    },
+    Unlink {
+        a: ParticipantId,
+        b: ParticipantId,
+    },
     Watch(WatchRequest),
     KeyframeInterval(Option<Duration>),
 }
@@ -96,18 +122,23 @@ pub enum CommandResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
     /// A message for one participant's WebSocket session.
-    ToClient { pid: ParticipantId, session: u64, msg: SfuServerMsg },
+    ToClient {
+        pid: ParticipantId,
+        session: u64,
+        msg: SfuServerMsg,
+    },
     /// For signaling (via the node's event stream).
     Sfu(SfuEvent),
     /// The participant is gone (its admission is released).
-    Removed { pid: ParticipantId, reason: &'static str },
+    Removed {
+        pid: ParticipantId,
+        reason: &'static str,
+    },
 }
 
 pub struct Node {
     config: NodeConfig,
     identity: Arc<DtlsIdentity>,
-    /// Our certificate's fingerprint as answers carry it.
-    answer_fingerprint: crate::endpoint::sdp::Fingerprint,
     rng: Box<dyn RngCore + Send>,
     metrics: Metrics,
     participants: HashMap<Key, Participant>,
@@ -140,10 +171,7 @@ impl Node {
         wall: SystemTime,
         now: Instant,
     ) -> Self {
-        let answer_fingerprint = crate::endpoint::sdp::Fingerprint::parse(&identity.fingerprint().to_string())
-            .expect("our own certificate's fingerprint is a well-formed sha-256 value");
         Self {
-            answer_fingerprint,
             routing: RoutingTable::new(config.unknown_rate_per_sec, config.unknown_burst),
             config,
             identity,
@@ -242,7 +270,12 @@ impl Node {
         let keys: Vec<Key> = self
             .participants
             .values()
-            .filter(|p| p.leg.as_ref().and_then(leg::Leg::poll_timeout).is_some_and(|t| t <= now))
+            .filter(|p| {
+                p.leg
+                    .as_ref()
+                    .and_then(leg::Leg::poll_timeout)
+                    .is_some_and(|t| t <= now)
+            })
             .map(|p| p.key)
             .collect();
         for key in keys {
@@ -305,7 +338,10 @@ impl Node {
     /// The latest keyframe of `pid` as WebP, and its age.
     pub fn snapshot(&self, pid: &ParticipantId, now: Instant) -> Option<(Vec<u8>, Duration)> {
         let k = self.participants.get(self.by_pid.get(pid)?)?.snapshot.latest()?;
-        Some((crate::vp8::webp_from_keyframe(&k.data), now.saturating_duration_since(k.at)))
+        Some((
+            crate::vp8::webp_from_keyframe(&k.data),
+            now.saturating_duration_since(k.at),
+        ))
     }
 
     pub fn participant_count(&self) -> usize {
@@ -318,7 +354,10 @@ impl Node {
     fn wallclock(&self) -> crate::stream::reports::WallClock {
         crate::stream::reports::WallClock {
             at: self.epoch,
-            since_unix_epoch: self.wall_epoch.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default(),
+            since_unix_epoch: self
+                .wall_epoch
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
         }
     }
 

@@ -152,7 +152,10 @@ impl Participant {
     }
 
     pub fn video_ssrc(&self) -> Option<u32> {
-        self.incoming.iter().find(|i| i.kind == Kind::Video).map(|i| i.ssrc)
+        self.incoming
+            .iter()
+            .find(|i| i.kind == Kind::Video)
+            .map(|i| i.ssrc)
     }
 
     /// The selected path of the leg, where everything for this participant goes.

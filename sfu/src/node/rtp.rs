@@ -235,7 +235,9 @@ fn write_header(out: &mut [u8; MAX_OUT_HEADER], pkt: &[u8], view: &RtpView, leg:
     if n == 0 {
         return 12;
     }
-    let one_byte = exts.iter().all(|(id, v)| (1..=14).contains(id) && (1..=16).contains(&v.len()));
+    let one_byte = exts
+        .iter()
+        .all(|(id, v)| (1..=14).contains(id) && (1..=16).contains(&v.len()));
     let mut at = 16;
     for (id, value) in exts {
         if one_byte {
@@ -325,7 +327,8 @@ mod tests {
             ..Default::default()
         };
         for (id, v) in exts {
-            h.set_extension(*id, Bytes::copy_from_slice(v)).expect("valid extension");
+            h.set_extension(*id, Bytes::copy_from_slice(v))
+                .expect("valid extension");
         }
         let mut raw = Packet {
             header: h,
@@ -357,7 +360,12 @@ mod tests {
     };
 
     fn leg<'a>(from: &'a ExtensionIds, to: &'a ExtensionIds, send_time: Duration) -> LegHeader<'a> {
-        LegHeader { munged: MUNGED, from, to, send_time }
+        LegHeader {
+            munged: MUNGED,
+            from,
+            to,
+            send_time,
+        }
     }
 
     #[test]
@@ -365,7 +373,10 @@ mod tests {
         let raw = packet(&[(3, &[0, 1]), (4, &[7])], vec![1, 2], b"payload", 4);
         let v = RtpView::parse(&raw).expect("valid");
         assert!(v.marker && v.padded);
-        assert_eq!((v.payload_type, v.sequence_number, v.timestamp, v.ssrc), (100, 4242, 777, 0xAABBCCDD));
+        assert_eq!(
+            (v.payload_type, v.sequence_number, v.timestamp, v.ssrc),
+            (100, 4242, 777, 0xAABBCCDD)
+        );
         assert_eq!(v.payload(&raw), b"payload");
         assert_eq!(v.extension(&raw, 4), Some(&[7][..]));
         assert_eq!(v.extension(&raw, 3), Some(&[0, 1][..]));
@@ -374,14 +385,33 @@ mod tests {
 
     #[test]
     fn rewrite_moves_media_extensions_writes_send_time_and_keeps_the_payload_in_place() {
-        let raw = packet(&[(3, &[0, 42]), (4, &[0x01]), (2, &[9, 9, 9])], vec![5], b"frame data", 0);
+        let raw = packet(
+            &[(3, &[0, 42]), (4, &[0x01]), (2, &[9, 9, 9])],
+            vec![5],
+            b"frame data",
+            0,
+        );
         let (mut buf, start, end) = in_headroom(&raw);
         let view = RtpView::parse(&buf[start..end]).expect("valid");
         let payload_at = start + view.payload_start;
-        let from = ExtensionIds { video_orientation: Some(4), abs_send_time: Some(2), ..Default::default() };
-        let to = ExtensionIds { video_orientation: Some(11), abs_send_time: Some(5), ..Default::default() };
-        let new_start =
-            rewrite_for_leg(&mut buf, start, end, &view, &leg(&from, &to, Duration::from_secs(1))).expect("fits");
+        let from = ExtensionIds {
+            video_orientation: Some(4),
+            abs_send_time: Some(2),
+            ..Default::default()
+        };
+        let to = ExtensionIds {
+            video_orientation: Some(11),
+            abs_send_time: Some(5),
+            ..Default::default()
+        };
+        let new_start = rewrite_for_leg(
+            &mut buf,
+            start,
+            end,
+            &view,
+            &leg(&from, &to, Duration::from_secs(1)),
+        )
+        .expect("fits");
         let out = &buf[new_start..end];
         let mut r = out;
         let parsed = Packet::unmarshal(&mut r).expect("parses");
@@ -404,7 +434,8 @@ mod tests {
         let (mut buf, start, end) = in_headroom(&raw);
         let view = RtpView::parse(&buf[start..end]).expect("valid");
         let none = ExtensionIds::default();
-        let ns = rewrite_for_leg(&mut buf, start, end, &view, &leg(&none, &none, Duration::ZERO)).expect("fits");
+        let ns =
+            rewrite_for_leg(&mut buf, start, end, &view, &leg(&none, &none, Duration::ZERO)).expect("fits");
         let v2 = RtpView::parse(&buf[ns..end]).expect("valid");
         assert!(v2.padded);
         assert_eq!(v2.payload(&buf[ns..end]), b"abc");
@@ -419,7 +450,10 @@ mod tests {
         let ns = wrap_rtx_in_place(&mut buf, start, &view, 0x5555, 97, 3).expect("headroom");
         let rtx = RtpView::parse(&buf[ns..end]).expect("valid");
         assert_eq!((rtx.ssrc, rtx.payload_type, rtx.sequence_number), (0x5555, 97, 3));
-        assert_eq!(rtx.payload(&buf[ns..end]), &[&4242u16.to_be_bytes()[..], b"media"].concat()[..]);
+        assert_eq!(
+            rtx.payload(&buf[ns..end]),
+            &[&4242u16.to_be_bytes()[..], b"media"].concat()[..]
+        );
         assert_eq!(rtx.extension(&buf[ns..end], 4), Some(&[1][..]));
         assert_eq!(&buf[payload_at..end], b"media");
     }

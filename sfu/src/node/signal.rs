@@ -89,7 +89,10 @@ impl Node {
             return Err(NodeError::BadRequest("a and b must differ"));
         }
         let key = |pid: &ParticipantId| -> Result<Key, NodeError> {
-            let k = *self.by_pid.get(pid).ok_or_else(|| NodeError::NotFound(pid.clone()))?;
+            let k = *self
+                .by_pid
+                .get(pid)
+                .ok_or_else(|| NodeError::NotFound(pid.clone()))?;
             match self.participants.get(&k) {
                 Some(p) if p.role == SfuRole::User => Ok(k),
                 Some(_) => Err(NodeError::BadRequest("only users can be linked")),
@@ -105,7 +108,9 @@ impl Node {
             .get(&req.watcher)
             .ok_or_else(|| NodeError::NotFound(req.watcher.clone()))?;
         if self.participants.get(&w).map(|p| p.role) != Some(SfuRole::Watcher) {
-            return Err(NodeError::BadRequest("watcher must be admitted with role watcher"));
+            return Err(NodeError::BadRequest(
+                "watcher must be admitted with role watcher",
+            ));
         }
         let change = if req.stop {
             self.graph.unwatch(w)
@@ -140,14 +145,16 @@ impl Node {
     // ---- offer / answer ---------------------------------------------------
 
     fn offer(&mut self, key: Key, text: &str, now: Instant) {
-        let result = sdp::parse_offer(text).map_err(|e| e.to_string()).and_then(|offer| {
-            let answer = if self.participants.get(&key).is_some_and(|p| p.leg.is_some()) {
-                self.restart(key, &offer)
-            } else {
-                self.first_offer(key, &offer, now)
-            }?;
-            Ok((answer, self.host_candidate(&offer)))
-        });
+        let result = sdp::parse_offer(text)
+            .map_err(|e| e.to_string())
+            .and_then(|offer| {
+                let answer = if self.participants.get(&key).is_some_and(|p| p.leg.is_some()) {
+                    self.restart(key, &offer)
+                } else {
+                    self.first_offer(key, &offer, now)
+                }?;
+                Ok((answer, self.host_candidate(&offer)))
+            });
         match result {
             Ok((answer, candidate)) => {
                 self.send_to_client(key, SfuServerMsg::Answer { sdp: answer });
@@ -192,7 +199,10 @@ impl Node {
         for _ in 0..n_slots {
             let (a, v, rtx) = (self.new_ssrc(), self.new_ssrc(), self.new_ssrc());
             slots.push(OutSlot {
-                audio: out_track(Munger::new(a, pts.opus.unwrap_or(OPUS_PT), AUDIO_CLOCK, false), None),
+                audio: out_track(
+                    Munger::new(a, pts.opus.unwrap_or(OPUS_PT), AUDIO_CLOCK, false),
+                    None,
+                ),
                 video: out_track(
                     Munger::new(v, pts.vp8.unwrap_or(VP8_PT), VIDEO_CLOCK, true),
                     pts.vp8_rtx.map(|pt| (rtx, pt)),
@@ -204,11 +214,6 @@ impl Node {
             s.audio.munger.switch_source(src);
             s.video.munger.switch_source(src);
         }
-        let remote_fingerprint: crate::endpoint::dtls::Fingerprint = offer
-            .fingerprint
-            .to_sdp_value()
-            .parse()
-            .map_err(|e: crate::endpoint::dtls::FingerprintParseError| e.to_string())?;
         let local = IceCredentials::random(&mut *self.rng);
         let session_id = self.rng.next_u64() >> 2;
         let answer = self.write_answer(offer, &local, &slots, session_id, 1);
@@ -216,7 +221,7 @@ impl Node {
             local.clone(),
             offer.ice.clone(),
             self.identity.clone(),
-            remote_fingerprint,
+            offer.fingerprint.clone(),
             self.config.dtls_timeout,
             now,
         );
@@ -263,7 +268,7 @@ impl Node {
             session_id,
             session_version,
             ice: local,
-            fingerprint: &self.answer_fingerprint,
+            fingerprint: self.identity.fingerprint(),
             candidate: self.config.advertised,
             cname: super::feedback::CNAME,
             senders: &senders,
@@ -326,7 +331,12 @@ impl Node {
                     p.ice_connected_at.get_or_insert(now);
                     p.via_turn = p.path().is_some_and(|path| path.is_turn());
                 }
-                self.send_to_client(key, SfuServerMsg::State { state: PeerState::Connecting });
+                self.send_to_client(
+                    key,
+                    SfuServerMsg::State {
+                        state: PeerState::Connecting,
+                    },
+                );
             }
             LegEvent::PathSelected(path) => {
                 if let Some(p) = self.participants.get_mut(&key) {
@@ -351,7 +361,9 @@ impl Node {
     }
 
     fn on_media_ready(&mut self, key: Key, profile: crate::endpoint::srtp::SrtpProfile, now: Instant) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         if p.connected {
             return;
         }
@@ -362,7 +374,12 @@ impl Node {
         let sources: Vec<Key> = (0..p.slots.len() as u8)
             .filter_map(|s| self.graph.source((key, s)))
             .collect();
-        self.send_to_client(key, SfuServerMsg::State { state: PeerState::Connected });
+        self.send_to_client(
+            key,
+            SfuServerMsg::State {
+                state: PeerState::Connected,
+            },
+        );
         self.events
             .push_back(NodeEvent::Sfu(SfuEvent::Connected { participant_id: pid }));
         // Whatever this participant receives starts with a keyframe.
@@ -375,8 +392,11 @@ impl Node {
 
     pub(super) fn tick(&mut self, now: Instant) {
         self.routing.expire(now);
-        let (admit_ttl, connect_timeout, dtls_timeout) =
-            (self.config.admit_ttl, self.config.connect_timeout, self.config.dtls_timeout);
+        let (admit_ttl, connect_timeout, dtls_timeout) = (
+            self.config.admit_ttl,
+            self.config.connect_timeout,
+            self.config.dtls_timeout,
+        );
         let mut expired = Vec::new();
         let mut periodic = Vec::new();
         let mut oldest_snapshot = std::time::Duration::ZERO;
@@ -418,7 +438,9 @@ impl Node {
             self.send_remb(source, crate::remb::RELEASE_BPS, now);
         }
         self.feedback_tick(now);
-        self.metrics.snapshot_age_seconds.set(oldest_snapshot.as_secs() as i64);
+        self.metrics
+            .snapshot_age_seconds
+            .set(oldest_snapshot.as_secs() as i64);
     }
 }
 
@@ -458,7 +480,11 @@ fn published_streams(offer: &Offer) -> Vec<super::participant::InStream> {
         .iter()
         .filter(|m| m.accepted() && sends(m.direction))
         .filter_map(|m| {
-            let kind = if m.kind == MediaKind::Video { Kind::Video } else { Kind::Audio };
+            let kind = if m.kind == MediaKind::Video {
+                Kind::Video
+            } else {
+                Kind::Audio
+            };
             Some(super::forward::in_stream(kind, m.ssrc?, m.rtx_ssrc))
         })
         .collect()

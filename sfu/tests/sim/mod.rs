@@ -20,7 +20,9 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -129,12 +131,18 @@ impl Participant {
 
     pub fn srtp_cipher(&mut self, now: Instant) -> String {
         let report = self.pc.get_stats(now, StatsSelector::None);
-        report.transport().map(|t| t.srtp_cipher.clone()).unwrap_or_default()
+        report
+            .transport()
+            .map(|t| t.srtp_cipher.clone())
+            .unwrap_or_default()
     }
 
     pub fn retransmitted_received(&mut self, now: Instant) -> u64 {
         let report = self.pc.get_stats(now, StatsSelector::None);
-        report.inbound_rtp_streams().map(|s| s.retransmitted_packets_received).sum()
+        report
+            .inbound_rtp_streams()
+            .map(|s| s.retransmitted_packets_received)
+            .sum()
     }
 }
 
@@ -150,6 +158,9 @@ pub fn labelled_frame(keyframe: bool, label: &[u8]) -> Vec<u8> {
     p
 }
 
+/// Decides whether a datagram to participant `i` is lost.
+pub type DropFilter = Box<dyn FnMut(usize, &[u8]) -> bool>;
+
 pub struct Sim {
     pub node: Node,
     pub now: Instant,
@@ -158,7 +169,7 @@ pub struct Sim {
     pub events: Vec<NodeEvent>,
     /// Drops a datagram from the node to a participant when it returns true
     /// (participant index, datagram).
-    pub drop_to_participant: Option<Box<dyn FnMut(usize, &[u8]) -> bool>>,
+    pub drop_to_participant: Option<DropFilter>,
     next_session: u64,
     /// While set, allocations made by the node handling RTP are counted.
     count_rtp: bool,
@@ -222,12 +233,24 @@ impl Sim {
         let addr: SocketAddr = format!("127.0.0.{}:{}", 2 + idx, 5000 + idx).parse().unwrap();
         let pid = ParticipantId::new(name);
         self.node
-            .handle_command(NodeCommand::Admit { pid: pid.clone(), role }, self.now)
+            .handle_command(
+                NodeCommand::Admit {
+                    pid: pid.clone(),
+                    role,
+                },
+                self.now,
+            )
             .unwrap();
         let session = self.next_session;
         self.next_session += 1;
         self.node
-            .handle_command(NodeCommand::Join { pid: pid.clone(), session }, self.now)
+            .handle_command(
+                NodeCommand::Join {
+                    pid: pid.clone(),
+                    session,
+                },
+                self.now,
+            )
             .unwrap();
         let (me, registry) = sfu::peer::media_engine_and_registry_from(MediaEngine::default()).unwrap();
         let srtp = match profiles {
@@ -240,14 +263,23 @@ impl Sim {
         };
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_setting_engine(SettingEngineBuilder::new().with_srtp_protection_profiles(srtp).build())
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_srtp_protection_profiles(srtp)
+                    .build(),
+            )
             .with_media_engine(me)
             .with_interceptor_registry(registry)
             .build(self.now)
             .unwrap();
         let (audio_ssrc, video_ssrc) = (0x1000 + idx as u32, 0x2000 + idx as u32);
         let senders = if role == SfuRole::Watcher {
-            for kind in [RtpCodecKind::Audio, RtpCodecKind::Video, RtpCodecKind::Audio, RtpCodecKind::Video] {
+            for kind in [
+                RtpCodecKind::Audio,
+                RtpCodecKind::Video,
+                RtpCodecKind::Audio,
+                RtpCodecKind::Video,
+            ] {
                 let init = rtc::rtp_transceiver::RTCRtpTransceiverInit {
                     direction: rtc::rtp_transceiver::RTCRtpTransceiverDirection::Recvonly,
                     streams: vec![],
@@ -258,7 +290,13 @@ impl Sim {
             None
         } else {
             let a = pc
-                .add_track(sfu::peer::outgoing_track(name, &format!("{name}-a"), RtpCodecKind::Audio, audio_ssrc, None))
+                .add_track(sfu::peer::outgoing_track(
+                    name,
+                    &format!("{name}-a"),
+                    RtpCodecKind::Audio,
+                    audio_ssrc,
+                    None,
+                ))
                 .unwrap();
             let v = pc
                 .add_track(sfu::peer::outgoing_track(
@@ -285,7 +323,8 @@ impl Sim {
         }
         .new_candidate_host()
         .unwrap();
-        pc.add_local_candidate(RTCIceCandidate::from(&cand).to_json().unwrap()).unwrap();
+        pc.add_local_candidate(RTCIceCandidate::from(&cand).to_json().unwrap())
+            .unwrap();
         self.participants.push(Participant {
             name: name.to_owned(),
             pid: pid.clone(),
@@ -319,7 +358,9 @@ impl Sim {
     pub fn ice_restart(&mut self, name: &str) {
         let i = self.index(name);
         let p = &mut self.participants[i];
-        let offer = p.pc.create_offer(Some(RTCOfferOptions { ice_restart: true })).unwrap();
+        let offer =
+            p.pc.create_offer(Some(RTCOfferOptions { ice_restart: true }))
+                .unwrap();
         p.pc.set_local_description(self.now, offer.clone()).unwrap();
         let cmd = NodeCommand::Offer {
             pid: p.pid.clone(),
@@ -398,8 +439,7 @@ impl Sim {
                 match msg {
                     SfuServerMsg::Answer { sdp } => {
                         p.answers.push(sdp.clone());
-                        p.pc
-                            .set_remote_description(now, RTCSessionDescription::answer(sdp.clone()).unwrap())
+                        p.pc.set_remote_description(now, RTCSessionDescription::answer(sdp.clone()).unwrap())
                             .unwrap();
                     }
                     SfuServerMsg::Candidate { candidate } => {
@@ -429,7 +469,10 @@ impl Sim {
                 out.push(w.message);
             }
             while let Some(e) = p.pc.poll_event() {
-                if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(RTCPeerConnectionState::Connected) = e {
+                if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(
+                    RTCPeerConnectionState::Connected,
+                ) = e
+                {
                     p.connected = true;
                 }
             }
@@ -516,8 +559,28 @@ impl Sim {
         p.vts = p.vts.wrapping_add(3000);
         let Some((a, v)) = p.senders else { return };
         let (aseq, ats, vseq, vts, assrc, vssrc) = (p.aseq, p.ats, p.vseq, p.vts, p.audio_ssrc, p.video_ssrc);
-        send_rtp(&mut p.pc, a, assrc, sfu::peer::OPUS_PT, aseq, ats, false, label.clone().into_bytes(), now);
-        send_rtp(&mut p.pc, v, vssrc, sfu::peer::VP8_PT, vseq, vts, true, labelled_frame(keyframe, label.as_bytes()), now);
+        send_rtp(
+            &mut p.pc,
+            a,
+            assrc,
+            sfu::peer::OPUS_PT,
+            aseq,
+            ats,
+            false,
+            label.clone().into_bytes(),
+            now,
+        );
+        send_rtp(
+            &mut p.pc,
+            v,
+            vssrc,
+            sfu::peer::VP8_PT,
+            vseq,
+            vts,
+            true,
+            labelled_frame(keyframe, label.as_bytes()),
+            now,
+        );
         self.pump();
     }
 
@@ -552,7 +615,10 @@ impl Sim {
         self.counted_rtp = 0;
         f(self);
         self.count_rtp = false;
-        (ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed) - before, self.counted_rtp)
+        (
+            ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed) - before,
+            self.counted_rtp,
+        )
     }
 
     pub fn removed(&self, name: &str) -> Option<&'static str> {
