@@ -275,7 +275,51 @@ pub struct DtlsServer {
     deadline: Instant,
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<DtlsEvent>,
+    /// A ClientHello split across records (Chromium's, with its DTLS 1.3
+    /// extensions, can be): its datagrams are held back until it is whole,
+    /// so the profile is chosen from the complete `use_srtp` list.
+    hello_fragments: HelloFragments,
 }
+
+/// The pieces of a fragmented ClientHello and the datagrams that carried them.
+#[derive(Default)]
+struct HelloFragments {
+    body: Vec<u8>,
+    covered: Vec<bool>,
+    datagrams: Vec<Vec<u8>>,
+}
+
+impl HelloFragments {
+    /// Most datagrams held for one ClientHello (a hello fits in a few).
+    const MAX_DATAGRAMS: usize = 8;
+
+    /// Adds one fragment; returns the whole body once every byte arrived.
+    fn add(&mut self, datagram: &[u8], fragment: &HelloFragment<'_>) -> Option<Vec<u8>> {
+        if self.datagrams.len() >= Self::MAX_DATAGRAMS || fragment.message_len > MAX_CLIENT_HELLO {
+            return None;
+        }
+        if self.body.len() != fragment.message_len {
+            self.body = vec![0; fragment.message_len];
+            self.covered = vec![false; fragment.message_len];
+        }
+        let end = fragment.offset.checked_add(fragment.bytes.len())?;
+        if end > fragment.message_len {
+            return None;
+        }
+        self.body[fragment.offset..end].copy_from_slice(fragment.bytes);
+        self.covered[fragment.offset..end]
+            .iter_mut()
+            .for_each(|c| *c = true);
+        self.datagrams.push(datagram.to_vec());
+        self.covered
+            .iter()
+            .all(|c| *c)
+            .then(|| std::mem::take(&mut self.body))
+    }
+}
+
+/// Largest ClientHello reassembled (Chromium's is about 1 KiB).
+const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
 impl DtlsServer {
     /// A server for one participant whose offer carried `remote_fingerprint`.
@@ -297,6 +341,7 @@ impl DtlsServer {
             deadline: now + handshake_timeout,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            hello_fragments: HelloFragments::default(),
         }
     }
 
@@ -310,12 +355,32 @@ impl DtlsServer {
                 let Some(hello) = read_client_hello(datagram) else {
                     return;
                 };
+                let hello = match hello {
+                    ClientHello::Fragment(fragment) => match self.hello_fragments.add(datagram, &fragment) {
+                        Some(body) => read_client_hello_body(&body).unwrap_or(ClientHello::WithoutUseSrtp),
+                        None => return, // wait for the rest
+                    },
+                    whole => whole,
+                };
                 if let Err(err) = self.configure(hello) {
                     self.transmits.push_back(handshake_failure_alert().to_vec());
                     return self.fail(err);
                 }
                 self.phase = Phase::Handshaking;
                 self.deadline = now + self.handshake_timeout;
+                // Earlier pieces of a fragmented hello go in first, in order.
+                let held = std::mem::take(&mut self.hello_fragments.datagrams);
+                if let Some((_, earlier)) = held.split_last() {
+                    for d in earlier {
+                        let result = self
+                            .endpoint
+                            .read(now, PLACEHOLDER_ADDR, None, BytesMut::from(&d[..]));
+                        self.drain_endpoint();
+                        if let Err(err) = result {
+                            return self.fail(self.classify(err));
+                        }
+                    }
+                }
             }
             Phase::Handshaking | Phase::Connected => {}
         }
@@ -384,15 +449,14 @@ impl DtlsServer {
     }
 
     /// Configures the endpoint for the profile we prefer among the hello's offer.
-    fn configure(&mut self, hello: ClientHello) -> Result<(), DtlsError> {
+    fn configure(&mut self, hello: ClientHello<'_>) -> Result<(), DtlsError> {
         let profiles = match hello {
             ClientHello::Offers(ids) => {
                 vec![SrtpProfile::preferred_among(&ids).ok_or(DtlsError::NoCommonSrtpProfile)?]
             }
             ClientHello::WithoutUseSrtp => return Err(DtlsError::NoCommonSrtpProfile),
-            // The extensions are in a later fragment: offer ours and let
-            // rtc::dtls pick by the client's order.
-            ClientHello::Fragmented => SrtpProfile::PREFERENCE.to_vec(),
+            // Fragments are reassembled before `configure` is called.
+            ClientHello::Fragment(_) => SrtpProfile::PREFERENCE.to_vec(),
         };
         let expected = self.remote_fingerprint.clone();
         let mismatch = Arc::clone(&self.fingerprint_mismatch);
@@ -514,13 +578,21 @@ fn srtp_profile(profile: SrtpProtectionProfile) -> Option<SrtpProfile> {
 
 /// What the first record of a datagram says about the client's SRTP offer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum ClientHello {
+enum ClientHello<'a> {
     /// The `use_srtp` profile ids, in the client's order.
     Offers(Vec<u16>),
     /// A complete ClientHello without `use_srtp`.
     WithoutUseSrtp,
-    /// The first fragment of a ClientHello split across records.
-    Fragmented,
+    /// One fragment of a ClientHello split across records.
+    Fragment(HelloFragment<'a>),
+}
+
+/// Where one fragment of a ClientHello body goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HelloFragment<'a> {
+    message_len: usize,
+    offset: usize,
+    bytes: &'a [u8],
 }
 
 const CONTENT_TYPE_ALERT: u8 = 21;
@@ -544,7 +616,7 @@ const EXTENSION_USE_SRTP: u16 = 14;
 /// Reads a datagram's first record as a DTLS ClientHello (RFC 6347 §4.1,
 /// §4.2.2, RFC 5246 §7.4.1.2) down to its `use_srtp` extension (RFC 5764
 /// §4.1.1). `None` if it is not one, or is truncated.
-fn read_client_hello(datagram: &[u8]) -> Option<ClientHello> {
+fn read_client_hello(datagram: &[u8]) -> Option<ClientHello<'_>> {
     let mut record = Reader(datagram);
     if record.u8()? != CONTENT_TYPE_HANDSHAKE {
         return None;
@@ -558,13 +630,20 @@ fn read_client_hello(datagram: &[u8]) -> Option<ClientHello> {
     let message_len = handshake.u24()?;
     handshake.skip(2)?; // message sequence
     let (fragment_offset, fragment_len) = (handshake.u24()?, handshake.u24()?);
-    if fragment_offset != 0 {
-        return None;
+    if fragment_offset != 0 || fragment_len != message_len {
+        let bytes = handshake.take(fragment_len)?;
+        return Some(ClientHello::Fragment(HelloFragment {
+            message_len,
+            offset: fragment_offset,
+            bytes,
+        }));
     }
-    if fragment_len != message_len {
-        return Some(ClientHello::Fragmented);
-    }
-    let mut body = Reader(handshake.take(message_len)?);
+    read_client_hello_body(handshake.take(message_len)?)
+}
+
+/// The ClientHello body (after the handshake header): its `use_srtp` offer.
+fn read_client_hello_body(body: &[u8]) -> Option<ClientHello<'static>> {
+    let mut body = Reader(body);
     body.skip(2 + 32)?; // client version, random
     let session_id = usize::from(body.u8()?);
     body.skip(session_id)?;
@@ -967,11 +1046,17 @@ mod tests {
         // The first fragment of a split hello (fragment length < message length).
         let mut first_fragment = hello.message.to_vec();
         first_fragment[13 + 11] = first_fragment[13 + 11].wrapping_sub(1);
-        assert_eq!(read_client_hello(&first_fragment), Some(ClientHello::Fragmented));
+        assert!(matches!(
+            read_client_hello(&first_fragment),
+            Some(ClientHello::Fragment(_))
+        ));
         // Truncated anywhere, it is not mistaken for something else.
         for len in 0..hello.message.len() {
             let read = read_client_hello(&hello.message[..len]);
-            assert!(read.is_none() || read == Some(ClientHello::Fragmented), "{len}");
+            assert!(
+                read.is_none() || matches!(read, Some(ClientHello::Fragment(_))),
+                "{len}"
+            );
         }
     }
 
