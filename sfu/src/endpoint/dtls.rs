@@ -885,6 +885,45 @@ mod tests {
         assert_eq!(opened[..], plain[..]);
     }
 
+    /// Splits a one-record ClientHello datagram into two datagrams, one
+    /// record each, each carrying half of the handshake body as a fragment.
+    fn split_hello(datagram: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let (record_header, handshake) = datagram.split_at(13);
+        let (handshake_header, body) = handshake.split_at(12);
+        let half = body.len() / 2;
+        let piece = |offset: usize, bytes: &[u8], seq_bump: u8| {
+            let mut out = record_header.to_vec();
+            out[10] = out[10].wrapping_add(seq_bump); // record sequence number, low byte
+            out[11..13].copy_from_slice(&((12 + bytes.len()) as u16).to_be_bytes());
+            let mut hs = handshake_header.to_vec();
+            hs[6..9].copy_from_slice(&(offset as u32).to_be_bytes()[1..]);
+            hs[9..12].copy_from_slice(&(bytes.len() as u32).to_be_bytes()[1..]);
+            out.extend_from_slice(&hs);
+            out.extend_from_slice(bytes);
+            out
+        };
+        (piece(0, &body[..half], 0), piece(half, &body[half..], 1))
+    }
+
+    #[test]
+    fn a_client_hello_split_across_records_still_gets_our_preferred_profile() {
+        let identity = DtlsIdentity::generate().expect("generates");
+        let mut now = Instant::now();
+        let mut client = Client::connect(&CHROMIUM_ORDER, identity.fingerprint().clone(), now);
+        let mut server = DtlsServer::new(&identity, client.fingerprint.clone(), TIMEOUT, now);
+        let hello = client.endpoint.poll_transmit().expect("a ClientHello");
+        let (first, second) = split_hello(&hello.message);
+        server.handle_datagram(&first, now);
+        assert!(server.poll_transmit().is_none(), "no answer to half a hello");
+        server.handle_datagram(&second, now);
+        let events = run(&mut client, &mut server, &mut now);
+        assert!(client.complete, "client: {:?}", client.error);
+        match events.first() {
+            Some(DtlsEvent::Connected { profile, .. }) => assert_eq!(*profile, SrtpProfile::AeadAes128Gcm),
+            other => panic!("expected Connected, got {other:?}"),
+        }
+    }
+
     #[test]
     fn a_client_offering_only_aes_cm_sha1_80_gets_it() {
         let (client, profile, mut srtp) = handshake(&[SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80]);
