@@ -1,9 +1,14 @@
 // The action dialog: ban (from the wall, a report or the block list), warn
 // and dismiss, each with a reason template that becomes the written
-// statement of reasons the person is shown.
+// statement of reasons the person is shown. The templates' names and
+// starting statements are the page's (in its language; the server's
+// English for a template the page does not know), the durations are said
+// with Intl; the statement the moderator sends is stored as written.
 
 import * as api from './api.js';
-import { $, el, clear } from './ui.js';
+import * as i18n from '/js/i18n.js';
+import { t } from '/js/i18n.js';
+import { $, el, clear, label, span, errorText } from './ui.js';
 
 let templates = null;
 
@@ -29,7 +34,7 @@ function isSenior() {
  * @param {(v: object) => Promise<void>} o.submit        throws ApiError on refusal
  */
 export async function openAction(o) {
-  const t = await loadTemplates();
+  const presets = await loadTemplates();
   const d = $('action-dialog');
   const form = $('action-form');
   const ban = o.mode === 'ban';
@@ -61,25 +66,26 @@ export async function openAction(o) {
   clear(durBox);
   $('action-duration-box').hidden = !ban;
   if (ban) {
-    t.durations.forEach((du, i) => {
-      durBox.append(el('label', {}, el('input', { type: 'radio', name: 'action-duration', value: String(du.secs), checked: i === 1 }), du.label));
+    presets.durations.forEach((du, i) => {
+      durBox.append(el('label', {}, el('input', { type: 'radio', name: 'action-duration', value: String(du.secs), checked: i === 1 }), span(du.secs)));
     });
     const senior = isSenior();
-    durBox.append(el('label', { title: senior ? '' : 'Permanent bans need a senior moderator' },
+    durBox.append(el('label', { title: senior ? '' : t('action.permanentNeedsSenior') },
       el('input', { type: 'radio', name: 'action-duration', value: 'permanent', disabled: !senior }),
-      senior ? 'Permanent' : 'Permanent (senior)'));
+      senior ? t('action.permanent') : t('action.permanentSenior')));
   }
 
   // Why.
   const sel = $('action-template');
   clear(sel);
-  for (const tp of t.templates) sel.append(el('option', { value: tp.id, text: tp.label }));
-  const pre = t.templates.find((tp) => tp.category && tp.category === o.category) || t.templates[0];
+  for (const tp of presets.templates) sel.append(el('option', { value: tp.id, text: label('template', tp.id, tp.label) }));
+  const pre = presets.templates.find((tp) => tp.category && tp.category === o.category) || presets.templates[0];
   sel.value = pre.id;
   const stmt = $('action-statement');
+  const statementOf = (tp) => (tp.statement && i18n.has(`templateText.${tp.id}`) ? t(`templateText.${tp.id}`) : tp.statement);
   const fill = () => {
-    const tp = t.templates.find((x) => x.id === sel.value);
-    if (tp && tp.statement) stmt.value = tp.statement;
+    const tp = presets.templates.find((x) => x.id === sel.value);
+    if (tp && tp.statement) stmt.value = statementOf(tp);
     else if (tp && tp.id === 'custom') stmt.value = '';
     $('action-count').textContent = String(stmt.value.length);
   };
@@ -88,13 +94,11 @@ export async function openAction(o) {
   fill();
   if (o.mode === 'dismiss') stmt.value = '';
   $('action-count').textContent = String(stmt.value.length);
-  $('action-statement-hint').textContent = ban
-    ? '— shown to the person when they are refused'
-    : o.mode === 'warn' ? '— recorded with the warning' : '— optional note for the record';
+  $('action-statement-hint').textContent = ban ? t('action.hintBan') : o.mode === 'warn' ? t('action.hintWarn') : t('action.hintDismiss');
 
   $('action-end-box').hidden = !(ban && o.allowEnd);
   const submit = $('action-submit');
-  submit.textContent = ban ? 'Ban' : o.mode === 'warn' ? 'Warn' : 'Dismiss report';
+  submit.textContent = ban ? t('action.ban') : o.mode === 'warn' ? t('action.warn') : t('action.dismiss');
   submit.className = `btn ${ban ? 'danger' : o.mode === 'warn' ? 'warn' : 'primary'}`;
   submit.disabled = false;
 
@@ -128,13 +132,13 @@ export async function openAction(o) {
         } else {
           v.kind = $('action-kind').value;
           v.value = $('action-value').value.trim();
-          if (!v.value) { err.textContent = 'Say who to ban.'; err.hidden = false; return; }
+          if (!v.value) { err.textContent = t('action.needTarget'); err.hidden = false; return; }
         }
         const dur = (form.querySelector('input[name="action-duration"]:checked') || {}).value;
         v.durationSecs = dur === 'permanent' ? null : Number(dur);
       }
       if ((ban || o.mode === 'warn') && !v.statement) {
-        err.textContent = 'Write the statement of reasons.';
+        err.textContent = t('action.needStatement');
         err.hidden = false;
         stmt.focus();
         return;
@@ -144,7 +148,7 @@ export async function openAction(o) {
         await o.submit(v);
         finish(v);
       } catch (ex) {
-        err.textContent = ex.message || String(ex);
+        err.textContent = errorText(ex);
         err.hidden = false;
         submit.disabled = false;
       }

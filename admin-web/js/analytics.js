@@ -2,46 +2,62 @@
 // while shown).
 
 import * as api from './api.js';
-import { $, el, clear, duration } from './ui.js';
+import { t } from '/js/i18n.js';
+import { $, el, clear, duration, fmtClock, num, percent, errorText } from './ui.js';
 
 let timer = null;
+/** The last answer and when it came (drawn again after a language switch). */
+let last = null;
 
-const pct = (x) => (x === null || x === undefined ? '—' : `${Math.round(x * 100)}%`);
-const num = (x, d = 1) => (x === null || x === undefined ? '—' : Number(x).toFixed(d));
-const secs = (x) => (x === null || x === undefined ? '—' : x < 10 ? `${x.toFixed(2)} s` : duration(x));
+const pct = (x) => (x === null || x === undefined ? '—' : percent(x));
+const dec = (x, d = 1) => (x === null || x === undefined ? '—' : num(Number(x), d));
+const secs = (x) => (x === null || x === undefined ? '—' : x < 10 ? t('analytics.seconds', { seconds: num(x, 2) }) : duration(x));
+/** `one` or `many`'s string for `n`, with `n` in the page's digits. */
+const count = (n, one, many, vars = {}) => t(n === 1 ? one : many, { count: num(n), ...vars });
 
 function tile(label, value, note, share) {
-  const t = el('div.tile.card', {}, el('div.label', { text: label }), el('div.value', {}, value), note ? el('div.note', { text: note }) : null);
+  const box = el('div.tile.card', {}, el('div.label', { text: label }), el('div.value', {}, value), note ? el('div.note', { text: note }) : null);
   if (share !== undefined && share !== null) {
     const bar = el('span');
     bar.style.width = `${Math.max(0, Math.min(100, share * 100))}%`;
-    t.append(el('div.bar', {}, bar));
+    box.append(el('div.bar', {}, bar));
   }
-  return t;
+  return box;
 }
 
 async function refresh() {
   const a = await api.get('/api/admin/analytics');
   window.admin.analytics = a;
+  last = { a, at: Date.now() };
+  renderAnalytics();
+}
+
+/** The tiles from the last answer. */
+export function renderAnalytics() {
+  if (!last) return;
+  const { a, at } = last;
   const box = clear($('analytics-tiles'));
-  const win = a.window_secs ? `last ${Math.round(a.window_secs / 60) || 1} min` : 'collecting…';
+  const win = a.window_secs ? t('analytics.window', { minutes: num(Math.round(a.window_secs / 60) || 1) }) : t('analytics.collecting');
+  const nodes = count(a.nodes, 'analytics.nodeOne', 'analytics.nodes');
   box.append(
-    tile('Online now', String(a.online), `${a.active_pairings} call${a.active_pairings === 1 ? '' : 's'} running`),
-    tile('Waiting · video', String(a.waiting.video)),
-    tile('Waiting · text', String(a.waiting.text)),
-    tile('Matches per minute', num(a.matches_per_minute), win),
-    tile('Time to match', el('span', {}, secs(a.time_to_match_p50_secs), el('small', { text: ' p50' })), `p95 ${secs(a.time_to_match_p95_secs)}`),
-    tile('Average call', secs(a.avg_call_secs), `${a.calls_ended_total} calls ended`),
-    tile('Next rate', pct(a.next_rate), `${num(a.nexts_per_minute)} Next per minute`, a.next_rate),
-    tile('TURN share', pct(a.turn_share), `${a.media_connections} media connection${a.media_connections === 1 ? '' : 's'} on ${a.nodes} node${a.nodes === 1 ? '' : 's'}`, a.turn_share),
-    tile('Reports per 1,000 pairings', num(a.reports_per_1000_pairings), `${a.reports_total} reports / ${a.pairings_total} pairings · ${a.reports_stored} stored`),
+    tile(t('analytics.online'), num(a.online), count(a.active_pairings, 'analytics.callRunning', 'analytics.callsRunning')),
+    tile(t('analytics.waitingVideo'), num(a.waiting.video)),
+    tile(t('analytics.waitingText'), num(a.waiting.text)),
+    tile(t('analytics.matchesPerMinute'), dec(a.matches_per_minute), win),
+    tile(t('analytics.timeToMatch'), el('span', {}, secs(a.time_to_match_p50_secs), el('small', { text: ' p50' })), `p95 ${secs(a.time_to_match_p95_secs)}`),
+    tile(t('analytics.averageCall'), secs(a.avg_call_secs), count(a.calls_ended_total, 'analytics.callEnded', 'analytics.callsEnded')),
+    tile(t('analytics.nextRate'), pct(a.next_rate), t('analytics.nextsPerMinute', { count: dec(a.nexts_per_minute) }), a.next_rate),
+    tile(t('analytics.turnShare'), pct(a.turn_share),
+      count(a.media_connections, 'analytics.mediaConnection', 'analytics.mediaConnections', { nodes }), a.turn_share),
+    tile(t('analytics.reportsPer1000'), dec(a.reports_per_1000_pairings),
+      t('analytics.reportTotals', { reports: num(a.reports_total), pairings: num(a.pairings_total), stored: num(a.reports_stored) })),
   );
-  $('analytics-sub').textContent = `Updated ${new Date().toLocaleTimeString()} · rates and times are this server's since it started`;
+  $('analytics-sub').textContent = t('analytics.updated', { time: fmtClock(at) });
 }
 
 export function showAnalytics() {
   clearInterval(timer);
-  refresh().catch((e) => { $('analytics-sub').textContent = e.message; });
+  refresh().catch((e) => { $('analytics-sub').textContent = errorText(e); });
   timer = setInterval(() => refresh().catch(() => {}), 5000);
 }
 

@@ -1,16 +1,21 @@
 // duet moderation pages: login, then views by hash (#/wall, #/reports[/id],
 // #/bans, #/appeals, #/audit, #/analytics, #/team, #/settings).
 // Test hooks live on `window.admin` (read-only for the page's logic).
+// Strings come from admin-web/locales/ through the visitor page's i18n module;
+// a language switch re-renders the open view from what it last loaded (no
+// new request, so no new evidence view in the audit log).
 
 import * as api from './api.js';
-import { $, toast } from './ui.js';
-import { showWall, hideWall } from './wall.js';
-import { showReports, initReports } from './reports.js';
-import { showBans, initBans } from './bans.js';
-import { showAppeals, initAppeals } from './appeals.js';
-import { showAudit, initAudit } from './audit.js';
-import { showAnalytics, hideAnalytics } from './analytics.js';
-import { showTeam, showSettings, initTeam } from './team.js';
+import * as i18n from '/js/i18n.js';
+import { t } from '/js/i18n.js';
+import { $, toast, label, errorText } from './ui.js';
+import { showWall, hideWall, renderWall } from './wall.js';
+import { showReports, initReports, renderReports } from './reports.js';
+import { showBans, initBans, renderBans } from './bans.js';
+import { showAppeals, initAppeals, renderAppeals } from './appeals.js';
+import { showAudit, initAudit, renderAudit } from './audit.js';
+import { showAnalytics, hideAnalytics, renderAnalytics } from './analytics.js';
+import { showTeam, showSettings, initTeam, renderTeam, renderSettings } from './team.js';
 import { stopWatch } from './watch.js';
 
 window.admin = {
@@ -28,13 +33,34 @@ window.admin = {
 };
 
 const VIEWS = ['wall', 'reports', 'bans', 'appeals', 'audit', 'analytics', 'team', 'settings'];
+/** Each view drawn again from what it last loaded, after a language switch. */
+const RENDER = {
+  wall: renderWall,
+  reports: renderReports,
+  bans: renderBans,
+  appeals: renderAppeals,
+  audit: renderAudit,
+  analytics: renderAnalytics,
+  team: renderTeam,
+  settings: renderSettings,
+};
 let badgeTimer = null;
+/** The login screen's message as a string key (and its words), said again after a switch. */
+let loginMessage = null;
 
 function setScreen(name) {
   document.body.dataset.screen = name;
   window.admin.state = name;
 }
 
+function sayLoginMessage() {
+  const err = $('login-error');
+  err.hidden = !loginMessage;
+  const m = loginMessage;
+  err.textContent = !m ? '' : m.error ? t('login.failed', { detail: errorText(m.error) }) : t(m.key);
+}
+
+/** `message`: {key} of a string, or {error} (an ApiError) said as a failed login. */
 function showLogin(message) {
   hideWall();
   hideAnalytics();
@@ -43,9 +69,8 @@ function showLogin(message) {
   for (const v of VIEWS) $(`view-${v}`).hidden = true;
   $('login').hidden = false;
   setScreen('login');
-  const err = $('login-error');
-  err.hidden = !message;
-  err.textContent = message || '';
+  loginMessage = message || null;
+  sayLoginMessage();
   $('login-btn').disabled = false;
   $('login-email').focus();
 }
@@ -55,7 +80,7 @@ function enter(s) {
   $('login').hidden = true;
   $('topbar').hidden = false;
   $('who-email').textContent = s.moderator.email;
-  $('who-role').textContent = s.moderator.role;
+  $('who-role').textContent = label('role', s.moderator.role);
   document.body.classList.toggle('is-admin', s.moderator.role === 'admin');
   setScreen('in');
   badges();
@@ -103,7 +128,7 @@ async function route() {
     }
   } catch (e) {
     window.admin.lastError = { code: e.code, message: e.message };
-    if (e.status !== 401) toast(e.message, true);
+    if (e.status !== 401) toast(errorText(e), true);
   }
   window.admin.ready = view;
 }
@@ -112,11 +137,11 @@ async function onLogin(e) {
   e.preventDefault();
   const email = $('login-email').value.trim();
   const password = $('login-password').value;
-  const err = $('login-error');
-  err.hidden = true;
+  loginMessage = null;
+  sayLoginMessage();
   if (!email || !password) {
-    err.textContent = 'Enter your email and password.';
-    err.hidden = false;
+    loginMessage = { key: 'login.missing' };
+    sayLoginMessage();
     return;
   }
   $('login-btn').disabled = true;
@@ -126,8 +151,8 @@ async function onLogin(e) {
     enter(s);
   } catch (ex) {
     window.admin.lastError = { code: ex.code, message: ex.message };
-    const wait = ex.code === 'account_locked' || ex.code === 'rate_limited';
-    showLogin(wait ? ex.message : ex.code === 'bad_credentials' ? 'Wrong email or password.' : `Cannot log in: ${ex.message}`);
+    const known = ['account_locked', 'rate_limited', 'bad_credentials', 'busy', 'network'].includes(ex.code);
+    showLogin(known ? { key: `error.${ex.code}` } : { error: ex });
   }
 }
 
@@ -135,13 +160,28 @@ async function onLogout() {
   await stopWatch();
   await api.logout();
   location.hash = '';
-  showLogin('You are logged out.');
+  showLogin({ key: 'login.loggedOut' });
 }
 
-function init() {
+/** Texts the page set itself, said again in the new language. */
+function rerender() {
+  if (window.admin.state === 'login') sayLoginMessage();
+  if (window.admin.me) $('who-role').textContent = label('role', window.admin.me.role);
+  const render = window.admin.state === 'in' && RENDER[window.admin.view];
+  if (render) render();
+}
+
+async function init() {
+  await i18n.init({ locales: '/admin/locales/', store: 'duet.adminLang' });
+  window.admin.lang = i18n.current();
+  for (const sel of document.querySelectorAll('.lang-select')) i18n.bindLanguageSelect(sel);
+  i18n.onChange((lang) => {
+    window.admin.lang = lang;
+    rerender();
+  });
   api.setLoggedOutHandler((e) => {
     stopWatch();
-    showLogin(e && e.code === 'token_revoked' ? 'Your session ended. Log in again.' : 'Your session expired. Log in again.');
+    showLogin({ key: e && e.code === 'token_revoked' ? 'login.revoked' : 'login.expired' });
   });
   $('login-form').addEventListener('submit', onLogin);
   $('logout-btn').addEventListener('click', onLogout);

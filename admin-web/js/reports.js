@@ -4,11 +4,18 @@
 // ban (temporary with preset durations; permanent for seniors).
 
 import * as api from './api.js';
-import { $, el, clear, ago, fmtTime, until, toast, changed, CATEGORY, severityClass, shotTile, shortId } from './ui.js';
+import { t } from '/js/i18n.js';
+import {
+  $, el, clear, ago, fmtTime, fmtClock, until, toast, changed, label, severityClass, shotTile, shortId, num, errorText,
+} from './ui.js';
 import { openAction } from './actions.js';
 
 let selected = null;
 let items = [];
+/** The last list answer's total and status (the heading is said again from them). */
+let listed = null;
+/** The open report as last loaded (drawn again after a language switch, not fetched again). */
+let detail = null;
 
 export async function showReports(id) {
   await loadList();
@@ -18,7 +25,12 @@ export async function showReports(id) {
     // Picked from the list (which was just redrawn, taking the focused item
     // with it): the focus goes to the report it opened.
     if (id) $('report-detail-title')?.focus();
-  } else clear($('report-detail')).append(el('p.empty', { text: 'Nothing to do here. 🎉' }));
+  } else showNothing('reports.nothing');
+}
+
+function showNothing(key) {
+  detail = null;
+  clear($('report-detail')).append(el('p.empty', { text: t(key) }));
 }
 
 async function loadList() {
@@ -26,24 +38,34 @@ async function loadList() {
   const sort = $('reports-sort').value;
   const data = await api.get(`/api/admin/reports?status=${status}&sort=${sort}&limit=100`);
   items = data.reports;
+  listed = { total: data.total, status };
   window.admin.reports = items.map((r) => r.id);
-  $('reports-sub').textContent = `${data.total} ${status === 'all' ? '' : status} report${data.total === 1 ? '' : 's'}`;
+  renderList();
+}
+
+function renderList() {
+  const { total, status } = listed;
+  $('reports-sub').textContent = status === 'all'
+    ? t(total === 1 ? 'reports.countOne' : 'reports.count', { count: num(total) })
+    : t(total === 1 ? 'reports.countStatusOne' : 'reports.countStatus', { count: num(total), status: label('status', status) });
   const list = clear($('reports-list'));
   for (const r of items) {
+    const meta = [label('mode', r.mode), t('reports.device', { device: shortId(r.reported_device) }),
+      t(r.snapshot_count === 1 ? 'reports.snapshot' : 'reports.snapshots', { count: num(r.snapshot_count) })];
+    if (r.device_reports > 1) meta.push(t('reports.onDevice', { count: num(r.device_reports) }));
     list.append(el('li', {}, el(`button.report-item.${severityClass(r.severity)}`, {
       type: 'button',
       dataset: { id: r.id },
       'aria-current': r.id === selected ? 'true' : 'false',
       onclick: () => { location.hash = `#/reports/${r.id}`; },
     },
-    el('div.top', {}, el(`span.chip.${severityClass(r.severity)}`, { text: CATEGORY[r.category] || r.category }),
-      r.status !== 'open' ? el('span.chip', { text: r.status }) : null,
+    el('div.top', {}, el(`span.chip.${severityClass(r.severity)}`, { text: label('category', r.category) }),
+      r.status !== 'open' ? el('span.chip', { text: label('status', r.status) }) : null,
       el('span.when', { text: ago(r.created_at), title: fmtTime(r.created_at) })),
-    el('p.txt', { text: r.text || '(no text)' }),
-    el('div.meta', {}, `${r.mode} · device ${shortId(r.reported_device)} · ${r.snapshot_count} snapshot${r.snapshot_count === 1 ? '' : 's'}`,
-      r.device_reports > 1 ? ` · ${r.device_reports} reports on this device` : ''))));
+    el('p.txt', { text: r.text || t('reports.noText') }),
+    el('div.meta', {}, meta.join(' · ')))));
   }
-  if (!items.length) list.append(el('li.empty', { text: 'The queue is empty.' }));
+  if (!items.length) list.append(el('li.empty', { text: t('reports.empty') }));
 }
 
 function markSelected() {
@@ -54,102 +76,128 @@ async function showDetail(id) {
   selected = id;
   markSelected();
   const box = clear($('report-detail'));
-  box.append(el('p.empty', { text: 'Loading…' }));
+  box.append(el('p.empty', { text: t('common.loading') }));
   let d;
   try {
     d = await api.get(`/api/admin/reports/${encodeURIComponent(id)}`);
   } catch (e) {
-    clear(box).append(el('p.error', { text: `Could not load the report: ${e.message}` }));
+    detail = null;
+    clear(box).append(el('p.error', { text: t('reports.loadFailed', { detail: errorText(e) }) }));
     return;
   }
   window.admin.report = d;
+  detail = d;
+  renderDetail(d);
+}
+
+function renderDetail(d) {
   const r = d.report;
-  clear(box);
+  const box = clear($('report-detail'));
   box.append(el('div.head', {},
-    el(`span.chip.${severityClass(r.severity)}`, { text: CATEGORY[r.category] || r.category }),
-    el('h2', { text: `Report ${shortId(r.id)}`, id: 'report-detail-title', tabindex: '-1' }),
-    el('span.chip', { text: r.status }),
+    el(`span.chip.${severityClass(r.severity)}`, { text: label('category', r.category) }),
+    el('h2', { text: t('reports.reportTitle', { id: shortId(r.id) }), id: 'report-detail-title', tabindex: '-1' }),
+    el('span.chip', { text: label('status', r.status) }),
     el('span.spacer'),
     el('span.hint', { text: `${ago(r.created_at)} · ${fmtTime(r.created_at)}` })));
-  box.append(r.text ? el('blockquote', { text: r.text }) : el('p.hint', { text: 'The reporter wrote nothing.' }));
-  if (r.evidence_deleted_at) box.append(el('p.notice', { text: `Evidence deleted by the retention policy ${ago(r.evidence_deleted_at)}.` }));
+  box.append(r.text ? el('blockquote', { text: r.text }) : el('p.hint', { text: t('reports.wroteNothing') }));
+  if (r.evidence_deleted_at) box.append(el('p.notice', { text: t('reports.evidenceDeleted', { when: ago(r.evidence_deleted_at) }) }));
+  box.append(evidence(d), el('h3', { text: t('reports.session') }), sessionDetails(r));
+  box.append(...deviceHistory(d.history));
+  box.append(r.status === 'open' ? decisionBar(r) : resolution(r, d.bans));
+}
 
-  // Evidence.
+function evidence(d) {
+  const r = d.report;
   const snaps = el('div.snaps');
   for (const s of d.snapshots) {
     snaps.append(shotTile({
-      label: `Reported side · ${ago(s.captured_at)}`,
-      alt: 'Snapshot of the reported side',
+      label: t('reports.reportedSide', { when: ago(s.captured_at) }),
+      alt: t('reports.snapshotAlt'),
       onReveal: async (tile) => {
         if (tile.url) return;
         try {
           tile.setUrl(await api.imageUrl(`/api/admin/reports/${encodeURIComponent(r.id)}/snapshots/${encodeURIComponent(s.id)}`));
         } catch (e) {
-          toast(`Could not open the snapshot: ${e.message}`, true);
+          toast(t('reports.snapshotFailed', { detail: errorText(e) }), true);
         }
       },
     }));
   }
-  if (!d.snapshots.length) snaps.append(el('p.hint', { text: r.mode === 'text' ? 'Text chat: no snapshots.' : 'No snapshot was available.' }));
-  const tr = el('ol.transcript', { 'aria-label': 'Chat transcript' });
+  if (!d.snapshots.length) snaps.append(el('p.hint', { text: r.mode === 'text' ? t('reports.textNoSnapshots') : t('reports.noSnapshot') }));
+  const tr = el('ol.transcript', { 'aria-label': t('reports.transcript') });
   for (const line of d.transcript) {
     const reported = line.device === r.reported_device;
     tr.append(el(`li.${reported ? 'reported' : 'reporter'}`, {},
-      el('small', { text: `${reported ? 'Reported' : 'Reporter'} · ${new Date(line.at_ms).toLocaleTimeString()}` }), line.text));
+      el('small', { text: `${reported ? t('reports.reported') : t('reports.reporter')} · ${fmtClock(line.at_ms)}` }), line.text));
   }
-  if (!d.transcript.length) tr.append(el('li', { text: 'No chat messages.' }));
-  box.append(el('div.evidence', {},
-    el('section', {}, el('h3', { text: 'Snapshots' }), snaps),
-    el('section', {}, el('h3', { text: 'Chat transcript' }), tr)));
+  if (!d.transcript.length) tr.append(el('li', { text: t('reports.noMessages') }));
+  return el('div.evidence', {},
+    el('section', {}, el('h3', { text: t('reports.snapshotsTitle') }), snaps),
+    el('section', {}, el('h3', { text: t('reports.transcript') }), tr));
+}
 
-  // Session details.
+function sessionDetails(r) {
   const kv = (k, v) => [el('dt', { text: k }), el('dd', {}, v)];
-  box.append(el('h3', { text: 'Session' }), el('dl.kv', {},
-    kv('Reported device', el('code', { text: r.reported_device })),
-    kv('Reporter device', el('code', { text: r.reporter_device })),
-    kv('Mode', r.mode),
-    kv('Pairing', el('code', { text: r.pairing_id })),
-    kv('Media server', `${r.reported_node} · participant ${shortId(r.reported_participant)}`),
-    kv('Sessions', `reported ${shortId(r.reported_session)} · reporter ${shortId(r.reporter_session)}`),
-    kv('Reporter IP', r.reporter_ip || '—')));
+  return el('dl.kv', {},
+    kv(t('reports.reportedDevice'), el('code', { text: r.reported_device })),
+    kv(t('reports.reporterDevice'), el('code', { text: r.reporter_device })),
+    kv(t('reports.mode'), label('mode', r.mode)),
+    kv(t('reports.pairing'), el('code', { text: r.pairing_id })),
+    kv(t('reports.mediaServer'), t('reports.participant', { node: r.reported_node, participant: shortId(r.reported_participant) })),
+    kv(t('reports.sessions'), t('reports.sessionIds', { reported: shortId(r.reported_session), reporter: shortId(r.reporter_session) })),
+    kv(t('reports.reporterIp'), r.reporter_ip || '—'));
+}
 
-  // History of the reported device.
-  const h = d.history;
+/** The reported device's earlier bans and reports: a heading and a list. */
+function deviceHistory(h) {
   const hist = el('ul.history');
   for (const b of h.bans) {
-    hist.append(el('li', {}, el(`span.chip.${b.lifted_at ? '' : 'bad'}`, { text: b.lifted_at ? 'ban lifted' : 'ban' }),
-      `${b.reason} — by ${b.created_by}, ${ago(b.created_at)}, ${b.lifted_at ? 'lifted' : until(b.expires_at)}`));
+    hist.append(el('li', {}, el(`span.chip.${b.lifted_at ? '' : 'bad'}`, { text: b.lifted_at ? t('reports.banLifted') : t('reports.ban') }),
+      t('reports.banLine', { reason: b.reason, by: b.created_by, when: ago(b.created_at), until: b.lifted_at ? label('status', 'lifted') : until(b.expires_at) })));
   }
   for (const o of h.reports) {
-    hist.append(el('li', {}, el(`span.chip.${severityClass(o.severity)}`, { text: CATEGORY[o.category] || o.category }),
-      `${o.status} · ${ago(o.created_at)}`));
+    hist.append(el('li', {}, el(`span.chip.${severityClass(o.severity)}`, { text: label('category', o.category) }),
+      `${label('status', o.status)} · ${ago(o.created_at)}`));
   }
-  if (!hist.childNodes.length) hist.append(el('li.hint', { text: 'No earlier reports or bans.' }));
-  box.append(el('h3', { text: `History of this device${h.warnings ? ` · ${h.warnings} warning(s)` : ''}` }), hist);
+  if (!hist.childNodes.length) hist.append(el('li.hint', { text: t('reports.noHistory') }));
+  const title = h.warnings ? t('reports.historyWarnings', { count: num(h.warnings) }) : t('reports.history');
+  return [el('h3', { text: title }), hist];
+}
 
-  // Decision.
-  if (r.status === 'open') {
-    const senior = ['senior', 'admin'].includes(api.currentSession().moderator.role);
-    box.append(el('div.actions-bar', {},
-      el('button.btn', { type: 'button', text: 'Dismiss', onclick: () => act(r, 'dismiss') }),
-      el('button.btn.warn', { type: 'button', text: 'Warn', onclick: () => act(r, 'warn') }),
-      el('button.btn.danger', { type: 'button', text: 'Ban device…', id: 'report-ban', onclick: () => act(r, 'ban') }),
-      el('span.hint', { text: senior ? 'Temporary or permanent ban.' : 'Temporary bans; permanent bans need a senior.' })));
-  } else {
-    box.append(el('div.resolved', {},
-      el('b', { text: `${r.status[0].toUpperCase()}${r.status.slice(1)}` }),
-      ` by ${r.resolved_by || '—'} ${ago(r.resolved_at)}`,
-      r.resolution ? el('p', { text: `“${r.resolution}”` }) : null,
-      ...d.bans.map((b) => el('p.hint', { text: `Ban ${shortId(b.id)}: ${b.lifted_at ? 'lifted' : until(b.expires_at)}${b.appeal_status ? ` · appeal ${b.appeal_status}` : ''}` }))));
-  }
+function decisionBar(r) {
+  const senior = ['senior', 'admin'].includes(api.currentSession().moderator.role);
+  return el('div.actions-bar', {},
+    el('button.btn', { type: 'button', text: t('reports.dismiss'), onclick: () => act(r, 'dismiss') }),
+    el('button.btn.warn', { type: 'button', text: t('reports.warn'), onclick: () => act(r, 'warn') }),
+    el('button.btn.danger', { type: 'button', text: t('reports.banDevice'), id: 'report-ban', onclick: () => act(r, 'ban') }),
+    el('span.hint', { text: senior ? t('reports.seniorBans') : t('reports.moderatorBans') }));
+}
+
+function resolution(r, bans) {
+  return el('div.resolved', {},
+    el('b', { text: label('status', r.status) }),
+    ` ${t('reports.resolvedBy', { by: r.resolved_by || '—', when: ago(r.resolved_at) })}`,
+    r.resolution ? el('p', { text: `“${r.resolution}”` }) : null,
+    ...bans.map((b) => {
+      const parts = [t('reports.banState', { id: shortId(b.id), until: b.lifted_at ? label('status', 'lifted') : until(b.expires_at) })];
+      if (b.appeal_status) parts.push(t('reports.appealState', { status: label('status', b.appeal_status) }));
+      return el('p.hint', { text: parts.join(' · ') });
+    }));
+}
+
+/** After a language switch: the list and the open report in the new words, from what was loaded. */
+export function renderReports() {
+  if (listed) renderList();
+  if (detail && detail.report.id === selected) renderDetail(detail);
+  else if (!items.length && listed) showNothing('reports.nothing');
 }
 
 async function act(r, mode) {
-  const titles = { dismiss: 'Dismiss this report', warn: 'Warn the reported device', ban: 'Ban the reported device' };
+  const titles = { dismiss: 'reports.dismissTitle', warn: 'reports.warnTitle', ban: 'reports.banTitle' };
   await openAction({
     mode,
-    title: titles[mode],
-    context: `${CATEGORY[r.category] || r.category} report · device ${r.reported_device}`,
+    title: t(titles[mode]),
+    context: t('reports.actionContext', { category: label('category', r.category), device: r.reported_device }),
     target: { kind: 'device', value: r.reported_device },
     category: r.category,
     submit: async (v) => {
@@ -157,7 +205,7 @@ async function act(r, mode) {
       const body = { action, template: v.template, statement: v.statement };
       if (action === 'temporary_ban') body.duration_secs = v.durationSecs;
       await api.post(`/api/admin/reports/${encodeURIComponent(r.id)}/action`, body);
-      toast(mode === 'ban' ? 'Banned. The device is refused from now on.' : mode === 'warn' ? 'Warning recorded.' : 'Report dismissed.');
+      toast(t(mode === 'ban' ? 'reports.banned' : mode === 'warn' ? 'reports.warned' : 'reports.dismissed'));
       changed();
       const idx = items.findIndex((x) => x.id === r.id);
       await loadList();
@@ -165,7 +213,7 @@ async function act(r, mode) {
       if ($('reports-status').value === 'open') {
         selected = null;
         if (next) location.hash = `#/reports/${next.id}`;
-        else clear($('report-detail')).append(el('p.empty', { text: 'Done: the queue is empty.' }));
+        else showNothing('reports.done');
       } else {
         await showDetail(r.id);
       }

@@ -1,4 +1,9 @@
-// Small DOM helpers shared by the views (no innerHTML with data: text only).
+// Small DOM helpers shared by the views (no innerHTML with data: text only),
+// and the page's words for what the server sends as codes (report categories,
+// statuses, roles, ban kinds, audit actions, error codes).
+
+import * as i18n from '/js/i18n.js';
+import { t } from '/js/i18n.js';
 
 export const $ = (id) => document.getElementById(id);
 
@@ -27,31 +32,56 @@ export function clear(node) {
   return node;
 }
 
+/** A moment (Unix seconds) as a date and time in the page's language. */
 export function fmtTime(unix) {
   if (!unix && unix !== 0) return '—';
-  const d = new Date(unix * 1000);
-  return d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  return i18n.formatDateTime(new Date(unix * 1000));
+}
+
+/** A moment (milliseconds) as a time of day in the page's language. */
+export function fmtClock(ms) {
+  return new Intl.DateTimeFormat(i18n.current(), { timeStyle: 'medium' }).format(new Date(ms));
+}
+
+/** A number in the page's language (with exactly `digits` decimals if given). */
+export function num(n, digits) {
+  if (digits === undefined) return i18n.formatNumber(n);
+  return new Intl.NumberFormat(i18n.current(), { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(n);
+}
+
+/** A share (0…1) as a whole percentage in the page's language. */
+export function percent(x) {
+  return new Intl.NumberFormat(i18n.current(), { style: 'percent', maximumFractionDigits: 0 }).format(x);
+}
+
+/** `secs` from now (negative: ago) in words of the page's language: "3 min ago", "in 2 days", "now". */
+function relative(secs) {
+  const rtf = new Intl.RelativeTimeFormat(i18n.current(), { numeric: 'auto' });
+  const a = Math.abs(secs);
+  if (a < 45) return rtf.format(0, 'second');
+  if (a < 90) return rtf.format(secs, 'second');
+  if (a < 5400) return rtf.format(Math.round(secs / 60), 'minute');
+  if (a < 129600) return rtf.format(Math.round(secs / 3600), 'hour');
+  return rtf.format(Math.round(secs / 86400), 'day');
 }
 
 export function ago(unix) {
   if (!unix) return '—';
-  const s = Math.round(Date.now() / 1000 - unix);
-  if (s < 0) return 'in ' + span(-s);
-  if (s < 45) return 'just now';
-  return span(s) + ' ago';
+  return relative(unix - Date.now() / 1000);
 }
 
 export function until(unix) {
-  if (!unix) return 'permanent';
+  if (!unix) return t('time.permanent');
   const s = Math.round(unix - Date.now() / 1000);
-  return s <= 0 ? 'expired' : 'in ' + span(s);
+  return s <= 0 ? t('time.expired') : relative(s);
 }
 
-function span(s) {
-  if (s < 90) return `${s} s`;
-  if (s < 5400) return `${Math.round(s / 60)} min`;
-  if (s < 129600) return `${Math.round(s / 3600)} h`;
-  return `${Math.round(s / 86400)} days`;
+/** A length of time (a ban's) in the page's language: "1 hour", "7 Tage". */
+export function span(secs) {
+  const [unit, n] = secs % 86400 === 0 ? ['day', secs / 86400]
+    : secs % 3600 === 0 ? ['hour', secs / 3600]
+      : secs % 60 === 0 ? ['minute', secs / 60] : ['second', secs];
+  return new Intl.NumberFormat(i18n.current(), { style: 'unit', unit, unitDisplay: 'long' }).format(n);
 }
 
 export function duration(secs) {
@@ -85,21 +115,33 @@ export function severityClass(sev) {
   return `sev-${Math.max(1, Math.min(5, sev || 1))}`;
 }
 
-export const CATEGORY = {
-  minor: 'Looks under 18',
-  violence: 'Violence or threats',
-  nudity: 'Nudity / sexual',
-  hate: 'Hate speech',
-  harassment: 'Harassment',
-  spam: 'Spam or scam',
-  other: 'Other',
-};
+/**
+ * A server code in the page's language: `label('category', 'spam')` is the
+ * string `category.spam`; a code the page does not know yet shows as
+ * `fallback` (the server's own words, where it sends some), else as sent.
+ */
+export function label(group, code, fallback) {
+  const key = `${group}.${code}`;
+  return i18n.has(key) ? t(key) : String(fallback ?? code ?? '—');
+}
+
+/**
+ * A refusal from the API in the page's language: known codes have their own
+ * string (the server's words fill `{detail}` where they name the particulars,
+ * e.g. which CSV lines are wrong); others are said as a refusal with them.
+ */
+export function errorText(e) {
+  if (!e) return '';
+  const detail = e.message || String(e);
+  const key = `error.${e.code}`;
+  return e.code && i18n.has(key) ? t(key, { detail }) : t('error.other', { detail });
+}
 
 /**
  * A small modal question. Resolves to the text typed (or true for a plain
  * confirmation), or null when cancelled.
  */
-export function ask({ title, text = '', input = false, placeholder = '', ok = 'OK', danger = false }) {
+export function ask({ title, text = '', input = false, placeholder = '', ok = t('common.ok'), danger = false }) {
   const d = $('ask-dialog');
   $('ask-title').textContent = title;
   $('ask-text').textContent = text;
@@ -138,26 +180,26 @@ export function ask({ title, text = '', input = false, placeholder = '', ok = 'O
 }
 
 /** A snapshot tile: blurred until clicked; `onReveal` runs once per reveal. */
-export function shotTile({ label, onReveal, alt }) {
+export function shotTile({ label: side, onReveal, alt }) {
   // Named by what it shows (see the wall's tiles); `alt` is the picture's
   // name once revealed, the state is for the ear only.
   const img = el('img', { alt: '', decoding: 'async' });
   img.hidden = true;
-  const nosnap = el('span.nosnap', { text: 'No picture yet' });
-  const stateText = el('span.sr-only', { text: '(blurred)' });
+  const nosnap = el('span.nosnap', { text: t('shot.none') });
+  const stateText = el('span.sr-only', { text: t('shot.blurred') });
   const tile = el('button.shot.blurred', { type: 'button' },
-    img, nosnap, el('span.reveal', { text: 'Click to reveal' }), el('span.side', { text: label || 'Snapshot' }), stateText);
+    img, nosnap, el('span.reveal', { text: t('shot.reveal') }), el('span.side', { text: side || t('shot.snapshot') }), stateText);
   tile.img = img;
   tile.addEventListener('click', async () => {
     if (!tile.classList.contains('blurred')) {
       tile.classList.add('blurred');
       img.alt = '';
-      stateText.textContent = '(blurred)';
+      stateText.textContent = t('shot.blurred');
       return;
     }
     tile.classList.remove('blurred');
     img.alt = alt || '';
-    stateText.textContent = '(revealed, click to blur)';
+    stateText.textContent = t('shot.revealed');
     if (onReveal) await onReveal(tile);
   });
   tile.setUrl = (url) => {

@@ -5,7 +5,8 @@
 // the SFU for fresh keyframes; when it closes, that stops.
 
 import * as api from './api.js';
-import { $, el, clear, duration, toast, ask } from './ui.js';
+import { t } from '/js/i18n.js';
+import { $, el, clear, duration, toast, ask, num, errorText } from './ui.js';
 import { openAction } from './actions.js';
 import { startWatch } from './watch.js';
 
@@ -14,6 +15,8 @@ let timer = null;
 let tick = null;
 let active = false;
 let skewMs = 0;
+/** The last wall answer (the heading's counts are said again from it after a language switch). */
+let last = null;
 
 function state() {
   return window.admin.wall;
@@ -29,14 +32,16 @@ function makeCard(p) {
   const reports = el('span.chip.reports');
   const where = el('span.where');
   const interests = el('span.interests');
+  const buttons = {
+    watch: el('button.btn.primary.small', { type: 'button', onclick: () => watch(card) }),
+    end: el('button.btn.small', { type: 'button', onclick: () => endCall(card) }),
+    ban: el('button.btn.danger.small', { type: 'button', onclick: () => ban(card) }),
+  };
   const root = el('article.call', { dataset: { pairing: p.pairing_id } },
     el('div.pair', {}, tiles),
     el('div.call-info', {}, el('span.live-dot.small', { 'aria-hidden': 'true' }), dur, where, interests, reports),
-    el('div.call-actions', {},
-      el('button.btn.primary.small', { type: 'button', text: 'Watch live', onclick: () => watch(card) }),
-      el('button.btn.small', { type: 'button', text: 'End call', onclick: () => endCall(card) }),
-      el('button.btn.danger.small', { type: 'button', text: 'Ban…', onclick: () => ban(card) })));
-  const card = { root, tiles, dur, reports, where, interests, data: p };
+    el('div.call-actions', {}, buttons.watch, buttons.end, buttons.ban));
+  const card = { root, tiles, dur, reports, where, interests, buttons, data: p };
   return card;
 }
 
@@ -49,15 +54,24 @@ function shotTile(p, side) {
   // age), so a voice user can say what they see; the state is for the ear only.
   const img = el('img', { alt: '', decoding: 'async' });
   img.hidden = true;
-  const nosnap = el('span.nosnap', { text: 'No picture yet' });
+  const nosnap = el('span.nosnap');
   const age = el('span.age');
   const stateText = el('span.sr-only');
+  const reveal = el('span.reveal');
+  const sideText = el('span.side');
+  // Its words, said again on every refresh (and so after a language switch).
+  tile.relabel = () => {
+    nosnap.textContent = t('shot.none');
+    reveal.textContent = t('shot.reveal');
+    sideText.textContent = t('wall.side', { side: label });
+    stateText.textContent = tile.classList.contains('blurred') ? t('shot.blurred') : t('shot.revealed');
+  };
   const blur = (on) => {
     tile.classList.toggle('blurred', on);
-    stateText.textContent = on ? '(blurred)' : '(revealed, click to blur)';
+    tile.relabel();
   };
   blur(true);
-  tile.append(img, nosnap, el('span.reveal', { text: 'Click to reveal' }), el('span.side', { text: `Side ${label}` }), age, stateText);
+  tile.append(img, nosnap, reveal, sideText, age, stateText);
   tile.img = img;
   tile.ageEl = age;
   tile.side = side;
@@ -72,7 +86,7 @@ function shotTile(p, side) {
       await api.post(`/api/admin/pairings/${encodeURIComponent(card.data.pairing_id)}/view`, { side });
       state().views++;
     } catch (e) {
-      toast(`Could not record the view: ${e.message}`, true);
+      toast(t('wall.viewFailed', { detail: errorText(e) }), true);
       blur(true);
     }
   });
@@ -94,16 +108,21 @@ function shotTile(p, side) {
 function update(card, p) {
   card.data = p;
   const reports = p.report_count || 0;
-  card.reports.textContent = reports ? `${reports} report${reports > 1 ? 's' : ''}` : 'no reports';
+  card.reports.textContent = reports ? t('wall.reports', { count: num(reports) }) : t('wall.noReports');
   card.reports.className = `chip reports ${reports ? 'bad' : ''}`;
   card.root.classList.toggle('flagged', reports > 0);
-  card.where.textContent = `node ${p.node_id} · region ${p.region}`;
+  card.where.textContent = t('wall.where', { node: p.node_id, region: p.region });
   card.interests.textContent = p.common_interests && p.common_interests.length ? `♥ ${p.common_interests.join(', ')}` : '';
-  for (const t of card.tiles) {
-    const side = p[t.side];
-    t.ageEl.textContent = side.snapshot_age_ms != null ? `${Math.round(side.snapshot_age_ms / 1000)} s old` : '';
-    t.ageEl.hidden = side.snapshot_age_ms == null;
-    t.title = `device ${side.device}${side.via_turn ? ' · via TURN' : ''}${side.reports ? ` · ${side.reports} report(s)` : ''}`;
+  card.buttons.watch.textContent = t('wall.watch');
+  card.buttons.end.textContent = t('wall.end');
+  card.buttons.ban.textContent = t('wall.ban');
+  for (const tile of card.tiles) {
+    const side = p[tile.side];
+    tile.relabel();
+    tile.ageEl.textContent = side.snapshot_age_ms != null ? t('wall.age', { seconds: num(Math.round(side.snapshot_age_ms / 1000)) }) : '';
+    tile.ageEl.hidden = side.snapshot_age_ms == null;
+    tile.title = [t('wall.device', { device: side.device }), side.via_turn ? t('wall.viaTurn') : null,
+      side.reports ? t('wall.deviceReports', { count: num(side.reports) }) : null].filter(Boolean).join(' · ');
   }
   renderDuration(card);
 }
@@ -120,7 +139,7 @@ async function refresh() {
   try {
     w = await api.get('/api/admin/wall');
   } catch (e) {
-    $('wall-sub').textContent = `Could not load the wall: ${e.message}`;
+    $('wall-sub').textContent = t('wall.loadFailed', { detail: errorText(e) });
     return;
   }
   if (!active) return;
@@ -142,9 +161,8 @@ async function refresh() {
     if (!seen.has(id)) removeCard(id, card);
   }
   $('wall-empty').hidden = w.pairings.length > 0;
-  const more = w.total > w.pairings.length ? ` (showing ${w.pairings.length})` : '';
-  const text = w.text_pairings ? ` · ${w.text_pairings} text chat${w.text_pairings > 1 ? 's' : ''}` : '';
-  $('wall-sub').textContent = `${w.total} video call${w.total === 1 ? '' : 's'}${more}${text} · fresh keyframes every ${(w.keyframe_interval_ms / 1000).toFixed(1)} s`;
+  last = w;
+  saySub();
   st.pairings = w.pairings.map((p) => p.pairing_id);
   st.refreshes++;
   // Snapshots, a few at a time.
@@ -159,6 +177,22 @@ async function refresh() {
     }
   });
   await Promise.all(workers);
+}
+
+/** The heading's line: how many calls, text chats, how fresh. */
+function saySub() {
+  const w = last;
+  const parts = [t(w.total === 1 ? 'wall.videoCall' : 'wall.videoCalls', { count: num(w.total) })];
+  if (w.total > w.pairings.length) parts[0] += ` ${t('common.showing', { count: num(w.pairings.length) })}`;
+  if (w.text_pairings) parts.push(t(w.text_pairings === 1 ? 'wall.textChat' : 'wall.textChats', { count: num(w.text_pairings) }));
+  parts.push(t('wall.keyframes', { seconds: num(w.keyframe_interval_ms / 1000, 1) }));
+  $('wall-sub').textContent = parts.join(' · ');
+}
+
+/** After a language switch: every card and the heading in the new words, from the last answer. */
+export function renderWall() {
+  for (const card of cards.values()) update(card, card.data);
+  if (last && active) saySub();
 }
 
 function removeCard(id, card) {
@@ -186,6 +220,7 @@ export function hideWall() {
   active = false;
   clearTimeout(timer);
   clearInterval(tick);
+  last = null;
   for (const [id, card] of cards) removeCard(id, card);
   clear($('wall-grid'));
 }
@@ -194,24 +229,24 @@ async function watch(card) {
   try {
     await startWatch(card.data);
   } catch (e) {
-    toast(`Cannot watch: ${e.message}`, true);
+    toast(t('wall.watchFailed', { detail: errorText(e) }), true);
   }
 }
 
 async function endCall(card) {
   const ok = await ask({
-    title: 'End this call?',
-    text: 'Both people are separated and told the chat was ended.',
-    ok: 'End call',
+    title: t('wall.endTitle'),
+    text: t('wall.endText'),
+    ok: t('wall.end'),
     danger: true,
   });
   if (!ok) return;
   try {
     await api.post(`/api/admin/pairings/${encodeURIComponent(card.data.pairing_id)}/end`, {});
-    toast('Call ended.');
+    toast(t('wall.ended'));
     removeCard(card.data.pairing_id, card);
   } catch (e) {
-    toast(`Could not end the call: ${e.message}`, true);
+    toast(t('wall.endFailed', { detail: errorText(e) }), true);
   }
 }
 
@@ -219,8 +254,8 @@ async function ban(card) {
   const p = card.data;
   await openAction({
     mode: 'ban',
-    title: 'Ban from this call',
-    context: `Call on ${p.node_id} (${p.region}), running for ${duration((Date.now() + skewMs - p.matched_at_ms) / 1000)}.`,
+    title: t('wall.banTitle'),
+    context: t('wall.banContext', { node: p.node_id, region: p.region, duration: duration((Date.now() + skewMs - p.matched_at_ms) / 1000) }),
     sides: [{ label: 'A', device: p.a.device }, { label: 'B', device: p.b.device }],
     allowEnd: true,
     submit: async (v) => {
@@ -234,7 +269,7 @@ async function ban(card) {
       if (v.endCall) {
         try { await api.post(`/api/admin/pairings/${encodeURIComponent(p.pairing_id)}/end`, {}); } catch { /* over already */ }
       }
-      toast(`Device ${v.value.slice(0, 12)}… banned.`);
+      toast(t('wall.banned', { device: `${v.value.slice(0, 12)}…` }));
     },
   });
 }

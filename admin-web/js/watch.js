@@ -6,7 +6,8 @@
 // second. We send nothing; the two users see no one.
 
 import * as api from './api.js';
-import { $, toast } from './ui.js';
+import { t } from '/js/i18n.js';
+import { $, toast, errorText } from './ui.js';
 
 const PING_MS = 15000;
 let current = null;
@@ -15,9 +16,10 @@ export function watching() {
   return current;
 }
 
-function setStatus(text) {
-  $('watch-status').textContent = text;
-  window.admin.watch.status = text;
+/** The status line: `code` is one of watch.* (connecting, live, …); the hook keeps the code, not the words. */
+function setStatus(code, vars) {
+  $('watch-status').textContent = t(`watch.${code}`, vars);
+  window.admin.watch.status = code;
 }
 
 export async function startWatch(pairing) {
@@ -30,7 +32,7 @@ export async function startWatch(pairing) {
   const streams = [new MediaStream(), new MediaStream()];
   videos.forEach((v, i) => { v.srcObject = streams[i]; v.muted = false; });
   $('watch-mute').setAttribute('aria-pressed', 'false');
-  $('watch-mute').textContent = 'Mute';
+  $('watch-mute').textContent = t('watch.mute');
 
   const pc = new RTCPeerConnection({
     iceServers: info.ice_servers,
@@ -59,7 +61,7 @@ export async function startWatch(pairing) {
   };
   pc.onconnectionstatechange = () => {
     const s = pc.connectionState;
-    setStatus({ connected: 'Live', connecting: 'Connecting…', disconnected: 'Interrupted…', failed: 'Connection failed', closed: 'Stopped' }[s] || s);
+    setStatus({ connected: 'live', disconnected: 'interrupted', failed: 'failed', closed: 'stopped' }[s] || 'connecting');
   };
   ws.onopen = async () => {
     const offer = await pc.createOffer();
@@ -74,21 +76,21 @@ export async function startWatch(pairing) {
     else if (m.type === 'candidate' && m.candidate) {
       try { await pc.addIceCandidate(m.candidate); } catch { /* the SFU is ICE-lite: its checks find us anyway */ }
     } else if (m.type === 'error') {
-      setStatus(`Refused by the media server: ${m.message || m.code}`);
+      setStatus('refused', { detail: m.message || m.code });
     }
   };
   ws.onclose = () => {
-    if (!w.closed) setStatus('The media server ended the watch');
+    if (!w.closed) setStatus('ended');
   };
   $('watch-stop').onclick = () => stopWatch();
   $('watch-mute').onclick = () => {
     const muted = !videos[0].muted;
     videos.forEach((v) => { v.muted = muted; });
     $('watch-mute').setAttribute('aria-pressed', String(muted));
-    $('watch-mute').textContent = muted ? 'Unmute' : 'Mute';
+    $('watch-mute').textContent = muted ? t('watch.unmute') : t('watch.mute');
   };
   d.oncancel = (e) => { e.preventDefault(); stopWatch(); };
-  setStatus('Connecting…');
+  setStatus('connecting');
   if (!d.open) d.showModal();
   return w;
 }
@@ -108,6 +110,6 @@ export async function stopWatch() {
   try {
     await api.del(`/api/admin/watches/${encodeURIComponent(w.info.watch_id)}`);
   } catch (e) {
-    if (e.status !== 404) toast(`Could not stop the watch cleanly: ${e.message}`, true);
+    if (e.status !== 404) toast(t('watch.stopFailed', { detail: errorText(e) }), true);
   }
 }

@@ -1,15 +1,19 @@
-// The page's languages. Every visible string lives in /locales/<lang>.json
-// (the same keys in every file: scripts/check-locales checks it). The
-// language is, in order: the visitor's choice (stored), the server's reading
-// of Accept-Language (GET /api/lang), the browser's languages, English.
+// The pages' languages, shared by the visitor page (`/`) and the moderation
+// pages (`/admin/`, which import this module as /js/i18n.js). Every visible
+// string lives in the page's own locales/<lang>.json (the same keys in every
+// file, the same files for both pages: scripts/check-locales checks it). The
+// language is, in order: the person's choice (stored per page), the server's
+// reading of Accept-Language (GET /api/lang), the browser's languages, English.
 // Elements name their string with data-i18n="key" (text; **x** becomes <b>x</b>,
 // built with DOM nodes, never innerHTML) and data-i18n-attr="attr:key;…".
 // Dates and numbers go through Intl with the same language.
 
 export const LANGUAGES = ['en', 'es', 'de', 'pt-BR'];
 const RTL = new Set(['ar', 'fa', 'he', 'ur']);
-const STORE_KEY = 'duet.uiLang';
 
+// Where the page's locale files are and where its choice is remembered (see init()).
+let localesUrl = '/locales/';
+let storeKey = 'duet.uiLang';
 let lang = 'en';
 let strings = {};
 let fallback = {};
@@ -42,6 +46,11 @@ export function current() {
 export function t(key, vars = {}) {
   const s = strings[key] ?? fallback[key] ?? key;
   return s.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
+}
+
+/** Whether `key` has a string (for keys made from server codes, which may be new to the page). */
+export function has(key) {
+  return key in strings || key in fallback;
 }
 
 /** `**bold**` runs as <b> elements; everything else as text nodes. */
@@ -82,13 +91,13 @@ function direction(tag) {
 /** Switches to `next` (one of LANGUAGES) without reloading: strings, lang, dir, listeners. */
 export async function setLanguage(next, { remember = true } = {}) {
   if (!LANGUAGES.includes(next)) next = 'en';
-  const loaded = await fetchJson(`/locales/${next}.json`);
+  const loaded = await fetchJson(`${localesUrl}${next}.json`);
   lang = next;
   strings = loaded;
   document.documentElement.lang = next;
   document.documentElement.dir = direction(next);
   if (remember) {
-    try { localStorage.setItem(STORE_KEY, next); } catch { /* private mode */ }
+    try { localStorage.setItem(storeKey, next); } catch { /* private mode */ }
   }
   apply();
   for (const fn of listeners) fn(next);
@@ -100,11 +109,16 @@ export function onChange(fn) {
   listeners.push(fn);
 }
 
-/** Picks and loads the first language (see the top of this file). */
-export async function init() {
-  try { fallback = await fetchJson('/locales/en.json'); } catch { fallback = {}; }
+/**
+ * Picks and loads the first language (see the top of this file). `locales` is
+ * the URL of the page's locale folder; `store` the localStorage key of its choice.
+ */
+export async function init({ locales = '/locales/', store = 'duet.uiLang' } = {}) {
+  localesUrl = locales;
+  storeKey = store;
+  try { fallback = await fetchJson(`${localesUrl}en.json`); } catch { fallback = {}; }
   let saved = null;
-  try { saved = localStorage.getItem(STORE_KEY); } catch { saved = null; }
+  try { saved = localStorage.getItem(storeKey); } catch { saved = null; }
   let chosen = LANGUAGES.includes(saved) ? saved : null;
   if (!chosen) {
     try { chosen = (await fetchJson('/api/lang')).lang; } catch { chosen = null; }
@@ -127,6 +141,26 @@ export function formatDateTime(date) {
 /** A number in the page's language. */
 export function formatNumber(n) {
   return new Intl.NumberFormat(lang).format(n);
+}
+
+/**
+ * Makes `sel` the page's language switch: each language in its own name (so
+ * a person finds theirs), switching in place on change and following every
+ * switch (a page may have more than one).
+ */
+export function bindLanguageSelect(sel) {
+  sel.replaceChildren(...LANGUAGES.map((code) => {
+    const o = document.createElement('option');
+    o.value = code;
+    try { o.textContent = new Intl.DisplayNames([code], { type: 'language' }).of(code) || code; } catch { o.textContent = code; }
+    o.textContent = o.textContent.charAt(0).toLocaleUpperCase(code) + o.textContent.slice(1);
+    o.lang = code;
+    return o;
+  }));
+  sel.value = lang;
+  // A locale that cannot be loaded leaves the page as it was.
+  sel.addEventListener('change', () => { setLanguage(sel.value).catch(() => { sel.value = lang; }); });
+  onChange((next) => { sel.value = next; });
 }
 
 /** A language's own name in the page's language, e.g. "Deutsch" → "German" in English. */

@@ -357,23 +357,9 @@ function initLanguages() {
 
 // The page's own language: a switch in the top bar; no reload, nothing lost.
 function initUiLanguage() {
-  const sel = $('ui-lang-select');
-  sel.replaceChildren(...i18n.LANGUAGES.map((code) => {
-    const o = document.createElement('option');
-    o.value = code;
-    // Each language in its own name, so a visitor finds theirs.
-    try { o.textContent = new Intl.DisplayNames([code], { type: 'language' }).of(code) || code; } catch { o.textContent = code; }
-    o.textContent = o.textContent.charAt(0).toLocaleUpperCase(code) + o.textContent.slice(1);
-    o.lang = code;
-    return o;
-  }));
-  sel.value = i18n.current();
-  sel.addEventListener('change', async () => {
-    await i18n.setLanguage(sel.value);
-    duet.uiLang = i18n.current();
-  });
+  i18n.bindLanguageSelect($('ui-lang-select'));
   i18n.onChange((lang) => {
-    sel.value = lang;
+    duet.uiLang = lang;
     rerender();
   });
 }

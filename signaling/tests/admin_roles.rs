@@ -234,6 +234,7 @@ async fn roles_are_enforced_per_route_and_per_action() {
     assert_eq!(st, 200);
     assert_eq!(body["lifted"], 0, "{body}");
     assert!(body["skipped"][0]["why"].as_str().unwrap().contains("senior"));
+    assert_eq!(body["skipped"][0]["code"], "needs_senior", "{body}");
     server.stop().await;
 }
 
@@ -296,11 +297,15 @@ async fn nobody_decides_an_appeal_of_their_own_ban_and_moderators_decide_none() 
     assert_eq!((st, body["code"].as_str()), (403, Some("own_ban")), "{body}");
     let (st, body) = junior.post(&path, decide.clone()).await;
     assert_eq!((st, body["code"].as_str()), (403, Some("forbidden")), "{body}");
-    // The list says who may decide.
+    // The list says who may decide, and why not as a code the page translates.
     let (_, list) = banner.get("/api/admin/appeals").await;
     assert_eq!(list["appeals"][0]["can_decide"], false);
+    assert_eq!(list["appeals"][0]["cannot_decide_code"], "own_ban");
+    let (_, list) = junior.get("/api/admin/appeals").await;
+    assert_eq!(list["appeals"][0]["cannot_decide_code"], "needs_senior");
     let (_, list) = other.get("/api/admin/appeals").await;
     assert_eq!(list["appeals"][0]["can_decide"], true);
+    assert_eq!(list["appeals"][0]["cannot_decide_code"], Value::Null);
     let (st, body) = other.post(&path, decide.clone()).await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["status"], "lifted");

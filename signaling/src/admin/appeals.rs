@@ -191,6 +191,9 @@ pub struct AppealView {
     pub can_decide: bool,
     /// Why not, if not.
     pub cannot_decide_because: Option<String>,
+    /// The same as a code (`already_decided`, `needs_senior`, `own_ban`),
+    /// for the page to say in its language.
+    pub cannot_decide_code: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -199,15 +202,53 @@ pub struct AppealList {
     pub total: i64,
 }
 
-fn decidable(me: &Me, a: &AppealRow, ban: Option<&BanRow>) -> Result<(), String> {
+/// Why a moderator may not decide an appeal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Undecidable {
+    /// It is not pending any more (its status).
+    AlreadyDecided(String),
+    /// Appeals are for seniors and admins.
+    NeedsSenior,
+    /// The moderator made the ban.
+    OwnBan,
+}
+
+impl Undecidable {
+    fn code(&self) -> &'static str {
+        match self {
+            Undecidable::AlreadyDecided(_) => "already_decided",
+            Undecidable::NeedsSenior => "needs_senior",
+            Undecidable::OwnBan => "own_ban",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Undecidable::AlreadyDecided(status) => format!("already decided ({status})"),
+            Undecidable::NeedsSenior => "appeals are decided by senior moderators".into(),
+            Undecidable::OwnBan => "you made this ban: another moderator decides its appeal".into(),
+        }
+    }
+
+    fn into_error(self) -> ApiError {
+        let message = self.message();
+        match self {
+            Undecidable::AlreadyDecided(_) => conflict("already_decided", &message),
+            Undecidable::OwnBan => ApiError::new(StatusCode::FORBIDDEN, "own_ban", message),
+            Undecidable::NeedsSenior => super::auth::forbidden(message),
+        }
+    }
+}
+
+fn decidable(me: &Me, a: &AppealRow, ban: Option<&BanRow>) -> Result<(), Undecidable> {
     if a.status != "pending" {
-        return Err(format!("already decided ({})", a.status));
+        return Err(Undecidable::AlreadyDecided(a.status.clone()));
     }
     if !me.at_least(ModeratorRole::Senior) {
-        return Err("appeals are decided by senior moderators".into());
+        return Err(Undecidable::NeedsSenior);
     }
     if ban.is_some_and(|b| b.created_by == me.email) {
-        return Err("you made this ban: another moderator decides its appeal".into());
+        return Err(Undecidable::OwnBan);
     }
     Ok(())
 }
@@ -217,7 +258,8 @@ async fn view(inner: &Inner, me: &Me, a: AppealRow) -> Result<AppealView, ApiErr
     let why = decidable(me, &a, ban.as_ref()).err();
     Ok(AppealView {
         can_decide: why.is_none(),
-        cannot_decide_because: why,
+        cannot_decide_because: why.as_ref().map(Undecidable::message),
+        cannot_decide_code: why.as_ref().map(Undecidable::code),
         appeal: a,
         ban,
     })
@@ -334,13 +376,7 @@ pub async fn decide(
     let now = now_secs() as i64;
     let ban = inner.store.ban_by_id(&a.ban_id, now).await?;
     if let Err(why) = decidable(&me, &a, ban.as_ref()) {
-        return Err(if a.status != "pending" {
-            conflict("already_decided", &why)
-        } else if ban.as_ref().is_some_and(|b| b.created_by == me.email) {
-            ApiError::new(StatusCode::FORBIDDEN, "own_ban", why)
-        } else {
-            super::auth::forbidden(why)
-        });
+        return Err(why.into_error());
     }
     if !inner
         .store

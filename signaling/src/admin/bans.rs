@@ -222,6 +222,10 @@ pub struct UnbanRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Skipped {
     pub id: String,
+    /// Why, as a code (`no_such_ban`, `already_lifted`, `needs_senior`) for
+    /// the page to say in its language.
+    pub code: String,
+    /// Why, in English.
     pub why: String,
 }
 
@@ -264,6 +268,7 @@ pub async fn unban(
             let Some(b) = bans.iter().find(|b| &b.id == id) else {
                 skipped.push(Skipped {
                     id: id.chars().take(64).collect(),
+                    code: "no_such_ban".into(),
                     why: "no such ban".into(),
                 });
                 continue;
@@ -271,6 +276,7 @@ pub async fn unban(
             if b.lifted_at.is_some() {
                 skipped.push(Skipped {
                     id: id.clone(),
+                    code: "already_lifted".into(),
                     why: "already lifted".into(),
                 });
                 continue;
@@ -278,6 +284,7 @@ pub async fn unban(
             if b.expires_at.is_none() && !me.at_least(ModeratorRole::Senior) {
                 skipped.push(Skipped {
                     id: id.clone(),
+                    code: "needs_senior".into(),
                     why: "lifting a permanent ban needs a senior moderator".into(),
                 });
                 continue;
