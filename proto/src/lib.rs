@@ -7,6 +7,7 @@
 pub mod handoff;
 pub mod ids;
 pub mod registry;
+pub mod screen_api;
 pub mod sfu_api;
 pub mod sfu_ws;
 pub mod signal;
