@@ -63,6 +63,9 @@ pub struct Metrics {
     pub keyframe_requests: IntCounterVec,
     pub snapshot_age_seconds: IntGauge,
     pub snapshot_served_age: Histogram,
+    /// From a slot's switch to a new source until that source's first
+    /// keyframe goes out on it: how long a subscriber sees no new picture.
+    pub switch_to_keyframe: Histogram,
     pub handoff_in: IntCounter,
     pub handoff_out: IntCounter,
     pub ws_sessions: IntGauge,
@@ -139,6 +142,13 @@ impl Metrics {
                 )
                 .buckets(vec![0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
             )?,
+            switch_to_keyframe: Histogram::with_opts(
+                HistogramOpts::new(
+                    "duet_sfu_switch_to_keyframe_seconds",
+                    "From a subscriber's switch to a new source until its first keyframe is forwarded",
+                )
+                .buckets(vec![0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0]),
+            )?,
             handoff_in: IntCounter::new(
                 "duet_sfu_turn_handoff_in_total",
                 "Datagrams received via the TURN hand-off",
@@ -169,6 +179,7 @@ impl Metrics {
         registry.register(Box::new(m.keyframe_requests.clone()))?;
         registry.register(Box::new(m.snapshot_age_seconds.clone()))?;
         registry.register(Box::new(m.snapshot_served_age.clone()))?;
+        registry.register(Box::new(m.switch_to_keyframe.clone()))?;
         registry.register(Box::new(m.handoff_in.clone()))?;
         registry.register(Box::new(m.handoff_out.clone()))?;
         registry.register(Box::new(m.ws_sessions.clone()))?;

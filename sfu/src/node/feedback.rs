@@ -210,6 +210,9 @@ impl Node {
         };
         if self.send_rtcp(source, &[&pli]) {
             self.metrics.keyframe_requests.with_label_values(&[cause]).inc();
+            if let Some(p) = self.participants.get(&source) {
+                tracing::debug!(target: "duet::timing", source = %p.pid, cause, force, "keyframe requested");
+            }
         }
     }
 

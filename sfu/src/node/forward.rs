@@ -159,15 +159,30 @@ impl Node {
             let Some(out) = sp.slots.get_mut(usize::from(slot)) else {
                 continue;
             };
-            let track = out.track(kind);
-            let munged = match track.munger.munge(
+            let munge = out.track(kind).munger.munge(
                 key,
                 view.ssrc,
                 view.sequence_number,
                 view.timestamp,
                 keyframe,
                 now,
-            ) {
+            );
+            if kind == Kind::Video {
+                if let Some(done) = out.switch_progress(munge.is_ok(), now) {
+                    let ms = |t: Instant| t.saturating_duration_since(done.at).as_secs_f64() * 1000.0;
+                    let waited = now.saturating_duration_since(done.at);
+                    self.metrics.switch_to_keyframe.observe(waited.as_secs_f64());
+                    tracing::debug!(
+                        target: "duet::timing",
+                        sink = %sp.pid,
+                        first_packet_ms = done.first_packet.map_or(0.0, ms),
+                        keyframe_ms = ms(now),
+                        "switch: first keyframe forwarded"
+                    );
+                }
+            }
+            let track = out.track(kind);
+            let munged = match munge {
                 Ok(m) => m,
                 Err(e) => {
                     need_keyframe |= e == crate::munger::MungeDrop::WaitingKeyframe;

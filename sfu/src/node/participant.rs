@@ -42,6 +42,17 @@ pub struct OutTrack {
 pub struct OutSlot {
     pub audio: OutTrack,
     pub video: OutTrack,
+    /// The latest switch to a new source, until its first keyframe went out.
+    pub switch: Option<SwitchWatch>,
+}
+
+/// How a switch progresses, for the timing log and the
+/// switch-to-keyframe histogram.
+#[derive(Debug, Clone, Copy)]
+pub struct SwitchWatch {
+    pub at: Instant,
+    /// The new source's first video packet after the switch (forwarded or not).
+    pub first_packet: Option<Instant>,
 }
 
 impl OutSlot {
@@ -49,6 +60,19 @@ impl OutSlot {
         match kind {
             Kind::Audio => &mut self.audio,
             Kind::Video => &mut self.video,
+        }
+    }
+
+    /// Notes a video packet of the slot's source; once one is `forwarded`
+    /// after a switch (the new source's first keyframe), returns that
+    /// switch's timing and stops watching.
+    pub fn switch_progress(&mut self, forwarded: bool, now: Instant) -> Option<SwitchWatch> {
+        let w = self.switch.as_mut()?;
+        w.first_packet.get_or_insert(now);
+        if forwarded {
+            self.switch.take()
+        } else {
+            None
         }
     }
 }

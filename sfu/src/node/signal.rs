@@ -53,6 +53,7 @@ impl Node {
             }
             NodeCommand::Link { a, b } => {
                 let (ka, kb) = self.users(&a, &b)?;
+                tracing::debug!(target: "duet::timing", %a, %b, "link applied");
                 let c = self.graph.link(ka, kb);
                 self.apply(c, now);
             }
@@ -135,6 +136,10 @@ impl Node {
                 }
                 out.audio.munger.switch_source(src);
                 out.video.munger.switch_source(src);
+                out.switch = src.map(|_| super::participant::SwitchWatch {
+                    at: now,
+                    first_packet: None,
+                });
             }
             if let Some(src) = src {
                 self.request_keyframe(src, "switch", true, now);
@@ -207,12 +212,18 @@ impl Node {
                     Munger::new(v, pts.vp8.unwrap_or(VP8_PT), VIDEO_CLOCK, true),
                     pts.vp8_rtx.map(|pt| (rtx, pt)),
                 ),
+                switch: None,
             });
         }
         for (i, s) in slots.iter_mut().enumerate() {
             let src = self.graph.source((key, i as u8));
             s.audio.munger.switch_source(src);
             s.video.munger.switch_source(src);
+            // Linked before its offer: the switch counts from here.
+            s.switch = src.map(|_| super::participant::SwitchWatch {
+                at: now,
+                first_packet: None,
+            });
         }
         let local = IceCredentials::random(&mut *self.rng);
         let session_id = self.rng.next_u64() >> 2;
