@@ -11,7 +11,7 @@ use proto::signal::{Mode, PartnerLeftReason, ServerMsg, SfuPlacement};
 use proto::token::{SfuClaims, SfuRole, AUD_SFU};
 use proto::NodeId;
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -57,30 +57,40 @@ impl Inner {
     }
 
     /// Queues `ticket` and handles what follows (a match, at most).
-    pub(crate) async fn join(&self, ticket: Ticket) -> Result<(), SignalingError> {
+    /// `Ok(true)`: the ticket's user was paired (and linked) in this call.
+    pub(crate) async fn join(&self, ticket: Ticket) -> Result<bool, SignalingError> {
         let user = ticket.user.clone();
         let mode = ticket.mode;
         // Queued goes out before a possible Matched.
         self.send_local(&user, ServerMsg::Queued { mode });
+        tracing::debug!(target: "duet::timing", participant = %ticket.participant, "queued");
         let events = self.live.join(ticket, now_ms()).await?;
-        self.process(events).await;
-        Ok(())
+        Ok(self.process(events).await.contains(&user))
     }
 
-    pub(crate) async fn process(&self, events: Vec<MatchEvent>) {
+    /// Handles matcher events; returns the users paired by them.
+    pub(crate) async fn process(&self, events: Vec<MatchEvent>) -> Vec<String> {
+        let mut paired = Vec::new();
         let mut work: VecDeque<MatchEvent> = events.into();
         while let Some(ev) = work.pop_front() {
             match ev {
                 MatchEvent::Widened { user } => self.deliver(&user, ServerMsg::Widened).await,
-                MatchEvent::Matched(p) => match self.on_matched(p).await {
-                    Ok(more) => work.extend(more),
-                    Err(e) => tracing::warn!(error = %e, "handling a match failed"),
-                },
+                MatchEvent::Matched(p) => {
+                    let users = [p.a.user.clone(), p.b.user.clone()];
+                    match self.on_matched(p).await {
+                        Ok(None) => paired.extend(users),
+                        Ok(Some(more)) => work.extend(more),
+                        Err(e) => tracing::warn!(error = %e, "handling a match failed"),
+                    }
+                }
             }
         }
+        paired
     }
 
-    async fn on_matched(&self, p: Pairing) -> Result<Vec<MatchEvent>, SignalingError> {
+    /// Links a new pair and tells both sides; `Some(events)` when a side
+    /// was gone and the other went back to the queue instead.
+    async fn on_matched(&self, p: Pairing) -> Result<Option<Vec<MatchEvent>>, SignalingError> {
         // A side whose WebSocket is gone (replica crash, race with a close)
         // is dropped and the other side goes back to the queue.
         let a_here = self.live.is_attached(&p.a.user).await?;
@@ -93,28 +103,52 @@ impl Inner {
                     more.extend(self.live.join(side.ticket(p.mode), now_ms()).await?);
                 }
             }
-            return Ok(more);
+            return Ok(Some(more));
         }
         self.metrics.matches.inc();
         self.metrics.time_to_match.observe(p.a.waited_ms as f64 / 1000.0);
         self.metrics.time_to_match.observe(p.b.waited_ms as f64 / 1000.0);
-        if p.mode == Mode::Video {
-            if let Err(e) = self.link(&p).await {
-                self.metrics.sfu_errors.inc();
-                tracing::warn!(error = %e, pairing = %p.pairing_id, "linking on the SFU failed");
+        tracing::debug!(
+            target: "duet::timing",
+            pairing = %p.pairing_id,
+            a = %p.a.participant,
+            b = %p.b.participant,
+            "matched"
+        );
+        let link = async {
+            if p.mode != Mode::Video {
+                return;
             }
-        }
-        for me in [&p.a, &p.b] {
-            self.deliver(
-                &me.user,
-                ServerMsg::Matched {
-                    pairing_id: p.pairing_id.clone(),
-                    common_interests: p.common_interests.clone(),
-                },
-            )
-            .await;
-        }
-        Ok(Vec::new())
+            let asked = Instant::now();
+            match self.link(&p).await {
+                Ok(()) => tracing::debug!(
+                    target: "duet::timing",
+                    pairing = %p.pairing_id,
+                    link_ms = asked.elapsed().as_secs_f64() * 1000.0,
+                    "linked"
+                ),
+                Err(e) => {
+                    self.metrics.sfu_errors.inc();
+                    tracing::warn!(error = %e, pairing = %p.pairing_id, "linking on the SFU failed");
+                }
+            }
+        };
+        let tell = async {
+            for me in [&p.a, &p.b] {
+                self.deliver(
+                    &me.user,
+                    ServerMsg::Matched {
+                        pairing_id: p.pairing_id.clone(),
+                        common_interests: p.common_interests.clone(),
+                    },
+                )
+                .await;
+            }
+            tracing::debug!(target: "duet::timing", pairing = %p.pairing_id, "matched sent");
+        };
+        link.await;
+        tell.await;
+        Ok(None)
     }
 
     /// An SFU placement (URL + token) for `participant` on `node`.
@@ -151,6 +185,7 @@ impl Inner {
         };
         self.on_pairing_ended(&p, reason, now_ms());
         if p.mode == Mode::Video {
+            let asked = Instant::now();
             match self.node(&p.a.node).await {
                 Ok(Some(node)) => {
                     if let Err(e) = self.sfu.unlink(&node, &p.a.participant, &p.b.participant).await {
@@ -161,6 +196,12 @@ impl Inner {
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "registry unavailable for unlink"),
             }
+            tracing::debug!(
+                target: "duet::timing",
+                pairing = %p.pairing_id,
+                unlink_ms = asked.elapsed().as_secs_f64() * 1000.0,
+                "unlinked"
+            );
         }
         if let Some((_, partner)) = p.sides_for(user) {
             self.deliver(&partner.user, ServerMsg::PartnerLeft { reason })
@@ -274,7 +315,9 @@ pub(crate) fn spawn_background(weak: WeakInner, cancel: CancellationToken) {
             let Some(inner) = tick_weak.upgrade() else { break };
             let now = now_ms();
             match inner.live.tick(now).await {
-                Ok(events) => inner.process(events).await,
+                Ok(events) => {
+                    inner.process(events).await;
+                }
                 Err(e) => tracing::warn!(error = %e, "matching tick failed"),
             }
             if let Err(e) = inner.live.housekeeping(now).await {

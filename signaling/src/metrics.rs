@@ -12,6 +12,9 @@ pub struct Metrics {
     pub waiting: IntGaugeVec,
     pub matches: IntCounter,
     pub time_to_match: Histogram,
+    /// From a Next to the new pair's link on the SFU, when someone was
+    /// waiting (the server's share of a switch).
+    pub next_to_link: Histogram,
     pub chat_messages: IntCounter,
     pub reports: IntCounter,
     /// label `kind` = session | ws_message | next | report | ws_per_ip |
@@ -71,6 +74,16 @@ impl Metrics {
                 Histogram::with_opts(
                     HistogramOpts::new("duet_signaling_time_to_match_seconds", "Time from join to match")
                         .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
+                )?,
+            )?,
+            next_to_link: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "duet_signaling_next_to_link_seconds",
+                        "From a Next to the new pair's link on the SFU, when a partner was waiting",
+                    )
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
                 )?,
             )?,
             chat_messages: reg(

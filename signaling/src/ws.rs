@@ -233,6 +233,31 @@ impl Conn {
         Flow::Continue
     }
 
+    /// Join and Next: ends the current pairing and queues `ticket` (none:
+    /// the visitor must solve a challenge first). `next_at`: when a Next
+    /// arrived (for the next-to-link histogram).
+    async fn end_and_requeue(
+        &self,
+        ticket: Option<Ticket>,
+        next_at: Option<Instant>,
+    ) -> Result<(), crate::SignalingError> {
+        let inner = &self.state.inner;
+        let user = self.user();
+        // The unlink lands before the re-queue: a match made meanwhile could
+        // pair the same two again (no cooldown) and race its link against
+        // this unlink on the node. It costs well under a millisecond on a
+        // local node (the `unlinked` timing event's `unlink_ms`).
+        inner.end_pairing(user, PartnerLeftReason::Next).await?;
+        let paired = match ticket {
+            Some(t) => inner.join(t).await,
+            None => Ok(false),
+        };
+        if let (true, Some(at)) = (paired?, next_at) {
+            inner.metrics.next_to_link.observe(at.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
     fn ticket(&self, mode: Mode, lang: Option<String>, interests: Vec<String>) -> Ticket {
         let inner = &self.state.inner;
         let entry = inner.conns.get(self.user());
@@ -359,14 +384,13 @@ impl Conn {
                     }
                 };
                 let interests = normalize_interests(&interests);
-                inner.end_pairing(&user, PartnerLeftReason::Next).await?;
                 self.last_join = Some((mode, lang.clone(), interests.clone()));
-                if self.challenged() {
-                    return Ok(Flow::Continue);
-                }
-                inner.join(self.ticket(mode, lang, interests)).await?;
+                let ticket = (!self.challenged()).then(|| self.ticket(mode, lang, interests));
+                self.end_and_requeue(ticket, None).await?;
             }
             ClientMsg::Next => {
+                let asked = Instant::now();
+                tracing::debug!(target: "duet::timing", participant = %self.claims.participant, "next received");
                 if let Err(wait) = inner
                     .limits
                     .next
@@ -382,11 +406,8 @@ impl Conn {
                     let device = Some(self.claims.device.as_str());
                     c.note(device, None, crate::captcha::Signal::Next, Instant::now());
                 }
-                inner.end_pairing(&user, PartnerLeftReason::Next).await?;
-                if self.challenged() {
-                    return Ok(Flow::Continue);
-                }
-                inner.join(self.ticket(mode, lang, interests)).await?;
+                let ticket = (!self.challenged()).then(|| self.ticket(mode, lang, interests));
+                self.end_and_requeue(ticket, Some(asked)).await?;
             }
             ClientMsg::Stop => {
                 inner.live.leave(&user).await?;
