@@ -5,7 +5,9 @@
 //
 // Test hooks live on `window.duet` (read-only for the page's logic):
 //   state, mode, pc, pcCreatedCount, pairingId, pairings, matchedCount,
-//   marks {start, session, matched, next, firstFrame}, media {iceRestarts, rejoins, state},
+//   marks {click, start, session, sfuOpen, offerSent, answered, iceConnected, mediaConnected,
+//          next, nextSent, queued, matched, partnerLeft, firstFrame} (performance.now() times;
+//          click and next are the input events' own timestamps), media {iceRestarts, rejoins, state},
 //   lastError, events (last 200), relocations.
 
 import { createSession, sendReport, sendAppeal, getStats, ApiError, utf8Bytes } from './api.js';
@@ -394,10 +396,11 @@ class Visit {
     this.remoteStream = new MediaStream();
   }
 
-  async begin() {
+  /** `clickedAt`: the Start press's event time (the visitor's view of when it began). */
+  async begin(clickedAt = performance.now()) {
     setState('starting');
     duet.mode = this.mode;
-    duet.marks = { start: performance.now() };
+    duet.marks = { click: clickedAt, start: performance.now() };
     duet.pairingId = null;
     duet.pairings = [];
     duet.matchedCount = 0;
@@ -467,6 +470,8 @@ class Visit {
         remote.play().catch(() => { /* autoplay: starts on the next gesture */ });
       },
       onEvent: (kind, detail) => this.onMediaEvent(kind, detail),
+      // Steps of connecting, for the timing breakdown (the first of each per visit counts).
+      onMark: (name) => { if (duet.marks[name] === undefined) duet.marks[name] = performance.now(); },
     });
     this.media.start();
   }
@@ -597,6 +602,7 @@ class Visit {
     switch (m.type) {
       case 'queued':
         // We show "Looking for someone…" ourselves when we join or press Next.
+        duet.marks.queued = performance.now();
         break;
       case 'widened':
         if (!this.paired) {
@@ -651,6 +657,7 @@ class Visit {
         break;
       case 'partner_left': {
         if (!this.paired) break; // e.g. the confirmation of our own report after we moved on
+        duet.marks.partnerLeft = performance.now();
         this.paired = false;
         duet.pairingId = null;
         setState('left');
@@ -712,11 +719,14 @@ class Visit {
     }
   }
 
-  next({ speak = true } = {}) {
+  /** `at`: the key press or click's event time (what the visitor did, before any of our work). */
+  next({ speak = true, at = performance.now() } = {}) {
     if (!this.signal || this.ended) return;
-    duet.marks.next = performance.now();
+    duet.marks.next = at;
     duet.marks.firstFrame = null;
+    duet.marks.queued = duet.marks.matched = duet.marks.partnerLeft = null;
     this.signal.send({ type: 'next' });
+    duet.marks.nextSent = performance.now();
     clearMessages();
     this.toQueued({ speak });
     focusChat();
@@ -1062,7 +1072,7 @@ async function onStart(e) {
   if (visit) visit.end();
   visit = new Visit(mode, mode === 'video' ? localStream : null);
   try {
-    await visit.begin();
+    await visit.begin(e.timeStamp);
   } catch (ex) {
     visit.end();
     visit = null;
@@ -1085,7 +1095,7 @@ function onKey(e) {
   if ($('report-dialog').open) return;
   if (e.key === 'Escape') {
     e.preventDefault();
-    visit.next();
+    visit.next({ at: e.timeStamp });
   } else if (e.altKey && e.code === 'KeyM') {
     e.preventDefault();
     toggleMute({ spoken: true });
@@ -1130,7 +1140,7 @@ async function init() {
   $('camera-select').addEventListener('change', () => startPreview($('camera-select').value, $('mic-select').value));
   $('mic-select').addEventListener('change', () => startPreview($('camera-select').value, $('mic-select').value));
   $('start-form').addEventListener('submit', onStart);
-  $('next-btn').addEventListener('click', () => visit && visit.next());
+  $('next-btn').addEventListener('click', (e) => visit && visit.next({ at: e.timeStamp }));
   $('stop-btn').addEventListener('click', stopVisit);
   $('mute-btn').addEventListener('click', () => toggleMute());
   $('cam-btn').addEventListener('click', () => toggleCamera());

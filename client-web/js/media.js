@@ -23,6 +23,7 @@ export class MediaLink {
    * @param {(pc: RTCPeerConnection) => void} o.onPc           a new peer connection was made
    * @param {(track: MediaStreamTrack) => void} o.onTrack      a remote track arrived
    * @param {(kind: string, detail?: any) => void} o.onEvent  connecting|connected|reconnecting|recovered|failed|lost|error
+   * @param {(name: string) => void} [o.onMark]  a step of connecting happened: sfuOpen|offerSent|answered|iceConnected
    */
   constructor(o) {
     this.o = o;
@@ -42,6 +43,7 @@ export class MediaLink {
 
   start() {
     this.o.onEvent('connecting');
+    if (!this.o.onMark) this.o.onMark = () => {};
     this._connect();
   }
 
@@ -80,7 +82,7 @@ export class MediaLink {
     if (this.pingTimer) { clearInterval(this.pingTimer); this.pingTimer = null; }
     const pc = this.pc;
     if (pc) {
-      pc.onicecandidate = pc.onconnectionstatechange = pc.ontrack = null;
+      pc.onicecandidate = pc.onconnectionstatechange = pc.oniceconnectionstatechange = pc.ontrack = null;
       try { pc.close(); } catch { /* already closed */ }
     }
   }
@@ -124,6 +126,9 @@ export class MediaLink {
       }
     };
     pc.onconnectionstatechange = () => this._onPcState(pc, gen);
+    pc.oniceconnectionstatechange = () => {
+      if (gen === this.generation && pc.iceConnectionState === 'connected') this.o.onMark('iceConnected');
+    };
     this.o.onPc(pc);
 
     const sep = this.o.placement.url.includes('?') ? '&' : '?';
@@ -138,6 +143,7 @@ export class MediaLink {
     this.ws = ws;
     ws.onopen = () => {
       if (gen !== this.generation) return;
+      this.o.onMark('sfuOpen');
       this._offer(false).catch((e) => this.o.onEvent('error', { code: 'offer', message: String(e) }));
       this.pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_MS);
     };
@@ -169,6 +175,7 @@ export class MediaLink {
     await pc.setLocalDescription(offer);
     this.answered = false;
     this._send({ type: 'offer', sdp: pc.localDescription.sdp });
+    this.o.onMark('offerSent');
     for (const c of this.pendingLocal.splice(0)) this._send(c);
   }
 
@@ -178,6 +185,7 @@ export class MediaLink {
       case 'answer': {
         await pc.setRemoteDescription({ type: 'answer', sdp: m.sdp });
         this.answered = true;
+        this.o.onMark('answered');
         for (const c of this.pendingRemote.splice(0)) await this._addRemote(c);
         break;
       }

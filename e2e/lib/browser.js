@@ -175,7 +175,9 @@ export async function waitStats(page, pred, { timeout = 20000, what = 'stats con
 
 /**
  * Starts sampling the remote video's colour on every presented frame
- * (requestVideoFrameCallback): window.__frames = [{t, rgb}] (last 400).
+ * (requestVideoFrameCallback): window.__frames = [{t, recv, rtp, rgb}] (last 400), where `t` is
+ * the frame's presentation time and `recv` the time its last packet arrived (page clock,
+ * performance.now()).
  */
 export async function sampleRemoteFrames(page) {
   await page.evaluate(() => {
@@ -186,7 +188,7 @@ export async function sampleRemoteFrames(page) {
     const c = document.createElement('canvas');
     c.width = 32; c.height = 24;
     const ctx = c.getContext('2d', { willReadFrequently: true });
-    const tick = () => {
+    const tick = (now, meta) => {
       try {
         if (v.videoWidth) {
           ctx.drawImage(v, 0, 0, 32, 24);
@@ -194,7 +196,12 @@ export async function sampleRemoteFrames(page) {
           let r = 0, g = 0, b = 0;
           const n = d.length / 4;
           for (let i = 0; i < d.length; i += 4) { r += d[i]; g += d[i + 1]; b += d[i + 2]; }
-          window.__frames.push({ t: performance.now(), rgb: [Math.round(r / n), Math.round(g / n), Math.round(b / n)] });
+          window.__frames.push({
+            t: (meta && meta.presentationTime) || now,
+            recv: meta && meta.receiveTime,
+            rtp: meta && meta.rtpTimestamp,
+            rgb: [Math.round(r / n), Math.round(g / n), Math.round(b / n)],
+          });
           if (window.__frames.length > 400) window.__frames.shift();
         }
       } catch { /* not yet decodable */ }

@@ -1,10 +1,18 @@
 // Starts the real server (`duet up`) for a test file, on ports it picks
 // itself (port 0), and reads its one `duet ready {…}` line.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, createWriteStream, existsSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, createWriteStream, existsSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { artifactsDir, repoRoot } from './paths.js';
+
+/** An RFC 3339 time with up to nanoseconds (tracing's JSON `timestamp`) as Unix milliseconds with a fraction. */
+export function unixMs(rfc3339) {
+  const m = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/.exec(rfc3339);
+  if (!m) return NaN;
+  const frac = m[2] ? Number(`0.${m[2]}`) * 1000 : 0;
+  return Date.parse(`${m[1]}${m[3]}`) + frac;
+}
 
 export function duetBin() {
   return resolve(process.env.DUET_BIN || join(repoRoot, 'target', 'debug', 'duet'));
@@ -17,6 +25,7 @@ export function duetBin() {
  * @param {string} [o.netns]        run inside this network namespace (`ip netns exec`)
  * @param {string[]} [o.args]       extra flags for `duet up`
  * @param {boolean} [o.rateLimits]  keep the server's rate limits on (default: off, tests make many sessions)
+ * @param {string} [o.log]          RUST_LOG for the server (default: info, or the environment's)
  * @param {number} [o.readyTimeoutMs]
  */
 export async function startDuet(o = {}) {
@@ -47,7 +56,7 @@ export async function startDuet(o = {}) {
   logFile.write(`$ ${cmd} ${cmdArgs.join(' ')}\n`);
   // Only what we pass: a developer's DUET_* variables must not change the test server.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('DUET_')));
-  env.RUST_LOG = env.RUST_LOG || 'info';
+  env.RUST_LOG = o.log || env.RUST_LOG || 'info';
   const child = spawn(cmd, cmdArgs, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stderr.pipe(logFile, { end: false });
   let exited = null;
@@ -79,6 +88,21 @@ export async function startDuet(o = {}) {
     logPath,
     child,
     get exited() { return exited; },
+    /**
+     * The server's timing events so far (target `duet::timing`, logged at debug level: start the
+     * server with `log: 'info,duet::timing=debug'`): [{at (Unix ms), message, ...fields}].
+     */
+    timingEvents() {
+      const out = [];
+      for (const line of readFileSync(logPath, 'utf8').split('\n')) {
+        if (!line.includes('"duet::timing"')) continue;
+        let j;
+        try { j = JSON.parse(line); } catch { continue; }
+        if (j.target !== 'duet::timing') continue;
+        out.push({ at: unixMs(j.timestamp), ...j.fields });
+      }
+      return out;
+    },
     async stop() {
       if (!exited) {
         child.kill('SIGTERM');
