@@ -146,6 +146,10 @@ impl Inner {
             }
             tracing::debug!(target: "duet::timing", pairing = %p.pairing_id, "matched sent");
         };
+        // Matched goes out after the link, not beside it: a side that moves
+        // to its partner's node hears Relocate first. The link costs about
+        // a millisecond on a local node, and the picture waits for the
+        // keyframe, not for this message.
         link.await;
         tell.await;
         Ok(None)

@@ -126,6 +126,7 @@ impl Node {
     /// Points the mungers at their new sources and asks those for keyframes.
     pub(super) fn apply(&mut self, change: Change, now: Instant) {
         for ((sink, slot), src) in change.switched {
+            let sink_connected = self.participants.get(&sink).is_some_and(|p| p.connected);
             if let Some(out) = self
                 .participants
                 .get_mut(&sink)
@@ -141,7 +142,12 @@ impl Node {
                     first_packet: None,
                 });
             }
-            if let Some(src) = src {
+            // A sink still connecting could not receive the keyframe, and
+            // its connection asks for one (`on_media_ready`): a request now
+            // would only spend the publisher's budget, since libwebrtc
+            // ignores a keyframe request within 300 ms of the one before
+            // (kMinKeyframeSendIntervalMs, video/encoder_rtcp_feedback.cc).
+            if let (Some(src), true) = (src, sink_connected) {
                 self.request_keyframe(src, "switch", true, now);
             }
         }
