@@ -225,9 +225,10 @@ test('Start: both visitors see each other after the second one\'s click (relay-o
     const k = await b.evaluate(() => window.duet.matchedCount);
     await start(a);
     await Promise.all([waitMatchedCount(a, 1), waitMatchedCount(b, k + 1)]);
-    const m = await marksOf(a);
-    const hitA = await waitRemoteColor(a, 'blue', { after: m.click });
+    const hitA = await waitRemoteColor(a, 'blue', { after: await a.evaluate(() => window.duet.marks.click) });
     const hitB = await waitRemoteColor(b, 'red', { after: await b.evaluate(() => window.duet.marks.matched) });
+    // Read once both see each other: the connection's marks come after `matched`.
+    const m = await marksOf(a);
     runs.push({
       origin: await timeOrigin(a), marks: m, hitA, hitB, me: await pid(a), other: bPid,
       pairing: await a.evaluate(() => window.duet.pairingId),
