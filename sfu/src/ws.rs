@@ -35,6 +35,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().route("/sfu/ws", get(upgrade)).with_state(shared)
 }
 
+/// How much the WebSocket reads per call. tungstenite's default (128 KiB)
+/// is zero-filled on the first read, so every open session would hold
+/// 128 KiB for messages of a few hundred bytes (an offer is a few KiB);
+/// a larger message still arrives whole, the buffer grows for it.
+const WS_READ_CHUNK_BYTES: usize = 4 * 1024;
+
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
     Query(q): Query<WsQuery>,
@@ -44,6 +50,7 @@ async fn upgrade(
     let shared2 = shared.clone();
     ws.max_message_size(MAX_SFU_WS_MESSAGE_BYTES)
         .max_frame_size(MAX_SFU_WS_MESSAGE_BYTES)
+        .read_buffer_size(WS_READ_CHUNK_BYTES)
         .on_upgrade(move |socket| async move {
             let _guard = TaskGuard::new(&shared2);
             match admitted {

@@ -267,6 +267,44 @@ fn forwarding_ten_thousand_packets_allocates_nothing_per_packet() {
     assert!(sim.node.buffers_allocated() <= allocated_before + 8);
 }
 
+#[test]
+fn a_participant_in_a_call_costs_the_node_little_heap() {
+    let before = Sim::node_heap_bytes();
+    let mut sim = Sim::new();
+    // The node's own heap, less its datagram buffers (a pool shared by all
+    // participants, sized by bursts rather than by participants).
+    let per_participant = |sim: &Sim| {
+        let pool = sim.node.buffers_allocated() as i64 * sfu::node::buffer::BUFFER_LEN as i64;
+        (Sim::node_heap_bytes() - before - pool) / 4
+    };
+    for name in ["a", "b", "c", "d"] {
+        sim.join(name, SfuRole::User);
+    }
+    sim.connect_all();
+    sim.forget_events();
+    let handshaken = per_participant(&sim);
+    sim.link("a", "b");
+    sim.link("c", "d");
+    sim.talk(&["a", "b", "c", "d"], 300);
+    sim.forget_events();
+    let talking = per_participant(&sim);
+    // The first authenticated packets release the DTLS associations; the
+    // video histories' first 8 KiB come in their place.
+    assert!(
+        talking < handshaken + 4 * 1024,
+        "connected: {handshaken} bytes per participant, after 300 ms of media: {talking}"
+    );
+    sim.talk(&["a", "b", "c", "d"], 3_000);
+    sim.forget_events();
+    let steady = per_participant(&sim);
+    eprintln!(
+        "node heap per participant: connected {handshaken}, talking {talking}, after 3 s {steady} bytes"
+    );
+    // The harness's media grows each video history to 32 KiB; everything
+    // else a participant costs the node stays near 12 KiB.
+    assert!(steady < 48 * 1024, "{steady} bytes per participant");
+}
+
 /// The same offer with the last hex digit of its DTLS fingerprint changed.
 fn corrupt_fingerprint(sdp: String) -> String {
     sdp.split_inclusive('\n')

@@ -27,6 +27,12 @@ const MAX_BAD_MESSAGES: u32 = 20;
 
 const KNOWN_TYPES: [&str; 5] = ["join", "chat", "typing", "next", "stop"];
 
+/// How much the WebSocket reads per call. tungstenite's default (128 KiB)
+/// is zero-filled on the first read, so every visitor's socket would hold
+/// 128 KiB for messages of a few hundred bytes; a larger message still
+/// arrives whole, the buffer grows for it.
+const WS_READ_CHUNK_BYTES: usize = 4 * 1024;
+
 /// Upgrade handler. Token and ban are checked before the upgrade, so
 /// refusals are plain JSON HTTP answers.
 pub async fn ws_handler(
@@ -67,6 +73,7 @@ pub async fn ws_handler(
     upgrade
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
+        .read_buffer_size(WS_READ_CHUNK_BYTES)
         .on_upgrade(move |socket| async move {
             handle_socket(state, claims, ip, socket).await;
             drop(slot);

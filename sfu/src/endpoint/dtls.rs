@@ -249,6 +249,9 @@ enum Phase {
     AwaitingHello,
     Handshaking,
     Connected,
+    /// Connected, and the association's state was dropped
+    /// ([`DtlsServer::release`]): DTLS input is ignored.
+    Released,
     /// Failed or closed: input is ignored.
     Done,
 }
@@ -261,7 +264,8 @@ enum Phase {
 /// datagrams after `Connected`: a client that lost our last flight repeats its
 /// own (answered here), and its close_notify arrives the same way.
 pub struct DtlsServer {
-    identity: DtlsIdentity,
+    /// The node's certificate, shared by every participant.
+    identity: Arc<DtlsIdentity>,
     /// From the offer: the only certificate the client may present.
     remote_fingerprint: Fingerprint,
     endpoint: Endpoint,
@@ -326,13 +330,13 @@ impl DtlsServer {
     /// The handshake fails if it makes no progress for `handshake_timeout`
     /// (counted from `now` until the first ClientHello).
     pub fn new(
-        identity: &DtlsIdentity,
+        identity: &Arc<DtlsIdentity>,
         remote_fingerprint: Fingerprint,
         handshake_timeout: Duration,
         now: Instant,
     ) -> DtlsServer {
         DtlsServer {
-            identity: identity.clone(),
+            identity: Arc::clone(identity),
             remote_fingerprint,
             endpoint: Endpoint::new(PLACEHOLDER_ADDR, TransportProtocol::UDP, None),
             phase: Phase::AwaitingHello,
@@ -348,7 +352,7 @@ impl DtlsServer {
     /// Feeds one DTLS datagram from the participant (RFC 7983 first byte 20–63).
     pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) {
         match self.phase {
-            Phase::Done => return,
+            Phase::Done | Phase::Released => return,
             Phase::AwaitingHello => {
                 // Nothing but a ClientHello can start an association; anything
                 // else before it is dropped unseen.
@@ -423,7 +427,7 @@ impl DtlsServer {
                 let retransmit = self.endpoint.poll_timeout(&PLACEHOLDER_ADDR);
                 Some(retransmit.map_or(self.deadline, |at| at.min(self.deadline)))
             }
-            Phase::Connected | Phase::Done => None,
+            Phase::Connected | Phase::Released | Phase::Done => None,
         }
     }
 
@@ -437,9 +441,36 @@ impl DtlsServer {
         self.events.pop_front()
     }
 
+    /// Drops the association (handshake transcript, both certificates,
+    /// record-layer keys: over ten KiB per participant) once it can no longer
+    /// be needed. Call it when the client's first packet authenticates under
+    /// the SRTP keys: the client derived them, so it finished its handshake,
+    /// and it never needs our last flight again. From then on DTLS datagrams
+    /// are ignored, so a later close_notify or alert goes unseen: a leaving
+    /// participant is noticed by its signaling and by ICE consent freshness.
+    pub fn release(&mut self) {
+        if self.phase != Phase::Connected {
+            return;
+        }
+        self.endpoint = Endpoint::new(PLACEHOLDER_ADDR, TransportProtocol::UDP, None);
+        self.hello_fragments = HelloFragments::default();
+        self.transmits = VecDeque::new();
+        self.phase = Phase::Released;
+    }
+
+    /// Whether [`DtlsServer::release`] dropped the association.
+    pub fn is_released(&self) -> bool {
+        self.phase == Phase::Released
+    }
+
     /// Sends close_notify (if an association exists) and stops; no event follows.
     pub fn close(&mut self, now: Instant) {
         if self.phase == Phase::Done {
+            return;
+        }
+        if self.phase == Phase::Released {
+            // No keys left to write a close_notify with.
+            self.phase = Phase::Done;
             return;
         }
         // `Endpoint::close` cannot fail; its `Result` is for API symmetry.
@@ -848,7 +879,7 @@ mod tests {
     }
 
     fn handshake(profiles: &[SrtpProtectionProfile]) -> (Client, SrtpProfile, Box<SrtpSession>) {
-        let identity = DtlsIdentity::generate().expect("generates");
+        let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
         let mut now = Instant::now();
         let mut client = Client::connect(profiles, identity.fingerprint().clone(), now);
         let mut server = DtlsServer::new(&identity, client.fingerprint.clone(), TIMEOUT, now);
@@ -907,7 +938,7 @@ mod tests {
 
     #[test]
     fn a_client_hello_split_across_records_still_gets_our_preferred_profile() {
-        let identity = DtlsIdentity::generate().expect("generates");
+        let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
         let mut now = Instant::now();
         let mut client = Client::connect(&CHROMIUM_ORDER, identity.fingerprint().clone(), now);
         let mut server = DtlsServer::new(&identity, client.fingerprint.clone(), TIMEOUT, now);
@@ -949,7 +980,7 @@ mod tests {
 
     #[test]
     fn a_certificate_other_than_the_offers_fingerprint_fails_the_handshake() {
-        let identity = DtlsIdentity::generate().expect("generates");
+        let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
         let someone_else = DtlsIdentity::generate().expect("generates");
         let mut now = Instant::now();
         let mut client = Client::connect(&CHROMIUM_ORDER, identity.fingerprint().clone(), now);
@@ -971,7 +1002,7 @@ mod tests {
 
     #[test]
     fn a_handshake_that_never_starts_times_out() {
-        let identity = DtlsIdentity::generate().expect("generates");
+        let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
         let start = Instant::now();
         let mut server = DtlsServer::new(&identity, identity.fingerprint().clone(), TIMEOUT, start);
         // Anything but a ClientHello neither starts nor fails it.
@@ -988,7 +1019,7 @@ mod tests {
 
     #[test]
     fn a_client_that_goes_silent_mid_handshake_times_out() {
-        let identity = DtlsIdentity::generate().expect("generates");
+        let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
         let start = Instant::now();
         let mut client = Client::connect(&CHROMIUM_ORDER, identity.fingerprint().clone(), start);
         let mut server = DtlsServer::new(
@@ -1020,7 +1051,7 @@ mod tests {
 
     #[test]
     fn a_fatal_alert_from_the_client_fails_the_handshake() {
-        let identity = DtlsIdentity::generate().expect("generates");
+        let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
         let now = Instant::now();
         let mut client = Client::connect(&CHROMIUM_ORDER, identity.fingerprint().clone(), now);
         let mut server = DtlsServer::new(&identity, client.fingerprint.clone(), TIMEOUT, now);
@@ -1039,7 +1070,7 @@ mod tests {
     #[test]
     fn a_client_without_a_common_srtp_profile_is_refused_with_an_alert() {
         for profiles in [&[][..], &[SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_32][..]] {
-            let identity = DtlsIdentity::generate().expect("generates");
+            let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
             let now = Instant::now();
             let mut client = Client::connect(profiles, identity.fingerprint().clone(), now);
             let mut server = DtlsServer::new(&identity, client.fingerprint.clone(), TIMEOUT, now);
@@ -1058,7 +1089,7 @@ mod tests {
 
     #[test]
     fn the_clients_close_notify_closes_the_association() {
-        let identity = DtlsIdentity::generate().expect("generates");
+        let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
         let mut now = Instant::now();
         let mut client = Client::connect(&CHROMIUM_ORDER, identity.fingerprint().clone(), now);
         let mut server = DtlsServer::new(&identity, client.fingerprint.clone(), TIMEOUT, now);
@@ -1074,8 +1105,47 @@ mod tests {
     }
 
     #[test]
+    fn a_released_association_ignores_dtls_and_closes_without_a_word() {
+        let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
+        let mut now = Instant::now();
+        let mut client = Client::connect(&CHROMIUM_ORDER, identity.fingerprint().clone(), now);
+        let mut server = DtlsServer::new(&identity, client.fingerprint.clone(), TIMEOUT, now);
+        let events = run(&mut client, &mut server, &mut now);
+        assert!(matches!(events.as_slice(), [DtlsEvent::Connected { .. }]));
+        server.release();
+        assert!(server.is_released());
+        client.endpoint.close(now).expect("closes");
+        while let Some(transmit) = client.endpoint.poll_transmit() {
+            server.handle_datagram(&transmit.message, now);
+        }
+        assert!(
+            server.poll_event().is_none(),
+            "no keys: the close_notify is not read"
+        );
+        assert!(server.poll_transmit().is_none());
+        server.close(now);
+        assert!(
+            server.poll_transmit().is_none(),
+            "no keys to write a close_notify with"
+        );
+        assert_eq!(server.poll_timeout(), None);
+    }
+
+    #[test]
+    fn release_before_the_handshake_completes_changes_nothing() {
+        let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
+        let mut now = Instant::now();
+        let mut client = Client::connect(&CHROMIUM_ORDER, identity.fingerprint().clone(), now);
+        let mut server = DtlsServer::new(&identity, client.fingerprint.clone(), TIMEOUT, now);
+        server.release();
+        assert!(!server.is_released());
+        let events = run(&mut client, &mut server, &mut now);
+        assert!(matches!(events.as_slice(), [DtlsEvent::Connected { .. }]));
+    }
+
+    #[test]
     fn the_use_srtp_offer_is_read_in_the_clients_order() {
-        let identity = DtlsIdentity::generate().expect("generates");
+        let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
         let mut client = Client::connect(&CHROMIUM_ORDER, identity.fingerprint().clone(), Instant::now());
         let hello = client.endpoint.poll_transmit().expect("a ClientHello");
         assert_eq!(
@@ -1101,7 +1171,7 @@ mod tests {
 
     #[test]
     fn fingerprints_parse_and_print_as_sdp_writes_them() {
-        let identity = DtlsIdentity::generate().expect("generates");
+        let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
         let printed = identity.fingerprint().to_string();
         assert!(printed.starts_with("sha-256 "));
         assert_eq!(printed.len(), "sha-256 ".len() + 32 * 3 - 1);
@@ -1140,7 +1210,7 @@ mod tests {
             datagrams in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 1..8),
             hello_first in any::<bool>(),
         ) {
-            let identity = DtlsIdentity::generate().expect("generates");
+            let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
             let now = Instant::now();
             let mut server = DtlsServer::new(&identity, identity.fingerprint().clone(), TIMEOUT, now);
             if hello_first {

@@ -45,12 +45,12 @@ enum Stream {
 
 impl Node {
     pub(super) fn on_srtp(&mut self, key: Key, _path: PathAddr, mut buf: PacketBuf, now: Instant) {
-        let Some(srtp) = self
-            .participants
-            .get_mut(&key)
-            .and_then(|p| p.leg.as_mut())
-            .and_then(|l| l.srtp.as_mut())
-        else {
+        let Some(leg) = self.participants.get_mut(&key).and_then(|p| p.leg.as_mut()) else {
+            self.metrics.drop("not_ready");
+            self.pool.put(buf);
+            return;
+        };
+        let Some(srtp) = leg.srtp.as_mut() else {
             self.metrics.drop("not_ready");
             self.pool.put(buf);
             return;
@@ -68,6 +68,7 @@ impl Node {
             return;
         };
         buf.set_range(start, start + n);
+        leg.on_authenticated_media();
         if rtcp {
             self.on_rtcp(key, buf.as_slice(), now);
             self.pool.put(buf);

@@ -97,6 +97,14 @@ impl Leg {
         }
     }
 
+    /// The client's packet authenticated under the SRTP keys: the DTLS
+    /// association is no longer needed ([`DtlsServer::release`]).
+    pub fn on_authenticated_media(&mut self) {
+        if !self.dtls.is_released() {
+            self.dtls.release();
+        }
+    }
+
     /// A DTLS datagram from `path`.
     pub fn handle_dtls(&mut self, path: PathAddr, datagram: &[u8], now: Instant, out: &mut LegOutput) {
         self.dtls.handle_datagram(datagram, now);

@@ -69,18 +69,24 @@ pub struct SendHistory {
 }
 
 impl SendHistory {
+    /// An empty history; its ring is allocated with the first packet (a
+    /// participant whose camera is off never pays for it).
     pub fn new(config: HistoryConfig) -> Self {
-        let initial = config
-            .initial_bytes
-            .max(config.max_packet)
-            .min(config.max_bytes.max(config.max_packet));
         Self {
             config,
-            ring: vec![0; initial],
-            index: VecDeque::with_capacity(16),
+            ring: Vec::new(),
+            index: VecDeque::new(),
             head: 0,
             unwrapper: SeqUnwrapper::default(),
         }
+    }
+
+    /// Size of the ring when the first packet arrives.
+    fn initial_ring_len(&self) -> usize {
+        let c = &self.config;
+        c.initial_bytes
+            .max(c.max_packet)
+            .min(c.max_bytes.max(c.max_packet))
     }
 
     /// Bytes held by the ring and the index (what this history costs).
@@ -104,6 +110,10 @@ impl SendHistory {
     pub fn put(&mut self, seq: ExtSeq, packet: &[u8], now: Instant) -> bool {
         if packet.is_empty() || packet.len() > self.config.max_packet || self.find(seq).is_some() {
             return false;
+        }
+        if self.ring.is_empty() {
+            self.ring = vec![0; self.initial_ring_len()];
+            self.index.reserve(16);
         }
         self.unwrapper.extend(seq.seq16());
         self.expire(now);

@@ -46,34 +46,90 @@ pub const NODE_ADDR: &str = "127.0.0.1:40000";
 thread_local! {
     /// Set while the node handles an RTP datagram in a counted window.
     static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set while the node runs (any `Node` method the harness calls).
+    static IN_NODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Bytes allocated on this thread while the node ran and not yet freed
+    /// (per thread: tests run in parallel, each with its own node).
+    static NODE_LIVE_BYTES: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
 }
 static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The system allocator, counting allocations made while [`COUNTING`] is set.
+/// Marks a block allocated while the node ran.
+const NODE_TAG: u8 = 0xA5;
+
+/// Runs `f` with the node's allocations attributed to the node.
+fn in_node<T>(f: impl FnOnce() -> T) -> T {
+    IN_NODE.with(|n| n.set(true));
+    let out = f();
+    IN_NODE.with(|n| n.set(false));
+    out
+}
+
+/// The system allocator, counting allocations made while [`COUNTING`] is
+/// set, and measuring the heap the node holds: every block carries a prefix
+/// whose last byte says whether it was allocated while the node ran, so
+/// freeing it takes it off [`NODE_LIVE_BYTES`] (of the freeing thread: a
+/// test's node lives and dies on the test's thread).
 /// A test binary that wants the count installs it as `#[global_allocator]`.
 pub struct CountingAlloc;
 
+impl CountingAlloc {
+    fn prefix(layout: std::alloc::Layout) -> usize {
+        layout.align().max(16)
+    }
+
+    /// `layout` with room for the prefix.
+    fn widened(layout: std::alloc::Layout) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(layout.size() + Self::prefix(layout), layout.align())
+            .expect("no test allocation comes near isize::MAX")
+    }
+}
+
 #[allow(unsafe_code)]
-// SAFETY: every call is passed unchanged to the system allocator; counting
-// touches only an atomic and a const-initialised thread-local.
+// SAFETY: every block is a system block with an alignment-sized prefix in
+// front; the pointer handed out is aligned (the prefix is a multiple of the
+// alignment) and `dealloc` finds the block's start from the same layout.
 unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         if COUNTING.with(std::cell::Cell::get) {
             ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.alloc(layout) }
+        let prefix = Self::prefix(layout);
+        // SAFETY: same contract as ours, on the widened layout.
+        let base = unsafe { std::alloc::System.alloc(Self::widened(layout)) };
+        if base.is_null() {
+            return base;
+        }
+        let in_node = IN_NODE.with(std::cell::Cell::get);
+        // SAFETY: `base` has `prefix` bytes before the caller's block.
+        unsafe { base.add(prefix - 1).write(if in_node { NODE_TAG } else { 0 }) };
+        if in_node {
+            NODE_LIVE_BYTES.with(|b| b.set(b.get() + layout.size() as i64));
+        }
+        // SAFETY: within the widened block.
+        unsafe { base.add(prefix) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
+        let prefix = Self::prefix(layout);
+        // SAFETY: `ptr` came from `alloc` with this layout: its prefix precedes it.
+        if unsafe { ptr.sub(1).read() } == NODE_TAG {
+            NODE_LIVE_BYTES.with(|b| b.set(b.get() - layout.size() as i64));
+        }
+        // SAFETY: the block started `prefix` bytes earlier, with the widened layout.
+        unsafe { std::alloc::System.dealloc(ptr.sub(prefix), Self::widened(layout)) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(std::cell::Cell::get) {
-            ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: `new_size` with the old alignment is valid per `realloc`'s contract.
+        let new_layout = unsafe { std::alloc::Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: as `alloc`; then the old block is copied and freed as `dealloc`.
+        unsafe {
+            let new = self.alloc(new_layout);
+            if !new.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            new
         }
-        // SAFETY: same contract as ours.
-        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
     }
 }
 
@@ -232,26 +288,29 @@ impl Sim {
         let idx = self.participants.len();
         let addr: SocketAddr = format!("127.0.0.{}:{}", 2 + idx, 5000 + idx).parse().unwrap();
         let pid = ParticipantId::new(name);
-        self.node
-            .handle_command(
+        let now = self.now;
+        in_node(|| {
+            self.node.handle_command(
                 NodeCommand::Admit {
                     pid: pid.clone(),
                     role,
                 },
-                self.now,
+                now,
             )
-            .unwrap();
+        })
+        .unwrap();
         let session = self.next_session;
         self.next_session += 1;
-        self.node
-            .handle_command(
+        in_node(|| {
+            self.node.handle_command(
                 NodeCommand::Join {
                     pid: pid.clone(),
                     session,
                 },
-                self.now,
+                now,
             )
-            .unwrap();
+        })
+        .unwrap();
         let (me, registry) = sfu::peer::media_engine_and_registry_from(MediaEngine::default()).unwrap();
         let srtp = match profiles {
             Profiles::Chromium => vec![
@@ -347,9 +406,12 @@ impl Sim {
             answers: Vec::new(),
         });
         let sdp = edit_offer(offer.sdp);
-        self.node
-            .handle_command(NodeCommand::Offer { pid, session, sdp }, self.now)
-            .unwrap();
+        let now = self.now;
+        in_node(|| {
+            self.node
+                .handle_command(NodeCommand::Offer { pid, session, sdp }, now)
+        })
+        .unwrap();
         self.pump();
         idx
     }
@@ -367,12 +429,14 @@ impl Sim {
             session: p.session,
             sdp: offer.sdp,
         };
-        self.node.handle_command(cmd, self.now).unwrap();
+        let now = self.now;
+        in_node(|| self.node.handle_command(cmd, now)).unwrap();
         self.pump();
     }
 
     pub fn command(&mut self, cmd: NodeCommand) {
-        self.node.handle_command(cmd, self.now).unwrap();
+        let now = self.now;
+        in_node(|| self.node.handle_command(cmd, now)).unwrap();
         self.pump();
     }
 
@@ -387,11 +451,11 @@ impl Sim {
     pub fn pump(&mut self) {
         for _ in 0..64 {
             let mut moved = false;
-            while let Some(t) = self.node.poll_transmit() {
+            while let Some(t) = in_node(|| self.node.poll_transmit()) {
                 moved = true;
                 self.deliver_to_participant(t.path, t.buf);
             }
-            while let Some(e) = self.node.poll_event() {
+            while let Some(e) = in_node(|| self.node.poll_event()) {
                 moved = true;
                 self.on_event(e);
             }
@@ -428,7 +492,7 @@ impl Sim {
                 assert!(r.is_ok(), "{} refused a datagram from the node: {r:?}", p.name);
             }
         }
-        self.node.recycle(buf);
+        in_node(|| self.node.recycle(buf));
     }
 
     fn on_event(&mut self, e: NodeEvent) {
@@ -508,10 +572,10 @@ impl Sim {
             if self.count_rtp && rtp {
                 self.counted_rtp += 1;
                 COUNTING.with(|c| c.set(true));
-                self.node.handle_datagram(path, buf, now);
+                in_node(|| self.node.handle_datagram(path, buf, now));
                 COUNTING.with(|c| c.set(false));
             } else {
-                self.node.handle_datagram(path, buf, now);
+                in_node(|| self.node.handle_datagram(path, buf, now));
             }
         }
         moved
@@ -523,7 +587,7 @@ impl Sim {
             self.now += Duration::from_millis(1);
             let now = self.now;
             if self.node.poll_timeout() <= now {
-                self.node.handle_timeout(now);
+                in_node(|| self.node.handle_timeout(now));
             }
             for p in &mut self.participants {
                 if p.pc.poll_timeout().is_some_and(|t| t <= now) {
@@ -619,6 +683,22 @@ impl Sim {
             ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed) - before,
             self.counted_rtp,
         )
+    }
+
+    /// Heap bytes allocated while the node ran and still held (by the
+    /// node, or by whoever took them from it and has not freed them yet).
+    pub fn node_heap_bytes() -> i64 {
+        NODE_LIVE_BYTES.with(std::cell::Cell::get)
+    }
+
+    /// Drops the events and signaling messages the harness kept (they were
+    /// allocated by the node and would count in [`Sim::node_heap_bytes`]).
+    pub fn forget_events(&mut self) {
+        self.events = Vec::new();
+        for p in &mut self.participants {
+            p.messages = Vec::new();
+            p.answers = Vec::new();
+        }
     }
 
     pub fn removed(&self, name: &str) -> Option<&'static str> {
