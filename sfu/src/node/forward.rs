@@ -3,7 +3,7 @@
 
 use super::buffer::PacketBuf;
 use super::participant::{InStream, Kind};
-use super::rtp::{extend_seq, rewrite_for_leg, LegHeader, RtpView};
+use super::rtp::{extend_seq, rewrite_for_leg, unwrap_rtx_in_place, LegHeader, RtpView};
 use super::Node;
 use crate::routing::{Key, PathAddr};
 use crate::stream::history::{HistoryConfig, SendHistory};
@@ -242,21 +242,10 @@ impl Node {
     }
 }
 
-/// Turns an RTX packet (RFC 4588) back into the original in place: the
-/// header moves over the original sequence number that leads the payload and
-/// takes the media stream's SSRC, payload type and that sequence number.
+/// [`unwrap_rtx_in_place`] on a buffer: the view of the original, if any.
 fn unwrap_rtx(buf: &mut PacketBuf, view: &RtpView, media_ssrc: u32, media_pt: u8) -> Option<RtpView> {
-    if view.payload_end < view.payload_start + 2 {
-        return None;
-    }
     let (data, start, end) = buf.parts();
-    let osn_at = start + view.payload_start;
-    let osn = [data[osn_at], data[osn_at + 1]];
-    data.copy_within(start..osn_at, start + 2);
-    let s = start + 2;
-    data[s + 1] = (data[s + 1] & 0x80) | (media_pt & 0x7F);
-    data[s + 2..s + 4].copy_from_slice(&osn);
-    data[s + 8..s + 12].copy_from_slice(&media_ssrc.to_be_bytes());
+    let s = unwrap_rtx_in_place(data, start, view, media_ssrc, media_pt)?;
     buf.set_range(s, end);
     RtpView::parse(buf.as_slice()).ok()
 }

@@ -290,6 +290,31 @@ pub fn wrap_rtx_in_place(
     Ok(new_start)
 }
 
+/// Turns the RTX packet at `buf[start..end]` back into the original in place
+/// and returns the original's start: the header moves two bytes up, over the
+/// original sequence number that leads the payload, and takes the media
+/// stream's SSRC, payload type and that sequence number. `None` for an RTX
+/// packet without an original sequence number (a padding-only probe).
+pub fn unwrap_rtx_in_place(
+    buf: &mut [u8],
+    start: usize,
+    view: &RtpView,
+    media_ssrc: u32,
+    media_pt: u8,
+) -> Option<usize> {
+    if view.payload_end < view.payload_start + 2 {
+        return None;
+    }
+    let osn_at = start + view.payload_start;
+    let osn = [buf[osn_at], buf[osn_at + 1]];
+    buf.copy_within(start..osn_at, start + 2);
+    let s = start + 2;
+    buf[s + 1] = (buf[s + 1] & 0x80) | (media_pt & 0x7F);
+    buf[s + 2..s + 4].copy_from_slice(&osn);
+    buf[s + 8..s + 12].copy_from_slice(&media_ssrc.to_be_bytes());
+    Some(s)
+}
+
 /// The extended sequence number of `seq`, given the highest extended number
 /// seen so far (RFC 3550 appendix A.1): the candidate closest to `highest`.
 pub fn extend_seq(highest: u64, seq: u16) -> u64 {
@@ -478,6 +503,26 @@ mod tests {
     }
 
     proptest! {
+        /// Wrapping a packet into RTX and unwrapping it gives back the
+        /// original, byte for byte.
+        #[test]
+        fn rtx_round_trips_any_valid_packet(
+            exts in proptest::collection::btree_map(1u8..=14, proptest::collection::vec(any::<u8>(), 1..=16), 0..3),
+            csrc in proptest::collection::vec(any::<u32>(), 0..3),
+            payload in proptest::collection::vec(any::<u8>(), 1..200),
+            rtx_seq in any::<u16>(),
+        ) {
+            let exts: Vec<(u8, &[u8])> = exts.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+            let raw = packet(&exts, csrc, &payload, 0);
+            let (mut buf, start, end) = in_headroom(&raw);
+            let view = RtpView::parse(&buf[start..end]).expect("valid");
+            let ns = wrap_rtx_in_place(&mut buf, start, &view, 0x5555, 97, rtx_seq).expect("headroom");
+            let rtx = RtpView::parse(&buf[ns..end]).expect("RTX parses");
+            prop_assert_eq!((rtx.ssrc, rtx.payload_type, rtx.sequence_number), (0x5555, 97, rtx_seq));
+            let back = unwrap_rtx_in_place(&mut buf, ns, &rtx, view.ssrc, view.payload_type).expect("has an OSN");
+            prop_assert_eq!(&buf[back..end], &raw[..]);
+        }
+
         #[test]
         fn parse_never_panics_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(v) = RtpView::parse(&bytes) {

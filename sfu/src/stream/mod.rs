@@ -59,73 +59,6 @@ impl SeqUnwrapper {
     }
 }
 
-/// Why an RTP packet could not be read or written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RtpError {
-    /// Shorter than its fixed header, CSRC list or extension says.
-    #[error("RTP packet truncated")]
-    Truncated,
-    /// The version field is not 2.
-    #[error("RTP version is not 2")]
-    BadVersion,
-    /// The padding count is zero or longer than the payload.
-    #[error("RTP padding count invalid")]
-    BadPadding,
-    /// The output buffer cannot hold the result.
-    #[error("output buffer too small")]
-    BufferTooSmall,
-}
-
-/// Where the parts of an RTP packet lie (RFC 3550 5.1, 5.3.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RtpLayout {
-    /// Length of the fixed header, CSRCs and header extension.
-    pub header_len: usize,
-    /// Length of the payload, padding excluded.
-    pub payload_len: usize,
-    /// Padding octets at the end (0 without the P bit).
-    pub padding_len: usize,
-}
-
-impl RtpLayout {
-    /// Reads the layout of the RTP packet `p`.
-    pub fn parse(p: &[u8]) -> Result<Self, RtpError> {
-        if p.len() < 12 {
-            return Err(RtpError::Truncated);
-        }
-        if p[0] >> 6 != 2 {
-            return Err(RtpError::BadVersion);
-        }
-        let mut header_len = 12 + 4 * usize::from(p[0] & 0x0f);
-        if p[0] & 0x10 != 0 {
-            let ext = p.get(header_len + 2..header_len + 4).ok_or(RtpError::Truncated)?;
-            header_len += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
-        }
-        if p.len() < header_len {
-            return Err(RtpError::Truncated);
-        }
-        let padding_len = if p[0] & 0x20 != 0 {
-            let n = usize::from(p[p.len() - 1]);
-            if n == 0 || header_len + n > p.len() {
-                return Err(RtpError::BadPadding);
-            }
-            n
-        } else {
-            0
-        };
-        Ok(Self {
-            header_len,
-            payload_len: p.len() - header_len - padding_len,
-            padding_len,
-        })
-    }
-}
-
-/// The sequence number of an RTP packet (bytes 2..4); `None` if truncated.
-pub fn rtp_seq(p: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes([*p.get(2)?, *p.get(3)?]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,26 +82,6 @@ mod tests {
         assert_eq!(u.peek(1), Some(ExtSeq(1)));
     }
 
-    #[test]
-    fn layout_reads_csrcs_extension_and_padding() {
-        let mut p = vec![0xB1, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
-        p.extend_from_slice(&[0, 0, 0, 7]); // one CSRC
-        p.extend_from_slice(&[0xBE, 0xDE, 0, 1, 0x10, 0xAA, 0, 0]); // one-word extension
-        p.extend_from_slice(&[1, 2, 3]); // payload
-        p.extend_from_slice(&[0, 0, 3]); // padding
-        let l = RtpLayout::parse(&p).expect("valid packet");
-        assert_eq!((l.header_len, l.payload_len, l.padding_len), (24, 3, 3));
-    }
-
-    #[test]
-    fn layout_rejects_bad_padding_and_truncation() {
-        let p = [0xA0, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 1, 0];
-        assert_eq!(RtpLayout::parse(&p), Err(RtpError::BadPadding));
-        assert_eq!(RtpLayout::parse(&p[..11]), Err(RtpError::Truncated));
-        let ext = [0x90, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0xBE, 0xDE, 0, 4];
-        assert_eq!(RtpLayout::parse(&ext), Err(RtpError::Truncated));
-    }
-
     proptest! {
         #[test]
         fn unwrapper_matches_the_true_sequence_for_steps_under_half_the_space(
@@ -188,11 +101,5 @@ mod tests {
             }
         }
 
-        #[test]
-        fn layout_never_panics_on_random_bytes(p in proptest::collection::vec(any::<u8>(), 0..64)) {
-            if let Ok(l) = RtpLayout::parse(&p) {
-                prop_assert_eq!(l.header_len + l.payload_len + l.padding_len, p.len());
-            }
-        }
     }
 }

@@ -5,16 +5,13 @@
 //!   after a short wait for reordered packets, asked again at an RTT-based
 //!   (or fixed) interval a bounded number of times, and given up once the
 //!   packet is too old to be useful.
-//! - [`write_rtx`] builds an RFC 4588 retransmission of a stored packet on
-//!   the RTX stream (own SSRC, payload type and sequence number, the
-//!   original sequence number "OSN" before the payload) into a caller's
-//!   buffer; [`unwrap_rtx`] turns a received RTX packet back into the
-//!   original, in place.
+//!
+//! RTX itself (RFC 4588) is written and read in place, in the node's buffers:
+//! `node::rtp::{wrap_rtx_in_place, unwrap_rtx_in_place}`.
 
-use super::{ExtSeq, RtpError, RtpLayout, SeqUnwrapper};
+use super::{ExtSeq, SeqUnwrapper};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 use std::collections::VecDeque;
-use std::ops::Range;
 use std::time::{Duration, Instant};
 
 /// Timing and bounds of a [`NackGenerator`].
@@ -199,53 +196,6 @@ pub fn nack_pairs(ascending: impl IntoIterator<Item = ExtSeq>) -> Vec<NackPair> 
     pairs
 }
 
-/// Writes the RFC 4588 retransmission of `original` (plain RTP) into `out`:
-/// its header (CSRCs and extensions kept, marker kept) with `rtx_ssrc`,
-/// `rtx_pt` and `rtx_seq`, then the original sequence number, then the
-/// original payload. The original's padding is dropped (it belongs to the
-/// packet, not the payload) and the P bit cleared. Returns the length.
-pub fn write_rtx(
-    original: &[u8],
-    rtx_ssrc: u32,
-    rtx_pt: u8,
-    rtx_seq: u16,
-    out: &mut [u8],
-) -> Result<usize, RtpError> {
-    let l = RtpLayout::parse(original)?;
-    let total = l.header_len + 2 + l.payload_len;
-    if out.len() < total {
-        return Err(RtpError::BufferTooSmall);
-    }
-    out[..l.header_len].copy_from_slice(&original[..l.header_len]);
-    out[0] &= !0x20;
-    out[1] = (original[1] & 0x80) | (rtx_pt & 0x7f);
-    out[2..4].copy_from_slice(&rtx_seq.to_be_bytes());
-    out[8..12].copy_from_slice(&rtx_ssrc.to_be_bytes());
-    out[l.header_len..l.header_len + 2].copy_from_slice(&original[2..4]);
-    out[l.header_len + 2..total].copy_from_slice(&original[l.header_len..l.header_len + l.payload_len]);
-    Ok(total)
-}
-
-/// Turns the RTX packet in `buf` back into the original packet in place:
-/// the header moves up over the OSN, gets the OSN as sequence number and
-/// `media_ssrc`/`media_pt`; padding stays as it was. Returns the range of
-/// `buf` that now holds the original. A payload without OSN (a padding-only
-/// probe) is [`RtpError::Truncated`].
-pub fn unwrap_rtx(buf: &mut [u8], media_ssrc: u32, media_pt: u8) -> Result<Range<usize>, RtpError> {
-    let l = RtpLayout::parse(buf)?;
-    if l.payload_len < 2 {
-        return Err(RtpError::Truncated);
-    }
-    let h = l.header_len;
-    let osn = [buf[h], buf[h + 1]];
-    buf.copy_within(0..h, 2);
-    let p = &mut buf[2..];
-    p[1] = (p[1] & 0x80) | (media_pt & 0x7f);
-    p[2..4].copy_from_slice(&osn);
-    p[8..12].copy_from_slice(&media_ssrc.to_be_bytes());
-    Ok(2..buf.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,64 +321,6 @@ mod tests {
         assert_eq!(g.missing_len(), 0);
     }
 
-    #[test]
-    fn rtx_carries_the_osn_and_the_rtx_header_fields() {
-        let mut orig = vec![
-            0x90 | 0x01,
-            0x80 | 96,
-            0x12,
-            0x34,
-            0,
-            0,
-            0x0b,
-            0xb8,
-            0xaa,
-            0xbb,
-            0xcc,
-            0xdd,
-        ];
-        orig.extend_from_slice(&[0, 0, 0, 9]); // CSRC
-        orig.extend_from_slice(&[0xBE, 0xDE, 0, 1, 0x10, 0x55, 0, 0]);
-        orig.extend_from_slice(b"vp8!");
-        let mut out = [0u8; 1500];
-        let n = write_rtx(&orig, 0x0102_0304, 97, 7, &mut out).expect("fits");
-        let mut want = orig.clone();
-        want[1] = 0x80 | 97;
-        want[2..4].copy_from_slice(&7u16.to_be_bytes());
-        want[8..12].copy_from_slice(&[1, 2, 3, 4]);
-        want.splice(24..24, [0x12, 0x34]); // after the 24-byte header
-        assert_eq!(&out[..n], &want[..]);
-        let back = unwrap_rtx(&mut out[..n], 0xaabb_ccdd, 96).expect("valid RTX");
-        assert_eq!(&out[back], &orig[..]);
-    }
-
-    #[test]
-    fn rtx_drops_the_originals_padding() {
-        let mut orig = vec![0xA0, 96, 0, 5, 0, 0, 0, 1, 0, 0, 0, 2];
-        orig.extend_from_slice(b"abc");
-        orig.extend_from_slice(&[0, 0, 0, 4]);
-        let mut out = [0u8; 64];
-        let n = write_rtx(&orig, 3, 97, 1, &mut out).expect("fits");
-        assert_eq!(n, 12 + 2 + 3);
-        assert_eq!(out[0], 0x80);
-        assert_eq!(&out[12..n], &[0, 5, b'a', b'b', b'c']);
-    }
-
-    #[test]
-    fn rtx_errors_are_typed() {
-        let orig = [0x80, 96, 0, 5, 0, 0, 0, 1, 0, 0, 0, 2, 1, 2, 3];
-        assert_eq!(
-            write_rtx(&orig, 3, 97, 1, &mut [0u8; 16]),
-            Err(RtpError::BufferTooSmall)
-        );
-        assert_eq!(
-            write_rtx(&orig[..8], 3, 97, 1, &mut [0u8; 64]),
-            Err(RtpError::Truncated)
-        );
-        let mut probe = [0xA0, 97, 0, 5, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 4];
-        assert_eq!(unwrap_rtx(&mut probe, 1, 96), Err(RtpError::Truncated));
-    }
-
     proptest! {
         #[test]
         fn any_loss_pattern_is_nacked_exactly(
@@ -459,21 +351,5 @@ mod tests {
             prop_assert_eq!(got, missing);
         }
 
-        #[test]
-        fn rtx_round_trips_any_valid_packet(
-            head in proptest::collection::vec(any::<u8>(), 12),
-            payload in proptest::collection::vec(any::<u8>(), 0..200),
-            seq in any::<u16>(),
-        ) {
-            let mut orig = head.clone();
-            orig[0] = 0x80;
-            orig.extend_from_slice(&payload);
-            let mut out = vec![0u8; orig.len() + 2];
-            let n = write_rtx(&orig, 5, 97, seq, &mut out).expect("fits");
-            prop_assert_eq!(n, orig.len() + 2);
-            let r = unwrap_rtx(&mut out, u32::from_be_bytes([orig[8], orig[9], orig[10], orig[11]]), orig[1] & 0x7f);
-            let r = r.expect("has an OSN");
-            prop_assert_eq!(&out[r], &orig[..]);
-        }
     }
 }
