@@ -1,9 +1,11 @@
-//! Building one participant's `RTCPeerConnection` the way Chromium needs it
-//! (docs/sfu.md): ICE-lite with our own credentials, DTLS server role,
-//! VP8 (PT 96, RTX PT 97) + Opus (PT 111) with NACK/PLI/FIR/REMB/TWCC
-//! feedback, abs-send-time / audio-level / video-orientation extensions, the
-//! default interceptors, and an interceptor that lets inbound PLI/FIR/REMB
-//! reach the application.
+//! The media duet speaks — VP8 (PT 96, RTX PT 97) and Opus (PT 111), their
+//! clock rates, the header extensions the SFU forwards — and the `rtc` peer
+//! connection pieces of the clients that talk to it: the bench's load
+//! generator and the test suites build their participants (an `rtc`
+//! `RTCPeerConnection`, an implementation independent of the SFU's own
+//! endpoint) from these, with NACK/PLI/FIR/REMB/TWCC feedback, the default
+//! interceptors, and an interceptor that lets inbound PLI/FIR/REMB reach the
+//! application. The SFU itself uses only the constants.
 
 use crate::extensions::FORWARDED_EXTENSIONS;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
@@ -12,10 +14,6 @@ use rtc::peer_connection::configuration::interceptor_registry::register_default_
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8,
 };
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::transport::RTCDtlsRole;
-use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -121,27 +119,6 @@ pub fn media_engine_and_registry_from(mut me: MediaEngine) -> Result<(MediaEngin
     Ok((me, registry))
 }
 
-/// The SFU side of one participant: ICE-lite, DTLS server.
-///
-/// The ICE credentials are left to `rtc`, which draws fresh random ones for
-/// the first answer and again for every ICE restart, as JSEP requires of an
-/// answerer (RFC 8829 §5.3.1). `SettingEngine::with_ice_credentials` would
-/// pin one pair for the connection's life, so a restarted browser would get
-/// the old pair back. The loop routes by the ufrag of each answer.
-pub fn build_sfu_peer(now: Instant) -> Result<RTCPeerConnection, RtcError> {
-    let (me, registry) = media_engine_and_registry()?;
-    let se = SettingEngineBuilder::new()
-        .with_lite(true)
-        .with_answering_dtls_role(RTCDtlsRole::Server)
-        .build();
-    RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_setting_engine(se)
-        .with_media_engine(me)
-        .with_interceptor_registry(registry)
-        .build(now)
-}
-
 /// An outgoing track with a fixed SSRC; video also names its RTX SSRC
 /// (used only if the remote accepts RTX).
 pub fn outgoing_track(
@@ -178,8 +155,8 @@ pub fn outgoing_track(
 
 /// Marks inbound PLI, FIR and REMB `DeliverToApplication`, so they come
 /// out of `poll_read` (rtc's chain ends consume unmarked RTCP, so without
-/// this the SFU would never see them): the SFU relays them to the other leg. Other RTCP passes unmarked and stops at the chain's end as
-/// usual.
+/// this a client would never see them). Other RTCP passes unmarked and
+/// stops at the chain's end as usual.
 #[derive(Default)]
 pub struct FeedbackToApplication {
     reads: VecDeque<TaggedPacket>,
