@@ -7,16 +7,35 @@ use super::rtp::{rewrite_for_leg, wrap_rtx_in_place, LegHeader, RtpView};
 use super::Node;
 use crate::endpoint::srtp::SRTP_MAX_OVERHEAD;
 use crate::routing::Key;
-use crate::stream::reports::{write_compound, ReportPacket};
+use crate::stream::history::HistoryConfig;
+use crate::stream::reports::{write_compound, ReportPacket, SendStats};
 use proto::token::SfuRole;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport as RtcpReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport as RtcpSenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::shared::marshal::Marshal;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Shortest window of a source's NACK history. A subscriber notices a loss
+/// when the next packet arrives and asks at once, so even with no round
+/// trip at all a request can come a frame interval or two later.
+const HISTORY_MIN_WINDOW: Duration = Duration::from_millis(150);
+/// How long a subscriber's round-trip time keeps counting for its source's
+/// history after its last report (reports come about once a second).
+const RTT_MEMORY: Duration = Duration::from_secs(5);
+
+/// How long a source keeps packets for retransmission, given the largest
+/// round-trip time its subscribers reported: room for a request and two
+/// retries, never more than the history's own window (500 ms). Until a
+/// subscriber reports, the minimum: it keeps the memory of a source near
+/// its rate × 150 ms (about 28 KB at 1.5 Mbit/s) instead of rate × 500 ms.
+pub(super) fn history_window(rtt: Option<Duration>) -> Duration {
+    (HISTORY_MIN_WINDOW + 3 * rtt.unwrap_or_default()).min(HistoryConfig::default().window)
+}
 
 /// The RTCP CNAME of everything the node sends (also in its answers).
 pub(super) const CNAME: &str = "duet";
@@ -53,7 +72,51 @@ impl Node {
                 {
                     s.report.on_sender_report(sr.ntp_time, now);
                 }
+                for block in &sr.reports {
+                    self.on_reception_report(key, block, now);
+                }
+            } else if let Some(rr) = any.downcast_ref::<RtcpReceiverReport>() {
+                for block in &rr.reports {
+                    self.on_reception_report(key, block, now);
+                }
             }
+        }
+    }
+
+    /// A subscriber's report block about one of its outgoing tracks: its
+    /// round-trip time sizes the NACK history of the track's source.
+    fn on_reception_report(&mut self, key: Key, block: &ReceptionReport, now: Instant) {
+        let wall = self.wallclock();
+        let Some(rtt) = SendStats::rtt_from(block, now, &wall) else {
+            return;
+        };
+        let slot = self
+            .participants
+            .get(&key)
+            .and_then(|p| p.slot_of_ssrc(block.ssrc));
+        let Some((slot, Kind::Video)) = slot else {
+            return;
+        };
+        let Some(src) = self.graph.source((key, slot as u8)) else {
+            return;
+        };
+        let Some(stream) = self
+            .participants
+            .get_mut(&src)
+            .and_then(|p| p.incoming.iter_mut().find(|s| s.kind == Kind::Video))
+        else {
+            return;
+        };
+        // The slowest subscriber counts; its figure is forgotten once stale.
+        let larger_and_recent = stream
+            .subscriber_rtt
+            .is_some_and(|(r, at)| r > rtt && now.saturating_duration_since(at) < RTT_MEMORY);
+        if !larger_and_recent {
+            stream.subscriber_rtt = Some((rtt, now));
+        }
+        let window = history_window(stream.subscriber_rtt.map(|(r, _)| r));
+        if let Some(h) = stream.history.as_mut() {
+            h.set_window(window);
         }
     }
 
@@ -358,5 +421,23 @@ pub(super) trait MarshalRtcp {
 impl<T: Marshal> MarshalRtcp for T {
     fn marshal_into(&self, buf: &mut [u8]) -> Result<usize, rtc::shared::error::Error> {
         Marshal::marshal_to(self, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_window_grows_with_the_slowest_rtt_up_to_the_cap() {
+        assert_eq!(history_window(None), HISTORY_MIN_WINDOW);
+        assert_eq!(
+            history_window(Some(Duration::from_millis(50))),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            history_window(Some(Duration::from_secs(2))),
+            HistoryConfig::default().window
+        );
     }
 }

@@ -26,7 +26,12 @@ pub(super) fn in_stream(kind: Kind, ssrc: u32, rtx_ssrc: Option<u32>) -> InStrea
         ssrc,
         rtx_ssrc,
         highest_seq: None,
-        history: video.then(|| SendHistory::new(HistoryConfig::default())),
+        history: video.then(|| {
+            let mut h = SendHistory::new(HistoryConfig::default());
+            h.set_window(super::feedback::history_window(None));
+            h
+        }),
+        subscriber_rtt: None,
         nack: video.then(|| NackGenerator::new(NackConfig::default())),
         report: RecvStats::new(if video {
             crate::peer::VIDEO_CLOCK

@@ -88,6 +88,9 @@ pub struct InStream {
     pub highest_seq: Option<u64>,
     /// Recent packets for answering subscribers' NACKs (video only).
     pub history: Option<SendHistory>,
+    /// The largest round-trip time a subscriber of this stream reported
+    /// lately, and when: it sizes the history's window.
+    pub subscriber_rtt: Option<(std::time::Duration, Instant)>,
     /// Asks the publisher again for packets lost on its uplink (video only).
     pub nack: Option<NackGenerator>,
     /// Loss and jitter for our receiver reports to the publisher.

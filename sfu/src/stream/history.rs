@@ -58,6 +58,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct SendHistory {
     config: HistoryConfig,
+    /// How long packets stay retrievable now: `config.window` until
+    /// [`SendHistory::set_window`] says otherwise.
+    window: Duration,
     /// Packet bytes; `ring.len()` is the current ring size.
     ring: Vec<u8>,
     /// Stored packets in arrival order (mostly ascending sequence).
@@ -73,6 +76,7 @@ impl SendHistory {
     /// participant whose camera is off never pays for it).
     pub fn new(config: HistoryConfig) -> Self {
         Self {
+            window: config.window,
             config,
             ring: Vec::new(),
             index: VecDeque::new(),
@@ -87,6 +91,18 @@ impl SendHistory {
         c.initial_bytes
             .max(c.max_packet)
             .min(c.max_bytes.max(c.max_packet))
+    }
+
+    /// Changes how long packets stay retrievable (e.g. with the round-trip
+    /// time of the source's subscribers). A shorter window also bounds the
+    /// ring: it only grows while the window's packets do not fit.
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
+    /// How long packets stay retrievable.
+    pub fn window(&self) -> Duration {
+        self.window
     }
 
     /// Bytes held by the ring and the index (what this history costs).
@@ -135,7 +151,7 @@ impl SendHistory {
     /// The packet stored as `seq`, if it is still within the window at `now`.
     pub fn get(&self, seq: ExtSeq, now: Instant) -> Option<&[u8]> {
         let e = self.index[self.find(seq)?];
-        if now.saturating_duration_since(e.at) > self.config.window {
+        if now.saturating_duration_since(e.at) > self.window {
             return None;
         }
         let off = (e.pos % self.ring.len() as u64) as usize;
@@ -165,7 +181,7 @@ impl SendHistory {
     /// Drops the packets older than the window.
     fn expire(&mut self, now: Instant) {
         while let Some(e) = self.index.front() {
-            if now.saturating_duration_since(e.at) <= self.config.window {
+            if now.saturating_duration_since(e.at) <= self.window {
                 break;
             }
             self.index.pop_front();
@@ -197,7 +213,7 @@ impl SendHistory {
             if end - front.pos <= size {
                 return;
             }
-            let fresh = now.saturating_duration_since(front.at) <= self.config.window;
+            let fresh = now.saturating_duration_since(front.at) <= self.window;
             if fresh && self.ring.len() < self.config.max_bytes {
                 self.grow();
             } else {
@@ -289,6 +305,31 @@ mod tests {
         assert_eq!(h.get(ExtSeq(2), now), Some(&packet(2, 300)[..]));
         h.put(ExtSeq(3), &packet(3, 300), now);
         assert_eq!(h.len(), 2, "the expired packet left the index on put");
+    }
+
+    #[test]
+    fn a_shorter_window_keeps_fewer_packets_and_a_smaller_ring() {
+        let t0 = Instant::now();
+        let mut long = SendHistory::new(HistoryConfig::default());
+        let mut short = SendHistory::new(HistoryConfig::default());
+        short.set_window(Duration::from_millis(150));
+        // 1.5 Mbit/s: 150 packets of 1200 bytes a second, for two seconds.
+        for i in 0..300u64 {
+            let at = t0 + Duration::from_micros(6_667 * i);
+            long.put(ExtSeq(i), &packet(i, 1200), at);
+            short.put(ExtSeq(i), &packet(i, 1200), at);
+        }
+        let now = t0 + Duration::from_micros(6_667 * 299);
+        let old = ExtSeq(299 - 45); // 300 ms old
+        assert!(long.get(old, now).is_some());
+        assert!(short.get(old, now).is_none());
+        assert!(short.get(ExtSeq(299 - 15), now).is_some()); // 100 ms old
+        assert!(
+            short.memory_bytes() <= 32 * 1024 + 256 * size_of::<Entry>(),
+            "{}",
+            short.memory_bytes()
+        );
+        assert!(long.memory_bytes() > 48 * 1024);
     }
 
     #[test]
