@@ -211,8 +211,17 @@ impl Engine {
         let mut clients: HashMap<ParticipantId, (u64, mpsc::Sender<SfuServerMsg>)> = HashMap::new();
         let mut relayed: Vec<RelayedDatagram> = Vec::with_capacity(64);
         info!(media = %self.shared.advertised, "sfu media loop running");
+        // One timer, moved only when the node's deadline moves: a new
+        // `Sleep` per wake-up would register with the timer wheel each time.
+        let mut deadline = node.poll_timeout();
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+        tokio::pin!(sleep);
         loop {
-            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(node.poll_timeout()));
+            let next = node.poll_timeout();
+            if next != deadline {
+                deadline = next;
+                sleep.as_mut().reset(tokio::time::Instant::from_std(deadline));
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -235,7 +244,7 @@ impl Engine {
                     Some(cmd) => command(&mut node, &mut clients, cmd, Instant::now()),
                     None => break,
                 },
-                _ = sleep => node.handle_timeout(Instant::now()),
+                _ = &mut sleep => node.handle_timeout(Instant::now()),
             }
             self.deliver_events(&mut node, &mut clients);
             io.flush(&mut node, self.shared.advertised).await;
@@ -355,11 +364,11 @@ impl Io {
     fn read_socket(&mut self, node: &mut Node) {
         loop {
             let r = {
-                let mut slices: Vec<IoSliceMut<'_>> = self
-                    .recv
-                    .iter_mut()
-                    .map(|b| IoSliceMut::new(b.receive_space()))
-                    .collect();
+                let mut bufs = self.recv.iter_mut();
+                let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = std::array::from_fn(|_| {
+                    let b = bufs.next().expect("one receive buffer per batch slot");
+                    IoSliceMut::new(b.receive_space())
+                });
                 let (socket, state, metas) = (&self.socket, &self.state, &mut self.metas);
                 socket.try_io(Interest::READABLE, || {
                     state.recv(socket.into(), &mut slices, metas)

@@ -153,6 +153,12 @@ pub struct Node {
     epoch: Instant,
     wall_epoch: SystemTime,
     next_tick: Instant,
+    /// The earliest ICE/DTLS timer of any leg, as last computed: scanned
+    /// in full on every timeout and command, lowered after a leg's own
+    /// STUN or DTLS input. Forwarded media never moves a timer earlier, so
+    /// the packet path never scans the participants. A stale value only
+    /// costs one early wake-up.
+    leg_deadline: Option<Instant>,
     pool: BufferPool,
     transmits: VecDeque<Transmit>,
     events: VecDeque<NodeEvent>,
@@ -186,6 +192,7 @@ impl Node {
             epoch: now,
             wall_epoch: wall,
             next_tick: now + TICK,
+            leg_deadline: None,
             pool: BufferPool::default(),
             transmits: VecDeque::with_capacity(1024),
             events: VecDeque::new(),
@@ -250,8 +257,14 @@ impl Node {
         p.traffic.packets_in += 1;
         p.traffic.bytes_in += buf.len() as u64;
         match first {
-            Some(0..=3) => self.on_stun(key, path, buf, now),
-            Some(20..=63) => self.on_dtls(key, path, buf, now),
+            Some(0..=3) => {
+                self.on_stun(key, path, buf, now);
+                self.lower_leg_deadline(key);
+            }
+            Some(20..=63) => {
+                self.on_dtls(key, path, buf, now);
+                self.lower_leg_deadline(key);
+            }
             _ => self.on_srtp(key, path, buf, now),
         }
         self.remove_marked(now);
@@ -261,6 +274,7 @@ impl Node {
     pub fn handle_command(&mut self, cmd: NodeCommand, now: Instant) -> Result<CommandResult, NodeError> {
         let r = self.command(cmd, now);
         self.remove_marked(now);
+        self.refresh_leg_deadline();
         self.metrics.links.set(self.graph.link_count() as i64);
         r
     }
@@ -286,6 +300,28 @@ impl Node {
             self.tick(now);
         }
         self.remove_marked(now);
+        self.refresh_leg_deadline();
+    }
+
+    /// Scans every leg for its next timer.
+    fn refresh_leg_deadline(&mut self) {
+        self.leg_deadline = self
+            .participants
+            .values()
+            .filter_map(|p| p.leg.as_ref().and_then(leg::Leg::poll_timeout))
+            .min();
+    }
+
+    /// Takes one leg's next timer into account after its own input.
+    fn lower_leg_deadline(&mut self, key: Key) {
+        let t = self
+            .participants
+            .get(&key)
+            .and_then(|p| p.leg.as_ref())
+            .and_then(leg::Leg::poll_timeout);
+        if let Some(t) = t {
+            self.leg_deadline = Some(self.leg_deadline.map_or(t, |d| d.min(t)));
+        }
     }
 
     // ---- output -----------------------------------------------------------
@@ -299,10 +335,8 @@ impl Node {
     }
 
     pub fn poll_timeout(&self) -> Instant {
-        self.participants
-            .values()
-            .filter_map(|p| p.leg.as_ref().and_then(leg::Leg::poll_timeout))
-            .fold(self.next_tick, Instant::min)
+        self.leg_deadline
+            .map_or(self.next_tick, |d| d.min(self.next_tick))
     }
 
     // ---- queries ----------------------------------------------------------
