@@ -64,6 +64,33 @@ pub struct LogArgs {
     /// Log filter (tracing env-filter syntax, e.g. `info,sfu=debug`); RUST_LOG also works.
     #[arg(long, env = "DUET_LOG", default_value = "info")]
     pub log: String,
+    /// OTLP/HTTP receiver for traces (e.g. `http://otel-collector:4318`); tracing is off without one.
+    /// The standard OTEL_EXPORTER_OTLP_ENDPOINT is read too.
+    #[arg(long, env = "DUET_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of visits traced, 0 to 1 (a visit's later spans follow its first one's decision).
+    #[arg(
+        long,
+        env = "DUET_OTLP_SAMPLING_RATIO",
+        default_value_t = 1.0,
+        value_name = "RATIO"
+    )]
+    pub otlp_sampling_ratio: f64,
+}
+
+impl LogArgs {
+    /// The tracing settings: the flag (or DUET_OTLP_ENDPOINT), else OTEL_EXPORTER_OTLP_ENDPOINT.
+    pub fn trace_config(&self) -> crate::telemetry::TraceConfig {
+        let endpoint = self
+            .otlp_endpoint
+            .clone()
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+            .filter(|e| !e.trim().is_empty());
+        crate::telemetry::TraceConfig {
+            endpoint,
+            sampling_ratio: self.otlp_sampling_ratio,
+        }
+    }
 }
 
 /// Secrets shared between roles. Not given: generated for this run (only

@@ -8,6 +8,7 @@ mod observability;
 mod roles;
 mod secret;
 mod shutdown;
+mod telemetry;
 
 use std::process::ExitCode;
 

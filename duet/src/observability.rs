@@ -1,6 +1,7 @@
 //! Logging, metrics and health endpoints shared by every role.
 
 use crate::cli::{LogArgs, LogFormat};
+use crate::telemetry;
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -14,24 +15,46 @@ use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global `tracing` subscriber (and the `log` bridge for crates
-/// such as webrtc-rs that log through `log`).
-pub fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
+/// such as webrtc-rs that log through `log`): logs to stderr as `--log`
+/// filters them, and, with an OTLP endpoint, duet's spans to the trace
+/// receiver (whatever the log level). Keep the returned pipeline and shut it
+/// down last, so the final spans are sent.
+pub fn init_logging(
+    args: &LogArgs,
+    service: telemetry::Service,
+) -> anyhow::Result<Option<telemetry::Tracing>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v).context("RUST_LOG")?,
         // webrtc-rs logs every unsupported DTLS extension at warn; keep it quiet by default.
         _ => EnvFilter::try_new(format!("{},rtc=error,rtc_dtls=error,rtc_ice=error", args.log))
             .context("--log")?,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match args.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Pretty => builder.try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match args.log_format {
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+        LogFormat::Pretty => fmt.with_filter(filter).boxed(),
     };
-    result.map_err(|e| anyhow::anyhow!("cannot install logger: {e}"))?;
+    let (traces, pipeline) = match telemetry::layer(&args.trace_config(), &service)? {
+        Some((layer, pipeline)) => (Some(layer), Some(pipeline)),
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install logger: {e}"))?;
     tracing_log::LogTracer::init().ok();
-    Ok(())
+    if let Some(endpoint) = args.trace_config().endpoint {
+        tracing::info!(
+            endpoint = %telemetry::traces_url(&endpoint),
+            sampling_ratio = args.otlp_sampling_ratio,
+            "exporting traces over OTLP/HTTP"
+        );
+    }
+    Ok(pipeline)
 }
 
 /// A fresh registry with `duet_build_info{version,role}`.

@@ -12,6 +12,7 @@ pub mod sfu_api;
 pub mod sfu_ws;
 pub mod signal;
 pub mod token;
+pub mod trace;
 pub mod turn_cred;
 
 pub use ids::{DeviceId, NodeId, PairingId, ParticipantId, Region};

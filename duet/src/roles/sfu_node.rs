@@ -175,7 +175,14 @@ pub fn announced_ip(public_ip: Option<IpAddr>, bind: SocketAddr) -> IpAddr {
 
 /// `duet sfu`: a production SFU node.
 pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
-    observability::init_logging(&args.log)?;
+    let tracing_pipeline = observability::init_logging(
+        &args.log,
+        crate::telemetry::Service {
+            role: "sfu",
+            node_id: Some(args.node_id.clone()),
+            region: Some(args.region.clone()),
+        },
+    )?;
     let shutdown = shutdown::on_signal();
     let metrics = observability::registry("sfu")?;
     let require = |s: &Option<Secret>, flag: &str| {
@@ -290,6 +297,9 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
         handles.push(h);
     }
     serve::join_bounded(handles, Duration::from_secs(10)).await;
+    if let Some(t) = tracing_pipeline {
+        t.shutdown().await;
+    }
     Ok(())
 }
 

@@ -116,7 +116,14 @@ fn captcha_config(c: &CaptchaArgs) -> Option<signaling::captcha::CaptchaConfig> 
 }
 
 pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
-    observability::init_logging(&args.log)?;
+    let tracing_pipeline = observability::init_logging(
+        &args.log,
+        crate::telemetry::Service {
+            role: "signaling",
+            node_id: None,
+            region: Some(args.region.clone()),
+        },
+    )?;
     let shutdown = shutdown::on_signal();
     let metrics = observability::registry("signaling")?;
     let require = |s: &Option<Secret>, flag: &str| {
@@ -159,5 +166,8 @@ pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
     shutdown.cancelled().await;
     stop.cancel();
     serve::join_bounded(vec![handle], serve::HTTP_GRACE + Duration::from_secs(1)).await;
+    if let Some(t) = tracing_pipeline {
+        t.shutdown().await;
+    }
     Ok(())
 }

@@ -10,7 +10,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(args: TurnArgs) -> anyhow::Result<()> {
-    observability::init_logging(&args.log)?;
+    let tracing_pipeline = observability::init_logging(
+        &args.log,
+        crate::telemetry::Service {
+            role: "turn",
+            node_id: None,
+            region: None,
+        },
+    )?;
     let shutdown = shutdown::on_signal();
     let metrics = observability::registry("turn")?;
     let allow_peers = turn_relay::parse_peer_allow_list(&args.allow_peers).context("--allow-peer")?;
@@ -81,5 +88,8 @@ pub async fn run(args: TurnArgs) -> anyhow::Result<()> {
     shutdown.cancelled().await;
     stop.cancel();
     serve::join_bounded(handles, Duration::from_secs(5)).await;
+    if let Some(t) = tracing_pipeline {
+        t.shutdown().await;
+    }
     Ok(())
 }

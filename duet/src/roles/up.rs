@@ -17,7 +17,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    observability::init_logging(&args.log)?;
+    let tracing_pipeline = observability::init_logging(
+        &args.log,
+        crate::telemetry::Service {
+            role: "up",
+            node_id: Some("local".to_owned()),
+            region: Some(args.region.clone()),
+        },
+    )?;
     let shutdown = shutdown::on_signal();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
@@ -163,5 +170,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     stop_media.cancel();
     serve::join_bounded(handles, serve::HTTP_GRACE + Duration::from_secs(2)).await;
     tracing::info!("stopped");
+    if let Some(t) = tracing_pipeline {
+        t.shutdown().await;
+    }
     Ok(())
 }
