@@ -6,6 +6,7 @@
 
 pub mod handoff;
 pub mod ids;
+pub mod openapi;
 pub mod registry;
 pub mod screen_api;
 pub mod sfu_api;

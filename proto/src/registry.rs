@@ -2,10 +2,11 @@
 //! read by signaling for placement.
 
 use crate::{NodeId, Region};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// What a node says about itself on every heartbeat.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeRecord {
     pub node_id: NodeId,
     pub region: Region,

@@ -14,11 +14,13 @@
 //! | PUT | `/internal/v1/keyframe-interval` | [`KeyframeInterval`] | 204 |
 //! | GET | `/internal/v1/events` | – | `text/event-stream` of [`SfuEvent`] (JSON per `data:` line) |
 //! | GET | `/internal/v1/node` | – | 200 [`crate::registry::NodeRecord`] |
+//! | GET | `/internal/v1/openapi.json` | – | 200 this table as OpenAPI 3.1 |
 //!
 //! Errors are JSON [`crate::signal::ErrorBody`].
 
 use crate::token::SfuRole;
 use crate::ParticipantId;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const PATH_PARTICIPANTS: &str = "/internal/v1/participants";
@@ -28,22 +30,24 @@ pub const PATH_WATCH: &str = "/internal/v1/watch";
 pub const PATH_KEYFRAME_INTERVAL: &str = "/internal/v1/keyframe-interval";
 pub const PATH_EVENTS: &str = "/internal/v1/events";
 pub const PATH_NODE: &str = "/internal/v1/node";
+/// The OpenAPI 3.1 document of this API.
+pub const PATH_OPENAPI: &str = "/internal/v1/openapi.json";
 
 /// Reserve a slot for a participant who will connect with an SFU token.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdmitRequest {
     pub participant_id: ParticipantId,
     pub role: SfuRole,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Admitted {
     pub participant_id: ParticipantId,
 }
 
 /// Link (or unlink) two participants: each receives the other's media.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkRequest {
     pub a: ParticipantId,
@@ -52,7 +56,7 @@ pub struct LinkRequest {
 
 /// A hidden receive-only watcher receives `a`'s and `b`'s media; `stop`
 /// ends watching.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatchRequest {
     pub watcher: ParticipantId,
@@ -63,14 +67,14 @@ pub struct WatchRequest {
 }
 
 /// Periodic keyframe requests that keep snapshots fresh; `None` turns them off.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyframeInterval {
     pub interval_ms: Option<u64>,
 }
 
 /// Per-participant figures for `GET /internal/v1/participants`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ParticipantInfo {
     pub participant_id: ParticipantId,
     pub role: SfuRole,
@@ -87,13 +91,13 @@ pub struct ParticipantInfo {
     pub snapshot_age_ms: Option<u64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ParticipantList {
     pub participants: Vec<ParticipantInfo>,
 }
 
 /// Events a node sends to signaling on `/internal/v1/events`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SfuEvent {
     /// ICE and DTLS are up: media can flow.

@@ -3,13 +3,14 @@
 //! One peer connection per visit: the browser offers once (sendrecv audio
 //! and video), the SFU answers; later offers are ICE restarts.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Largest message the SFU accepts from a client (an SDP offer fits easily).
 pub const MAX_SFU_WS_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// A trickled ICE candidate, as `RTCIceCandidateInit`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IceCandidate {
     pub candidate: String,
     #[serde(default, rename = "sdpMid", skip_serializing_if = "Option::is_none")]
@@ -19,7 +20,7 @@ pub struct IceCandidate {
 }
 
 /// Client -> SFU.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SfuClientMsg {
     Offer {
@@ -34,7 +35,7 @@ pub enum SfuClientMsg {
 }
 
 /// Connection state reported to the client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PeerState {
     Connecting,
@@ -45,7 +46,7 @@ pub enum PeerState {
 }
 
 /// SFU -> client.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SfuServerMsg {
     Answer { sdp: String },

@@ -2,6 +2,7 @@
 //! Every message is documented with examples in docs/api.md.
 
 use crate::{NodeId, PairingId, ParticipantId};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Largest WebSocket text frame signaling accepts from a client.
@@ -16,7 +17,7 @@ pub const MAX_CHAT_CHARS: usize = 500;
 pub const MAX_REPORT_TEXT_BYTES: usize = 1024;
 
 /// Call mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Video,
@@ -34,10 +35,14 @@ impl Mode {
 }
 
 /// `POST /api/session` body.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequest {
+    /// Must be `true`: the visitor accepted the rules (18+).
+    #[schemars(extend("const" = true))]
     pub accept_rules: bool,
+    /// The browser's stable random id.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{8,64}$"))]
     pub device_id: String,
     /// Preferred region; normally set by the ingress header or config.
     #[serde(default)]
@@ -45,7 +50,7 @@ pub struct SessionRequest {
 }
 
 /// One entry of `RTCConfiguration.iceServers`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IceServer {
     pub urls: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,7 +60,7 @@ pub struct IceServer {
 }
 
 /// Where a visit's media goes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SfuPlacement {
     pub node_id: NodeId,
     pub region: String,
@@ -66,7 +71,7 @@ pub struct SfuPlacement {
 }
 
 /// `iceTransportPolicy` the page should use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum IceTransportPolicy {
     #[default]
@@ -75,7 +80,7 @@ pub enum IceTransportPolicy {
 }
 
 /// `POST /api/session` answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionResponse {
     pub session_id: String,
     /// Session JWT for `/ws?token=…` and `Authorization: Bearer` on REST.
@@ -92,7 +97,7 @@ pub struct SessionResponse {
 }
 
 /// `POST /api/reports` body.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
     pub category: ReportCategory,
@@ -100,7 +105,7 @@ pub struct ReportRequest {
     pub text: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportCategory {
     Nudity,
@@ -128,13 +133,13 @@ impl ReportCategory {
 }
 
 /// `POST /api/reports` answer (201).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReportCreated {
     pub report_id: String,
 }
 
 /// `GET /api/stats` answer.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Stats {
     pub online: u64,
     pub waiting_video: u64,
@@ -142,7 +147,7 @@ pub struct Stats {
 }
 
 /// JSON body of every error answer, REST and WebSocket alike.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `banned`, `rate_limited`, `bad_request`.
     pub code: String,
@@ -153,7 +158,7 @@ pub struct ErrorBody {
 }
 
 /// What a banned visitor is told.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BanNotice {
     pub ban_id: String,
     pub reason: String,
@@ -169,7 +174,7 @@ pub struct BanNotice {
 }
 
 /// Messages a visitor sends on `/ws`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMsg {
     Join {
@@ -188,7 +193,7 @@ pub enum ClientMsg {
 }
 
 /// Messages signaling sends on `/ws`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
     /// In the queue, looking for a partner.
@@ -225,7 +230,7 @@ pub enum ServerMsg {
     Error(ErrorBody),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PartnerLeftReason {
     Next,

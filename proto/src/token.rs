@@ -4,6 +4,7 @@
 
 use crate::{DeviceId, NodeId, ParticipantId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Audience of a visitor's session token (signaling WebSocket and REST).
@@ -49,7 +50,7 @@ pub struct SessionClaims {
 }
 
 /// What a participant may do on an SFU node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SfuRole {
     /// A visitor: publishes audio and video, receives its partner's.
@@ -71,7 +72,7 @@ pub struct SfuClaims {
 }
 
 /// Moderator roles, from least to most privileged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ModeratorRole {
     Moderator,

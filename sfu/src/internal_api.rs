@@ -4,7 +4,7 @@
 
 use crate::engine::{ApiError, Command};
 use crate::{Admission, Shared};
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -14,7 +14,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use proto::sfu_api::{
     AdmitRequest, Admitted, KeyframeInterval, LinkRequest, ParticipantList, WatchRequest, PATH_EVENTS,
-    PATH_KEYFRAME_INTERVAL, PATH_LINK, PATH_NODE, PATH_PARTICIPANTS, PATH_UNLINK, PATH_WATCH,
+    PATH_KEYFRAME_INTERVAL, PATH_LINK, PATH_NODE, PATH_OPENAPI, PATH_PARTICIPANTS, PATH_UNLINK, PATH_WATCH,
 };
 use proto::signal::ErrorBody;
 use proto::ParticipantId;
@@ -40,6 +40,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(PATH_KEYFRAME_INTERVAL, put(keyframe_interval))
         .route(PATH_EVENTS, get(events))
         .route(PATH_NODE, get(node))
+        .route(PATH_OPENAPI, get(openapi_json))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
@@ -191,7 +192,10 @@ async fn list(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn kick(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+async fn kick(State(shared): State<Arc<Shared>>, id: Result<Path<String>, PathRejection>) -> Response {
+    let Ok(Path(id)) = id else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "bad participant id");
+    };
     let pid = ParticipantId::new(id);
     match ask(&shared, |reply| Command::Kick { pid, reply }).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
@@ -200,7 +204,10 @@ async fn kick(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Resp
     }
 }
 
-async fn snapshot(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+async fn snapshot(State(shared): State<Arc<Shared>>, id: Result<Path<String>, PathRejection>) -> Response {
+    let Ok(Path(id)) = id else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "bad participant id");
+    };
     let pid = ParticipantId::new(id);
     match ask(&shared, |reply| Command::Snapshot { pid, reply }).await {
         Ok(Some((webp, age))) => {
@@ -336,10 +343,165 @@ async fn node(State(shared): State<Arc<Shared>>) -> Response {
     Json(crate::SfuHandle { shared }.node_record()).into_response()
 }
 
+async fn openapi_json() -> Response {
+    static DOC: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(openapi);
+    Json(&*DOC).into_response()
+}
+
+/// The OpenAPI 3.1 document of this API, served at
+/// `/internal/v1/openapi.json` (behind the internal token like the rest).
+pub fn openapi() -> serde_json::Value {
+    use proto::openapi::ApiDoc;
+    use proto::sfu_api::SfuEvent;
+    let body = MAX_BODY;
+    let participant = format!("{PATH_PARTICIPANTS}/{{id}}");
+    let snapshot = format!("{PATH_PARTICIPANTS}/{{id}}/snapshot");
+    ApiDoc::new(
+        "duet SFU internal API",
+        "What signaling asks of an SFU node: admit, link, unlink, watch, kick, snapshots, events. \
+         Served on the node's internal listener only, never publicly. See docs/api-sfu.md.",
+    )
+    .bearer(
+        "internal",
+        "opaque",
+        "The shared internal token (`--sfu-internal-token`).",
+    )
+    .tag("participants", "Admission and the participants of this node.")
+    .tag("media", "Linking, watching and keyframes.")
+    .tag("node", "The node itself and its events.")
+    .op("post", PATH_PARTICIPANTS, "admit", |o| {
+        o.tag("participants")
+            .summary("Reserve a slot for a participant who will connect with an SFU token")
+            .auth("internal")
+            .body::<AdmitRequest>(body)
+            .ok::<Admitted>(200, "Admitted (admitting twice with the same role is fine).")
+            .errors(&[409, 503]);
+    })
+    .op("get", PATH_PARTICIPANTS, "list_participants", |o| {
+        o.tag("participants")
+            .summary("Every participant with its counters")
+            .auth("internal")
+            .ok::<ParticipantList>(200, "The participants.")
+            .errors(&[503]);
+    })
+    .op("delete", &participant, "kick", |o| {
+        o.tag("participants")
+            .summary("Remove a participant (its peer connection is closed)")
+            .auth("internal")
+            .empty(204, "Removed.")
+            .errors(&[404, 503]);
+    })
+    .op("get", &snapshot, "snapshot", |o| {
+        o.tag("participants")
+            .summary("The participant's latest keyframe as a WebP image")
+            .auth("internal")
+            .ok_raw(
+                200,
+                "The keyframe (`x-snapshot-age-ms` says how old).",
+                "image/webp",
+                serde_json::json!({"type": "string", "contentMediaType": "image/webp"}),
+            )
+            .errors(&[404, 503]);
+    })
+    .op("post", PATH_LINK, "link", |o| {
+        o.tag("media")
+            .summary("Each of the two receives the other's media")
+            .auth("internal")
+            .body::<LinkRequest>(body)
+            .empty(204, "Linked.")
+            .errors(&[404, 503]);
+    })
+    .op("post", PATH_UNLINK, "unlink", |o| {
+        o.tag("media")
+            .summary("Undo a link")
+            .auth("internal")
+            .body::<LinkRequest>(body)
+            .empty(204, "Unlinked.")
+            .errors(&[404, 503]);
+    })
+    .op("post", PATH_WATCH, "watch", |o| {
+        o.tag("media")
+            .summary("A hidden receive-only watcher receives a pairing's media (or stops)")
+            .auth("internal")
+            .body::<WatchRequest>(body)
+            .empty(204, "Watching (or stopped).")
+            .errors(&[404, 503]);
+    })
+    .op("put", PATH_KEYFRAME_INTERVAL, "keyframe_interval", |o| {
+        o.tag("media")
+            .summary("Periodic keyframe requests that keep snapshots fresh (null: off)")
+            .description("`interval_ms` is at least 250.")
+            .auth("internal")
+            .body::<KeyframeInterval>(body)
+            .empty(204, "Set.")
+            .errors(&[503]);
+    })
+    .op("get", PATH_EVENTS, "events", |o| {
+        o.tag("node")
+            .summary("Server-sent events, one JSON `SfuEvent` per `data:` line")
+            .description("A stream that stays open (keep-alive comments every 15 s).")
+            .auth("internal")
+            .ok_raw(
+                200,
+                "The event stream.",
+                "text/event-stream",
+                serde_json::json!({"type": "string"}),
+            );
+        // The JSON of each event's `data:` line.
+        o.extension::<SfuEvent>("x-event-data");
+    })
+    .op("get", PATH_NODE, "node", |o| {
+        o.tag("node")
+            .summary("The node's own record (as in the registry)")
+            .auth("internal")
+            .ok::<proto::registry::NodeRecord>(200, "The record.");
+    })
+    .op("get", PATH_OPENAPI, "openapi", |o| {
+        o.tag("node").summary("This document").auth("internal").ok_raw(
+            200,
+            "OpenAPI 3.1.",
+            "application/json",
+            serde_json::json!({"type": "object"}),
+        );
+    })
+    .into_json()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn the_document_names_every_route() {
+        let doc = openapi();
+        let paths = doc["paths"].as_object().expect("paths is an object");
+        let mut ops: Vec<String> = paths
+            .iter()
+            .flat_map(|(p, item)| {
+                item.as_object()
+                    .into_iter()
+                    .flat_map(move |m| m.keys().map(move |k| format!("{} {p}", k.to_uppercase())))
+            })
+            .collect();
+        ops.sort();
+        assert_eq!(
+            ops,
+            vec![
+                "DELETE /internal/v1/participants/{id}",
+                "GET /internal/v1/events",
+                "GET /internal/v1/node",
+                "GET /internal/v1/openapi.json",
+                "GET /internal/v1/participants",
+                "GET /internal/v1/participants/{id}/snapshot",
+                "POST /internal/v1/link",
+                "POST /internal/v1/participants",
+                "POST /internal/v1/unlink",
+                "POST /internal/v1/watch",
+                "PUT /internal/v1/keyframe-interval",
+            ]
+        );
+    }
 
     #[test]
     fn bearer_token_must_match_exactly() {

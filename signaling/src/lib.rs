@@ -18,6 +18,7 @@ pub mod ipslots;
 pub mod live;
 pub mod matching;
 pub mod metrics;
+pub mod openapi;
 pub mod pages;
 pub mod ratelimit;
 pub mod registry;
@@ -291,6 +292,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/stats", get(api::stats))
         .route("/api/captcha", get(api::captcha_widget))
         .route("/api/lang", get(pages::ui_language))
+        .route(openapi::PATH_PUBLIC, get(openapi::public_json))
+        .route(openapi::PATH_MODERATOR, get(openapi::moderator_json))
+        .route(openapi::PATH_WS_SCHEMA, get(openapi::ws_schema_json))
         .route("/api/{*rest}", axum::routing::any(api::api_not_found))
         .layer(DefaultBodyLimit::max(max_body));
     Router::new()

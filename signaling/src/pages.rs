@@ -167,14 +167,26 @@ pub fn negotiate_language<'a>(accept: &str, supported: &[&'a str]) -> Option<&'a
 
 /// `GET /api/lang`: the visitor page's language for this request's
 /// `Accept-Language` (`{"lang": "de", "languages": [...]}`; English when nothing matches).
-pub async fn ui_language(headers: axum::http::HeaderMap) -> axum::Json<serde_json::Value> {
+pub async fn ui_language(headers: axum::http::HeaderMap) -> axum::Json<UiLanguage> {
     let supported = client_languages();
     let accept = headers
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let lang = negotiate_language(accept, &supported).unwrap_or("en");
-    axum::Json(serde_json::json!({ "lang": lang, "languages": supported }))
+    axum::Json(UiLanguage {
+        lang,
+        languages: supported,
+    })
+}
+
+/// `GET /api/lang` answer.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct UiLanguage {
+    /// The language to show.
+    pub lang: &'static str,
+    /// Every language the page has.
+    pub languages: Vec<&'static str>,
 }
 
 /// Page routes. `/{*path}` only matches what no other route (API, SFU,

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ModeratorList {
     pub moderators: Vec<ModeratorInfo>,
 }
@@ -39,7 +39,7 @@ fn check_password(p: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateModerator {
     pub email: String,
@@ -88,7 +88,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
-#[derive(Debug, Deserialize, Serialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateModerator {
     pub role: Option<String>,
@@ -159,7 +159,7 @@ pub async fn update(
     Ok(Json(info))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SettingsView {
     pub settings: Settings,
     pub defaults: Settings,
@@ -178,7 +178,7 @@ pub async fn get_settings(
     }))
 }
 
-#[derive(Debug, Deserialize, Serialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutSettings {
     pub retention_dismissed_days: Option<u64>,

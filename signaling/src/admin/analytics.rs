@@ -194,13 +194,13 @@ fn buckets(h: &Histogram) -> (Vec<(f64, u64)>, u64, f64) {
     (b, hist.get_sample_count(), hist.get_sample_sum())
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Waiting {
     pub video: u64,
     pub text: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Analytics {
     pub online: u64,
     pub waiting: Waiting,

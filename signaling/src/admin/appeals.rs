@@ -26,7 +26,7 @@ pub const AUD_APPEAL: &str = "duet-appeal";
 pub const MAX_APPEAL_BYTES: usize = 1024;
 
 /// Claims of an appeal token: the ban it allows appealing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AppealClaims {
     /// Ban id.
     pub sub: String,
@@ -78,14 +78,14 @@ pub(crate) async fn notice(inner: &Inner, ban: &Ban) -> Result<BanNotice, Signal
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppealRequest {
     pub appeal_token: String,
     pub text: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AppealCreated {
     pub appeal_id: String,
     pub status: String,
@@ -173,7 +173,7 @@ pub async fn create(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `pending` (default), `upheld`, `lifted` or `all`.
@@ -182,7 +182,7 @@ pub struct ListQuery {
     pub offset: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct AppealView {
     #[serde(flatten)]
     pub appeal: AppealRow,
@@ -196,7 +196,7 @@ pub struct AppealView {
     pub cannot_decide_code: Option<&'static str>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct AppealList {
     pub appeals: Vec<AppealView>,
     pub total: i64,
@@ -294,7 +294,7 @@ pub async fn list(
     Ok(Json(AppealList { appeals, total }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct AppealDetail {
     #[serde(flatten)]
     pub view: AppealView,
@@ -331,7 +331,7 @@ pub async fn detail(
     Ok(Json(AppealDetail { view: v, report }))
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     /// `uphold` (the ban stays) or `lift`.
@@ -340,7 +340,7 @@ pub struct DecisionRequest {
     pub reason: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decided {
     pub appeal_id: String,
     pub ban_id: String,

@@ -60,7 +60,7 @@ pub fn ban_value(kind: &str, value: &str, me: &Me) -> Result<String, String> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub q: Option<String>,
@@ -71,7 +71,7 @@ pub struct ListQuery {
     pub offset: Option<i64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BanList {
     pub bans: Vec<BanRow>,
     pub total: i64,
@@ -118,7 +118,7 @@ pub async fn list(
     Ok(Json(BanList { bans, total }))
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBan {
     /// `device`, `ip` or `cidr`.
@@ -133,7 +133,7 @@ pub struct CreateBan {
     pub duration_secs: Option<u64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BanCreated {
     pub ban_id: String,
     pub expires_at: Option<i64>,
@@ -212,14 +212,14 @@ pub async fn create(
     ))
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnbanRequest {
     pub ids: Vec<String>,
     pub reason: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Skipped {
     pub id: String,
     /// Why, as a code (`no_such_ban`, `already_lifted`, `needs_senior`) for
@@ -229,7 +229,7 @@ pub struct Skipped {
     pub why: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Unbanned {
     pub lifted: usize,
     pub skipped: Vec<Skipped>,
@@ -372,7 +372,7 @@ pub async fn export(
         .into_response())
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Imported {
     pub imported: usize,
     /// Rows left out: lifted or already expired in the file.

@@ -123,7 +123,7 @@ pub(crate) struct LoginRow {
     pub locked_until: Option<i64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ModeratorInfo {
     pub id: String,
     pub email: String,
@@ -387,7 +387,7 @@ impl Store {
 
 // ------------------------------------------------------------------ reports
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ReportItem {
     pub id: String,
     pub created_at: i64,
@@ -408,7 +408,7 @@ pub struct ReportItem {
     pub evidence_deleted_at: Option<i64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ReportFull {
     #[serde(flatten)]
     pub item: ReportItem,
@@ -421,7 +421,7 @@ pub struct ReportFull {
     pub reason_template: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct SnapshotMeta {
     pub id: String,
     pub participant_id: String,
@@ -723,7 +723,7 @@ where
     .bind(b.report_id.clone())
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct BanRow {
     pub id: String,
     pub kind: String,
@@ -899,7 +899,7 @@ impl Store {
 
 // ------------------------------------------------------------------ appeals
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct AppealRow {
     pub id: String,
     pub ban_id: String,
@@ -1049,7 +1049,7 @@ impl Store {
 
 // ------------------------------------------------------------------ audit log
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: i64,

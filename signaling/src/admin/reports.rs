@@ -18,7 +18,7 @@ use proto::signal::{PartnerLeftReason, ServerMsg};
 use proto::token::ModeratorRole;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `open` (default), `dismissed`, `warned`, `banned`, `resolved`, `all`.
@@ -30,7 +30,7 @@ pub struct ListQuery {
     pub offset: Option<i64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReportList {
     pub reports: Vec<ReportItem>,
     pub total: i64,
@@ -78,7 +78,7 @@ pub async fn list(
     Ok(Json(ReportList { reports, total }))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceHistory {
     /// Other reports against the reported device, newest first.
     pub reports: Vec<ReportItem>,
@@ -87,7 +87,7 @@ pub struct DeviceHistory {
     pub warnings: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ReportDetail {
     pub report: ReportFull,
     /// Chat lines (`at_ms`, `from` a/b, `device`, `text`); empty once deleted.
@@ -192,7 +192,7 @@ pub async fn snapshot(
         .into_response())
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     /// `dismiss`, `warn`, `temporary_ban` or `permanent_ban` (senior and up).
@@ -208,7 +208,7 @@ pub struct ActionRequest {
     pub statement: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ActionDone {
     pub report_id: String,
     pub status: String,

@@ -31,7 +31,7 @@ impl Default for RetentionPolicy {
 }
 
 /// What one run deleted (and kept because of an open appeal).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RetentionCounts {
     /// Dismissed reports whose evidence was deleted.
     pub dismissed_reports: u64,

@@ -5,7 +5,7 @@ use super::Me;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Template {
     pub id: String,
     pub label: String,
@@ -15,13 +15,13 @@ pub struct Template {
     pub category: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Duration {
     pub label: String,
     pub secs: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Templates {
     pub templates: Vec<Template>,
     /// Temporary ban presets (report actions use exactly these).

@@ -45,13 +45,13 @@ impl WallState {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WallQuery {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WallSide {
     pub device: String,
     pub participant: String,
@@ -62,7 +62,7 @@ pub struct WallSide {
     pub reports: i64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WallPairing {
     pub pairing_id: String,
     pub node_id: String,
@@ -76,7 +76,7 @@ pub struct WallPairing {
     pub b: WallSide,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Wall {
     pub pairings: Vec<WallPairing>,
     /// Live video pairings in all (the wall shows at most `limit`).
@@ -276,7 +276,7 @@ pub async fn snapshot(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ViewRequest {
     /// `a`, `b` or `both`.

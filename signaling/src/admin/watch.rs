@@ -38,13 +38,13 @@ pub(crate) struct Watch {
     pub seen_connected: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WatchSides {
     pub a: String,
     pub b: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WatchStarted {
     pub watch_id: String,
     pub pairing_id: String,

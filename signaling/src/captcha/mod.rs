@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Which widget the page loads (the verify protocol is the same).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     Turnstile,
@@ -69,7 +69,7 @@ pub struct CaptchaConfig {
 }
 
 /// `GET /api/captcha`: what the page needs to render the widget.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct WidgetConfig {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
