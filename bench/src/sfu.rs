@@ -474,6 +474,7 @@ async fn place_internal(
         iat: now,
         node: api.node.clone(),
         role: SfuRole::User,
+        tp: None,
     })?;
     let (setup, media) = sfu_handshake(&api.ws_url, &token, stop, None, srtp).await?;
     Ok(Placed {

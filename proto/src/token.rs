@@ -47,6 +47,14 @@ pub struct SessionClaims {
     /// When (unix seconds) the visitor solved a challenge for this session, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captcha_at: Option<u64>,
+    /// Where the visit's trace began (W3C `traceparent`), so that every
+    /// process that sees this token adds its spans to the visit's trace.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::trace::lenient"
+    )]
+    pub tp: Option<crate::trace::TraceParent>,
 }
 
 /// What a participant may do on an SFU node.
@@ -69,6 +77,14 @@ pub struct SfuClaims {
     /// The node this token is valid for; other nodes refuse it.
     pub node: NodeId,
     pub role: SfuRole,
+    /// Where the visit's trace began (W3C `traceparent`), so that every
+    /// process that sees this token adds its spans to the visit's trace.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::trace::lenient"
+    )]
+    pub tp: Option<crate::trace::TraceParent>,
 }
 
 /// Moderator roles, from least to most privileged.
@@ -167,6 +183,7 @@ mod tests {
             iat: 0,
             node: NodeId::new("n1"),
             role: SfuRole::User,
+            tp: None,
         }
     }
 

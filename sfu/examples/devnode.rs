@@ -90,6 +90,7 @@ async fn main() {
                         iat: now,
                         node,
                         role: SfuRole::User,
+                        tp: None,
                     };
                     axum::Json(serde_json::json!({"token": TokenKey::new(SECRET).mint(&claims).unwrap()}))
                 }

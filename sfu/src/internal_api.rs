@@ -41,10 +41,55 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(PATH_EVENTS, get(events))
         .route(PATH_NODE, get(node))
         .route(PATH_OPENAPI, get(openapi_json))
+        .route_layer(middleware::from_fn(traced))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(shared.clone(), auth))
         .with_state(shared)
+}
+
+/// The operation a route is, as a bounded span attribute.
+fn operation(method: &axum::http::Method, route: &str) -> &'static str {
+    let m = method.as_str();
+    match route {
+        PATH_PARTICIPANTS if m == "POST" => "admit",
+        PATH_PARTICIPANTS => "list",
+        PATH_LINK => "link",
+        PATH_UNLINK => "unlink",
+        PATH_WATCH => "watch",
+        PATH_KEYFRAME_INTERVAL => "keyframe_interval",
+        PATH_EVENTS => "events",
+        PATH_NODE => "node",
+        PATH_OPENAPI => "openapi",
+        r if r.ends_with("/snapshot") => "snapshot",
+        _ => "kick",
+    }
+}
+
+/// Every call runs in a span that continues the caller's trace (its W3C
+/// `traceparent` header), so a visit's admission, link and unlink on this
+/// node are part of the visit's trace.
+async fn traced(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let parent = req
+        .headers()
+        .get(proto::trace::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(proto::trace::TraceParent::parse);
+    let span = tracing::info_span!(
+        target: "sfu::internal_api",
+        "sfu.internal",
+        operation = operation(req.method(), &route),
+        status = tracing::field::Empty,
+    );
+    proto::trace::set_parent(&span, parent.as_ref());
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    span.record("status", resp.status().as_u16());
+    resp
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -356,7 +401,7 @@ pub fn openapi() -> serde_json::Value {
     let body = MAX_BODY;
     let participant = format!("{PATH_PARTICIPANTS}/{{id}}");
     let snapshot = format!("{PATH_PARTICIPANTS}/{{id}}/snapshot");
-    ApiDoc::new(
+    let mut doc = ApiDoc::new(
         "duet SFU internal API",
         "What signaling asks of an SFU node: admit, link, unlink, watch, kick, snapshots, events. \
          Served on the node's internal listener only, never publicly. See docs/api-sfu.md.",
@@ -464,7 +509,28 @@ pub fn openapi() -> serde_json::Value {
             serde_json::json!({"type": "object"}),
         );
     })
-    .into_json()
+    .into_json();
+    // Every operation continues the caller's trace.
+    let traceparent = serde_json::json!({
+        "name": proto::trace::HEADER,
+        "in": "header",
+        "required": false,
+        "description": "W3C Trace Context of the caller's span: the node's span for this call joins that trace.",
+        "schema": {"type": "string", "maxLength": 512},
+    });
+    if let Some(paths) = doc.get_mut("paths").and_then(serde_json::Value::as_object_mut) {
+        for op in paths
+            .values_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+            .flat_map(|m| m.values_mut())
+        {
+            match op.get_mut("parameters").and_then(serde_json::Value::as_array_mut) {
+                Some(params) => params.push(traceparent.clone()),
+                None => op["parameters"] = serde_json::json!([traceparent.clone()]),
+            }
+        }
+    }
+    doc
 }
 
 #[cfg(test)]

@@ -47,6 +47,11 @@ async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let admitted = authorize(&shared, q.token.as_deref());
+    if let Ok((pid, _, tp)) = &admitted {
+        // The visit's WebSocket reached its node: a span in the visit's trace.
+        let span = tracing::info_span!(target: "sfu::ws", "sfu.join", participant_id = pid.as_str());
+        proto::trace::set_parent(&span, tp.as_ref());
+    }
     let shared2 = shared.clone();
     ws.max_message_size(MAX_SFU_WS_MESSAGE_BYTES)
         .max_frame_size(MAX_SFU_WS_MESSAGE_BYTES)
@@ -54,7 +59,7 @@ async fn upgrade(
         .on_upgrade(move |socket| async move {
             let _guard = TaskGuard::new(&shared2);
             match admitted {
-                Ok((pid, session)) => session_loop(shared2, socket, pid, session).await,
+                Ok((pid, session, _)) => session_loop(shared2, socket, pid, session).await,
                 Err((code, message)) => refuse(socket, code, message).await,
             }
         })
@@ -78,7 +83,10 @@ impl Drop for TaskGuard {
     }
 }
 
-fn authorize(shared: &Shared, token: Option<&str>) -> Result<(ParticipantId, u64), (&'static str, String)> {
+/// An admitted participant's id, session number and the trace of its visit.
+type Authorized = (ParticipantId, u64, Option<proto::trace::TraceParent>);
+
+fn authorize(shared: &Shared, token: Option<&str>) -> Result<Authorized, (&'static str, String)> {
     let token = token.ok_or(("unauthorized", "token missing".to_owned()))?;
     let claims: SfuClaims = shared.token_key.verify(token).map_err(|e| match e {
         TokenError::Expired => ("token_expired", "token expired".to_owned()),
@@ -105,7 +113,7 @@ fn authorize(shared: &Shared, token: Option<&str>) -> Result<(ParticipantId, u64
     }
     let session = shared.next_session.fetch_add(1, Ordering::SeqCst);
     a.session = Some(session);
-    Ok((claims.sub, session))
+    Ok((claims.sub, session, claims.tp))
 }
 
 fn text(msg: &SfuServerMsg) -> Message {

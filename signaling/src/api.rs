@@ -19,6 +19,7 @@ use proto::{DeviceId, ParticipantId};
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
+use tracing::Instrument;
 
 /// Header an ingress sets with the visitor's region.
 pub const REGION_HEADER: &str = "x-duet-region";
@@ -190,8 +191,34 @@ fn valid_region(r: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// `POST /api/session`.
+/// `POST /api/session`: the first span of a visit's trace.
 pub async fn create_session(
+    state: State<AppState>,
+    ip: ClientIp,
+    headers: HeaderMap,
+    req: ApiJson<SessionRequest>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let span = tracing::info_span!(
+        target: "signaling::visit",
+        "session",
+        participant_id = tracing::field::Empty,
+        node_id = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let result = session_in(state, ip, headers, req).instrument(span.clone()).await;
+    span.record("outcome", outcome(&result));
+    result
+}
+
+/// A bounded label for a span's outcome: `ok` or the error's code.
+pub(crate) fn outcome<T>(r: &Result<T, ApiError>) -> &str {
+    match r {
+        Ok(_) => "ok",
+        Err(e) => e.body.code.as_str(),
+    }
+}
+
+async fn session_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
@@ -219,7 +246,9 @@ pub async fn create_session(
             (&inner.limits.session_device, device.as_str()),
         ],
     )?;
-    check_ban(&state, Some(device.as_str()), ip).await?;
+    check_ban(&state, Some(device.as_str()), ip)
+        .instrument(tracing::info_span!(target: "signaling::visit", "ban_check"))
+        .await?;
     let solved = match &inner.captcha {
         Some(c) => {
             let token = headers.get(CAPTCHA_HEADER).and_then(|v| v.to_str().ok());
@@ -243,23 +272,28 @@ pub async fn create_session(
             "region must be 1-32 characters of a-z 0-9 _ -",
         ));
     }
-    let nodes = inner.healthy_nodes().await?;
-    let order = crate::registry::placement_order(&nodes, &region, &inner.config.region_fallbacks);
     let participant = ParticipantId::random();
-    let mut chosen = None;
-    for node in order.into_iter().take(4) {
-        match inner.sfu.admit(&node, &participant).await {
-            Ok(()) => {
-                chosen = Some(node);
-                break;
-            }
-            Err(e) => {
-                inner.metrics.sfu_errors.inc();
-                tracing::warn!(error = %e, "admission refused; trying the next node");
+    tracing::Span::current().record("participant_id", participant.as_str());
+    let placement =
+        tracing::info_span!(target: "signaling::visit", "placement", node_id = tracing::field::Empty);
+    let node = async {
+        let nodes = inner.healthy_nodes().await?;
+        let order = crate::registry::placement_order(&nodes, &region, &inner.config.region_fallbacks);
+        for node in order.into_iter().take(4) {
+            match inner.sfu.admit(&node, &participant).await {
+                Ok(()) => return Ok(node),
+                Err(e) => {
+                    inner.metrics.sfu_errors.inc();
+                    tracing::warn!(error = %e, "admission refused; trying the next node");
+                }
             }
         }
+        Err(ApiError::no_capacity())
     }
-    let node = chosen.ok_or_else(ApiError::no_capacity)?;
+    .instrument(placement.clone())
+    .await?;
+    placement.record("node_id", node.node_id.as_str());
+    tracing::Span::current().record("node_id", node.node_id.as_str());
 
     let now = now_secs();
     let exp = now + inner.config.session_ttl.as_secs();
@@ -273,6 +307,7 @@ pub async fn create_session(
         participant: participant.clone(),
         node: node.node_id.clone(),
         captcha_at: solved.then_some(now),
+        tp: proto::trace::current(),
     };
     let token = inner
         .session_key
@@ -318,8 +353,26 @@ async fn appeal_outcome(state: &AppState, device: &DeviceId, now: u64) -> Option
     }
 }
 
-/// `POST /api/reports`.
+/// `POST /api/reports`, a span of the reporter's visit.
 pub async fn create_report(
+    state: State<AppState>,
+    ip: ClientIp,
+    auth: SessionAuth,
+    req: ApiJson<ReportRequest>,
+) -> Result<Response, ApiError> {
+    let span = tracing::info_span!(
+        target: "signaling::visit",
+        "report",
+        participant_id = auth.0.participant.as_str(),
+        outcome = tracing::field::Empty,
+    );
+    proto::trace::set_parent(&span, auth.0.tp.as_ref());
+    let result = report_in(state, ip, auth, req).instrument(span.clone()).await;
+    span.record("outcome", outcome(&result));
+    result
+}
+
+async fn report_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     SessionAuth(claims): SessionAuth,

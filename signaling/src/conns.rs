@@ -31,6 +31,9 @@ pub struct ConnEntry {
     /// text-mode visitor never connects media, so the node's "admission
     /// expired" must not end their chat.
     pub media_connected: bool,
+    /// Where the visit's trace began (from the session token), for the
+    /// spans of what happens to this visitor on this replica.
+    pub trace: Option<proto::trace::TraceParent>,
 }
 
 #[derive(Debug, Default)]

@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 impl Inner {
     pub(crate) async fn node(&self, id: &NodeId) -> Result<Option<NodeRecord>, SignalingError> {
@@ -108,6 +109,21 @@ impl Inner {
         self.metrics.matches.inc();
         self.metrics.time_to_match.observe(p.a.waited_ms as f64 / 1000.0);
         self.metrics.time_to_match.observe(p.b.waited_ms as f64 / 1000.0);
+        // In the trace of side a (of b when a's connection is elsewhere), linked to the other's.
+        let trace_of = |user: &str| self.conns.get(user).and_then(|e| e.trace);
+        let (ta, tb) = (trace_of(&p.a.user), trace_of(&p.b.user));
+        let span = tracing::info_span!(
+            target: "signaling::visit",
+            "match",
+            pairing_id = p.pairing_id.as_str(),
+            mode = p.mode.as_str(),
+            waited_ms_a = p.a.waited_ms,
+            waited_ms_b = p.b.waited_ms,
+            same_node = p.a.node == p.b.node,
+        );
+        let (parent, other) = if ta.is_some() { (ta, tb) } else { (tb, ta) };
+        proto::trace::set_parent(&span, parent.as_ref());
+        proto::trace::add_link(&span, other.as_ref());
         tracing::debug!(
             target: "duet::timing",
             pairing = %p.pairing_id,
@@ -150,7 +166,7 @@ impl Inner {
         // to its partner's node hears Relocate first. The link costs about
         // a millisecond on a local node, and the picture waits for the
         // keyframe, not for this message.
-        link.await;
+        link.instrument(span).await;
         tell.await;
         Ok(None)
     }
@@ -169,6 +185,8 @@ impl Inner {
             iat: now,
             node: node.node_id.clone(),
             role: SfuRole::User,
+            // The SFU's spans for this visit join the span that placed it.
+            tp: proto::trace::current(),
         };
         Ok(SfuPlacement {
             node_id: node.node_id.clone(),
@@ -271,6 +289,16 @@ impl Inner {
         }
         if let SfuEvent::Connected { participant_id } = &ev {
             self.conns.mark_media_connected(node, participant_id);
+            // ICE and DTLS are up: a mark in the visit's trace.
+            if let Some((user, _)) = self.conns.find_participant(node, participant_id) {
+                let span = tracing::info_span!(
+                    target: "signaling::visit",
+                    "media_connected",
+                    participant_id = participant_id.as_str(),
+                    node_id = node.as_str(),
+                );
+                proto::trace::set_parent(&span, self.conns.get(&user).and_then(|e| e.trace).as_ref());
+            }
             return;
         }
         if let SfuEvent::Disconnected {

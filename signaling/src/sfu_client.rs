@@ -9,6 +9,18 @@ use proto::ParticipantId;
 use reqwest::StatusCode;
 use std::time::Duration;
 
+/// The current span's W3C `traceparent`, so the node's spans join the
+/// visit's trace (empty when tracing is off).
+fn trace_header() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    if let Some(tp) = proto::trace::current() {
+        if let Ok(v) = reqwest::header::HeaderValue::from_str(&tp.to_string()) {
+            h.insert(proto::trace::HEADER, v);
+        }
+    }
+    h
+}
+
 #[derive(Clone)]
 pub struct SfuClient {
     http: reqwest::Client,
@@ -59,6 +71,7 @@ impl SfuClient {
             .http
             .post(Self::url(node, sfu_api::PATH_PARTICIPANTS))
             .bearer_auth(&self.token)
+            .headers(trace_header())
             .json(&body)
             .send()
             .await
@@ -88,6 +101,7 @@ impl SfuClient {
             .http
             .post(Self::url(node, path))
             .bearer_auth(&self.token)
+            .headers(trace_header())
             .json(&body)
             .send()
             .await
@@ -132,6 +146,7 @@ impl SfuClient {
             .http
             .get(url)
             .bearer_auth(&self.token)
+            .headers(trace_header())
             .send()
             .await
             .map_err(|e| Self::err(node, e))?;

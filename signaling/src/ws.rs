@@ -18,6 +18,7 @@ use proto::token::SessionClaims;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// Frames above this are cut off by the WebSocket layer itself; between
 /// [`MAX_WS_MESSAGE_BYTES`] and this we answer `message_too_large` and close.
@@ -340,7 +341,37 @@ impl Conn {
         }
     }
 
+    /// A span of this visit (a child of its session span, across replicas).
+    fn visit_span(&self, span: tracing::Span) -> tracing::Span {
+        proto::trace::set_parent(&span, self.claims.tp.as_ref());
+        span
+    }
+
     async fn on_msg(&mut self, msg: ClientMsg) -> Result<Flow, crate::SignalingError> {
+        let span = match &msg {
+            ClientMsg::Join { mode, .. } => self.visit_span(tracing::info_span!(
+                target: "signaling::visit",
+                "queue",
+                mode = mode.as_str(),
+                participant_id = self.claims.participant.as_str(),
+            )),
+            ClientMsg::Next => self.visit_span(tracing::info_span!(
+                target: "signaling::visit",
+                "next",
+                participant_id = self.claims.participant.as_str(),
+            )),
+            ClientMsg::Stop => self.visit_span(tracing::info_span!(
+                target: "signaling::visit",
+                "stop",
+                participant_id = self.claims.participant.as_str(),
+            )),
+            // Chat and typing: no span (and never the text).
+            ClientMsg::Chat { .. } | ClientMsg::Typing => tracing::Span::none(),
+        };
+        self.on_msg_in(msg).instrument(span).await
+    }
+
+    async fn on_msg_in(&mut self, msg: ClientMsg) -> Result<Flow, crate::SignalingError> {
         let inner = self.state.inner.clone();
         let user = self.user().to_owned();
         match msg {
@@ -462,6 +493,7 @@ async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr
             participant: claims.participant.clone(),
             node,
             media_connected: false,
+            trace: claims.tp,
         },
     );
     if let Err(e) = inner.live.attach(&user).await {

@@ -52,6 +52,7 @@ fn claims(exp: u64) -> SessionClaims {
         participant: ParticipantId::new("p1"),
         node: NodeId::new("n1"),
         captcha_at: None,
+        tp: None,
     }
 }
 

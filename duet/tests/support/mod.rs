@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub fn duet() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_duet"));
     c.env_remove("RUST_LOG");
+    // Nor a developer's trace collector.
+    c.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
     for (k, _) in std::env::vars() {
         if k.starts_with("DUET_") {
             c.env_remove(k);

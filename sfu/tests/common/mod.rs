@@ -113,6 +113,7 @@ impl Node {
                 iat: now as u64,
                 node: self.node_id.clone(),
                 role,
+                tp: None,
             })
             .unwrap()
     }

@@ -141,8 +141,22 @@ pub(crate) async fn guard(
     if !me.at_least(min) {
         return forbidden(format!("this needs the {} role", role_str(min))).into_response();
     }
+    // Each moderator action is a trace of its own: route and role, no personal data.
+    let span = tracing::info_span!(
+        target: "signaling::admin",
+        "moderator",
+        method = req.method().as_str(),
+        route = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str())
+            .unwrap_or(""),
+        role = role_str(me.role),
+        status = tracing::field::Empty,
+    );
     req.extensions_mut().insert(me);
-    let mut resp = next.run(req).await;
+    let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    span.record("status", resp.status().as_u16());
     resp.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),

@@ -93,6 +93,7 @@ pub async fn start(
         iat: now,
         node: node.node_id.clone(),
         role: SfuRole::Watcher,
+        tp: None,
     };
     let token = inner.sfu_key.mint(&claims).map_err(crate::SignalingError::from)?;
     let watch_id = uuid::Uuid::new_v4().simple().to_string();
