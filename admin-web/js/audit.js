@@ -12,7 +12,7 @@ const ACTIONS = [
   'login', 'login_failed', 'logout', 'view_wall', 'view_snapshot', 'view_report', 'view_report_snapshot', 'view_appeal',
   'watch_start', 'watch_stop', 'end_call', 'report_dismiss', 'report_warn', 'report_ban', 'ban_create', 'ban_lift',
   'ban_import', 'bans_export', 'appeal_decide', 'audit_export', 'moderator_create', 'moderator_update',
-  'settings_update', 'retention_run',
+  'settings_update', 'retention_run', 'screen_flag', 'screen_report', 'screen_clear',
 ];
 
 let before = null;
@@ -21,7 +21,7 @@ let entries = [];
 /** Detail values that are codes, and the groups that say them (the first that knows the code). */
 const CODED = {
   decision: ['status'], role: ['role'], kind: ['kindShort'], category: ['category'], state: ['status'], template: ['template'],
-  action: ['reportAction', 'auditAction'],
+  action: ['reportAction', 'auditAction'], level: ['screenLevel'],
 };
 
 function params() {

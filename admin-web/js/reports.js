@@ -60,6 +60,7 @@ function renderList() {
       onclick: () => { location.hash = `#/reports/${r.id}`; },
     },
     el('div.top', {}, el(`span.chip.${severityClass(r.severity)}`, { text: label('category', r.category) }),
+      r.reporter_device === '(screening)' ? el('span.chip.warn', { text: t('reports.automatic') }) : null,
       r.status !== 'open' ? el('span.chip', { text: label('status', r.status) }) : null,
       el('span.when', { text: ago(r.created_at), title: fmtTime(r.created_at) })),
     el('p.txt', { text: r.text || t('reports.noText') }),
@@ -100,10 +101,22 @@ function renderDetail(d) {
     el('span.spacer'),
     el('span.hint', { text: `${ago(r.created_at)} · ${fmtTime(r.created_at)}` })));
   box.append(r.text ? el('blockquote', { text: r.text }) : el('p.hint', { text: t('reports.wroteNothing') }));
+  if (d.screening && d.screening.length) box.append(screening(d.screening));
   if (r.evidence_deleted_at) box.append(el('p.notice', { text: t('reports.evidenceDeleted', { when: ago(r.evidence_deleted_at) }) }));
   box.append(evidence(d), el('h3', { text: t('reports.session') }), sessionDetails(r));
   box.append(...deviceHistory(d.history));
   box.append(r.status === 'open' ? decisionBar(r) : resolution(r, d.bans));
+}
+
+/** What automatic screening saw: a model's score, not a finding. A human decides. */
+function screening(samples) {
+  const rows = el('ul.history');
+  for (const s of samples) {
+    rows.append(el('li', {}, el(`span.chip.${s.level === 'high' ? 'bad' : 'warn'}`, { text: `${s.category} ${s.score.toFixed(2)}` }),
+      ` ${t('reports.screeningLine', { level: label('screenLevel', s.level), model: s.model, screener: s.screener, when: ago(s.captured_at) })}`));
+  }
+  return el('section.screening', {}, el('h3', { text: t('reports.screeningTitle') }),
+    el('p.hint', { text: t('reports.screeningHint') }), rows);
 }
 
 function evidence(d) {

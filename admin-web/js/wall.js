@@ -1,12 +1,15 @@
 // The snapshot wall: live video calls, both sides' latest snapshots (via
 // signaling, blurred until clicked; a click is recorded), call age, node,
-// region, report count; watch, end the call, or ban one side. While this
-// view is open it refreshes every few seconds, and signaling keeps asking
-// the SFU for fresh keyframes; when it closes, that stops.
+// region, report count, automatic screening's flag; watch, end the call,
+// ban one side, or clear a flag. Calls screening flagged come first (the
+// server sorts: riskiest first), and the cards follow that order on every
+// refresh. While this view is open it refreshes every few seconds, and
+// signaling keeps asking the SFU for fresh keyframes; when it closes, that
+// stops (unless a screener needs them).
 
 import * as api from './api.js';
 import { t } from '/js/i18n.js';
-import { $, el, clear, duration, toast, ask, num, errorText } from './ui.js';
+import { $, el, clear, duration, toast, ask, num, errorText, label } from './ui.js';
 import { openAction } from './actions.js';
 import { startWatch } from './watch.js';
 
@@ -32,16 +35,18 @@ function makeCard(p) {
   const reports = el('span.chip.reports');
   const where = el('span.where');
   const interests = el('span.interests');
+  const risk = el('span.chip.risk');
   const buttons = {
     watch: el('button.btn.primary.small', { type: 'button', onclick: () => watch(card) }),
     end: el('button.btn.small', { type: 'button', onclick: () => endCall(card) }),
+    clearFlag: el('button.btn.small.clear-flag', { type: 'button', onclick: () => clearScreening(card) }),
     ban: el('button.btn.danger.small', { type: 'button', onclick: () => ban(card) }),
   };
   const root = el('article.call', { dataset: { pairing: p.pairing_id } },
     el('div.pair', {}, tiles),
-    el('div.call-info', {}, el('span.live-dot.small', { 'aria-hidden': 'true' }), dur, where, interests, reports),
-    el('div.call-actions', {}, buttons.watch, buttons.end, buttons.ban));
-  const card = { root, tiles, dur, reports, where, interests, buttons, data: p };
+    el('div.call-info', {}, el('span.live-dot.small', { 'aria-hidden': 'true' }), dur, where, interests, reports, risk),
+    el('div.call-actions', {}, buttons.watch, buttons.end, buttons.clearFlag, buttons.ban));
+  const card = { root, tiles, dur, reports, where, interests, risk, buttons, data: p };
   return card;
 }
 
@@ -110,11 +115,27 @@ function update(card, p) {
   const reports = p.report_count || 0;
   card.reports.textContent = reports ? t('wall.reports', { count: num(reports) }) : t('wall.noReports');
   card.reports.className = `chip reports ${reports ? 'bad' : ''}`;
-  card.root.classList.toggle('flagged', reports > 0);
+  const f = p.screening;
+  const flagged = !!f && !f.cleared;
+  card.root.classList.toggle('flagged', reports > 0 || flagged);
+  card.root.dataset.risk = flagged ? f.level : '';
+  card.risk.hidden = !f;
+  card.risk.className = `chip risk ${flagged ? 'bad' : ''}`;
+  if (f) {
+    const vars = { category: f.category, score: f.score.toFixed(2), level: label('screenLevel', f.level), side: f.side.toUpperCase() };
+    card.risk.textContent = t(f.cleared ? 'wall.screeningCleared' : 'wall.screening', vars);
+    card.risk.title = [t('wall.screeningModel', { model: f.model }), t('wall.screeningSamples', { count: num(f.samples) }),
+      f.report_id ? t('wall.screeningReported') : null].filter(Boolean).join(' · ');
+  } else {
+    card.risk.textContent = '';
+    card.risk.title = '';
+  }
+  card.buttons.clearFlag.hidden = !flagged;
   card.where.textContent = t('wall.where', { node: p.node_id, region: p.region });
   card.interests.textContent = p.common_interests && p.common_interests.length ? `♥ ${p.common_interests.join(', ')}` : '';
   card.buttons.watch.textContent = t('wall.watch');
   card.buttons.end.textContent = t('wall.end');
+  card.buttons.clearFlag.textContent = t('wall.clearFlag');
   card.buttons.ban.textContent = t('wall.ban');
   for (const tile of card.tiles) {
     const side = p[tile.side];
@@ -153,9 +174,10 @@ async function refresh() {
     if (!card) {
       card = makeCard(p);
       cards.set(p.pairing_id, card);
-      grid.append(card.root);
     }
     update(card, p);
+    // In the server's order (riskiest first); appending moves a card in place.
+    if (grid.lastElementChild !== card.root) grid.append(card.root);
   }
   for (const [id, card] of cards) {
     if (!seen.has(id)) removeCard(id, card);
@@ -247,6 +269,23 @@ async function endCall(card) {
     removeCard(card.data.pairing_id, card);
   } catch (e) {
     toast(t('wall.endFailed', { detail: errorText(e) }), true);
+  }
+}
+
+async function clearScreening(card) {
+  const f = card.data.screening;
+  const ok = await ask({
+    title: t('wall.clearTitle'),
+    text: t('wall.clearText', { side: f.side.toUpperCase(), category: f.category, score: f.score.toFixed(2) }),
+    ok: t('wall.clearFlag'),
+  });
+  if (!ok) return;
+  try {
+    await api.post(`/api/admin/pairings/${encodeURIComponent(card.data.pairing_id)}/screening/clear`, {});
+    toast(t('wall.cleared'));
+    refresh();
+  } catch (e) {
+    toast(t('wall.clearFailed', { detail: errorText(e) }), true);
   }
 }
 

@@ -47,6 +47,9 @@ const duet = {
   media: { iceRestarts: 0, rejoins: 0, state: null, events: [] },
   lastError: null,
   relocations: 0,
+  // Automatic screening's optional block (`video_held`): whose video is held now.
+  partnerVideoHeld: false,
+  myVideoHeld: false,
   events: [],
   status: '',
   // For the e2e suite: exercise the recovery paths on demand.
@@ -620,6 +623,10 @@ class Visit {
           duet.matchedCount++;
         }
         duet.commonInterests = m.common_interests || [];
+        if (!again) {
+          duet.partnerVideoHeld = false;
+          duet.myVideoHeld = false;
+        }
         duet.marks.matched = performance.now();
         duet.marks.firstFrame = null;
         refreshStats();
@@ -680,6 +687,18 @@ class Visit {
         if (this.mode === 'video') setOverlay(whyKey);
         break;
       }
+      case 'video_held':
+        // Automatic screening's optional block: a moderator will look.
+        if (!this.paired) break;
+        if (m.mine) {
+          duet.myVideoHeld = !!m.held;
+          setStatus(m.held ? 'status.myVideoHeld' : 'status.myVideoBack', { tone: m.held ? 'warn' : 'ok', speak: true });
+        } else {
+          duet.partnerVideoHeld = !!m.held;
+          setOverlay(m.held ? 'status.partnerVideoHeld' : null);
+          setStatus(m.held ? 'status.partnerVideoHeld' : 'status.partnerVideoBack', { tone: m.held ? 'warn' : 'ok', speak: true });
+        }
+        break;
       case 'relocate':
         if (m.sfu && this.mode === 'video' && !this.recovering) {
           duet.relocations++;

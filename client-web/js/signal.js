@@ -1,6 +1,6 @@
 // The signaling WebSocket (`/ws?token=…`, proto/src/signal.rs ClientMsg /
 // ServerMsg): join, chat, typing, next, stop; queued, widened, matched, chat,
-// typing, partner_left, relocate, error. Reconnects by itself with backoff.
+// typing, partner_left, relocate, video_held, error. Reconnects by itself with backoff.
 
 const MAX_RETRIES = 8;
 

@@ -26,13 +26,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Everything in one process with embedded defaults (SQLite, in-memory queue and registry, self-signed TLS for TURN).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// The signaling role: HTTP API, WebSockets, matching, pages (production; Redis + PostgreSQL).
     Signaling(SignalingArgs),
     /// An SFU node with its TURN relay beside it (production).
     Sfu(SfuArgs),
     /// A standalone TURN relay with real relay sockets (a coturn replacement).
     Turn(TurnArgs),
+    /// A screener: scores live calls' snapshots with an ONNX model and flags risky calls for moderators.
+    Screen(ScreenArgs),
     /// Administration: moderator accounts.
     Admin(AdminArgs),
 }
@@ -363,6 +365,10 @@ pub struct UpArgs {
     /// Seconds to let calls finish after SIGTERM before exiting.
     #[arg(long, env = "DUET_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
     pub drain_timeout_secs: u64,
+    #[command(flatten)]
+    pub screening: ScreeningArgs,
+    #[command(flatten)]
+    pub hold: HoldArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -399,6 +405,11 @@ pub struct SignalingArgs {
     /// Take the client IP from `X-Forwarded-For` (only behind a trusted ingress; otherwise clients could forge it).
     #[arg(long, env = "DUET_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
+    /// Internal API for screeners (`duet screen`); off unless given. Keep it private.
+    #[arg(long, env = "DUET_INTERNAL_LISTEN", value_name = "ADDR")]
+    pub internal_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub hold: HoldArgs,
     #[command(flatten)]
     pub matching: MatchingArgs,
     #[command(flatten)]
@@ -548,6 +559,72 @@ pub struct TurnArgs {
         long,
         env = "DUET_METRICS_LISTEN",
         default_value = "127.0.0.1:9478",
+        value_name = "ADDR"
+    )]
+    pub metrics_listen: SocketAddr,
+}
+
+/// Automatic screening: the model and how often calls are sampled (`duet screen`; `duet up` screens in-process
+/// when a model is given).
+#[derive(Debug, Clone, Args)]
+pub struct ScreeningArgs {
+    /// ONNX image model to screen snapshots with (duet ships none; see docs/screening.md).
+    #[arg(long, env = "DUET_SCREEN_MODEL", value_name = "FILE")]
+    pub screen_model: Option<PathBuf>,
+    /// The model's config (TOML): input size and layout, output kind and labels, categories and thresholds.
+    #[arg(long, env = "DUET_SCREEN_MODEL_CONFIG", value_name = "FILE")]
+    pub screen_model_config: Option<PathBuf>,
+    /// Seconds between two samples of one side of a call.
+    #[arg(long, env = "DUET_SCREEN_EVERY_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub screen_every_secs: u64,
+    /// Milliseconds from a match to its first sample.
+    #[arg(long, env = "DUET_SCREEN_FIRST_AFTER_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub screen_first_after_ms: u64,
+    /// Milliseconds between two listings of the live calls.
+    #[arg(long, env = "DUET_SCREEN_LIST_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub screen_list_ms: u64,
+    /// Inference threads (0: one per CPU).
+    #[arg(long, env = "DUET_SCREEN_WORKERS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub screen_workers: u64,
+    /// Snapshots waiting for an inference thread at most; more are dropped and counted.
+    #[arg(long, env = "DUET_SCREEN_QUEUE", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub screen_queue: u64,
+}
+
+/// What signaling does with a call automatic screening flagged above the high threshold.
+#[derive(Debug, Clone, Args)]
+pub struct HoldArgs {
+    /// `on`: the flagged side's video stops reaching the stranger (who is told why; audio and chat go on) until a
+    /// moderator clears the flag.
+    #[arg(long, env = "DUET_SCREEN_HOLD_VIDEO", value_enum, default_value = "off")]
+    pub screen_hold_video: OnOff,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScreenArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Signaling's internal listener (its --internal-listen), e.g. http://signaling-internal:7002.
+    #[arg(long, env = "DUET_SIGNALING_INTERNAL_URL", value_name = "URL")]
+    pub signaling_internal_url: String,
+    /// Bearer token of the internal APIs (the --internal-token signaling and the SFU nodes have).
+    #[arg(
+        long,
+        env = "DUET_INTERNAL_TOKEN",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub internal_token: Secret,
+    /// This screener's name in claims, results and the audit log (default: `screen-` and a random suffix).
+    #[arg(long, env = "DUET_SCREENER_ID")]
+    pub screener_id: Option<String>,
+    #[command(flatten)]
+    pub screening: ScreeningArgs,
+    /// /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "DUET_METRICS_LISTEN",
+        default_value = "127.0.0.1:9479",
         value_name = "ADDR"
     )]
     pub metrics_listen: SocketAddr,

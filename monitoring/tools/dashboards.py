@@ -64,6 +64,15 @@ M = {
     "quota_hits": "duet_turn_quota_hits_total",
     "turn_dropped": "duet_turn_dropped_total",
     "turn_requests": "duet_turn_requests_total",
+    "screen_samples": "duet_screen_samples_total",
+    "screen_flags": "duet_screen_flags_total",
+    "screen_failures": "duet_screen_failures_total",
+    "screen_inference": "duet_screen_inference_seconds",
+    "screen_queue_age": "duet_screen_queue_age_seconds",
+    "screen_lag": "duet_screen_lag_seconds",
+    "screen_missed": "duet_screen_missed_slots_total",
+    "screen_calls": "duet_screen_calls",
+    "screening_results": "duet_signaling_screening_results_total",
 }
 
 R = '{region=~"$region"}'
@@ -333,6 +342,23 @@ def moderation():
         (rate(M["keyframe_requests"], "", PERIODIC), "periodic")], unit="reqps")
     b.ts("Calls in progress (links)", [(f"sum by (region)({M['links']}{R})", "{{region}}")])
     b.ts("Chat messages / s", [(rate(M["chat"]), "chat")], unit="reqps")
+    b.row("Automatic screening")
+    b.ts("Snapshots screened / s, by highest level", [(rate(M["screen_samples"], "outcome"), "{{outcome}}")],
+         unit="reqps", desc="clear: below review; review: flagged (wall first); high: automatic report too.")
+    b.ts("Flags / h, by category", [(f"3600 * {rate(M['screen_flags'], 'category, level')}", "{{category}} {{level}}")])
+    b.ts("Inference time", [
+        (f"histogram_quantile({q}, sum by (le)(rate({M['screen_inference']}_bucket{R}[$__rate_interval])))",
+         f"p{int(float(q) * 100)}") for q in ("0.5", "0.99")], unit="s")
+    b.ts("Queue age and lag", [
+        (f"histogram_quantile(0.95, sum by (le)(rate({M['screen_queue_age']}_bucket{R}[$__rate_interval])))",
+         "queue age p95"),
+        (f"max({M['screen_lag']}{R})", "oldest due sample not taken")], unit="s",
+         desc="Growing: screeners are behind (DuetScreeningBehind).")
+    b.ts("Failures / s, by kind", [(rate(M["screen_failures"], "kind"), "{{kind}}"),
+                                   (rate(M["screen_missed"]), "skipped slots")], unit="reqps")
+    b.ts("Calls on the schedule, and what signaling did", [
+        (f"sum({M['screen_calls']}{R})", "calls screened"),
+        (f"60 * {rate(M['screening_results'], 'outcome')}", "results/min {{outcome}}")])
     return b
 
 

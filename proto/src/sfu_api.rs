@@ -8,6 +8,7 @@
 //! | GET | `/internal/v1/participants` | – | 200 [`ParticipantList`] |
 //! | DELETE | `/internal/v1/participants/{id}` | – | 204 (kick; 404 unknown) |
 //! | GET | `/internal/v1/participants/{id}/snapshot` | – | 200 `image/webp`; 404 no keyframe yet |
+//! | PUT | `/internal/v1/participants/{id}/video-hold` | [`VideoHold`] | 204; 404 unknown |
 //! | POST | `/internal/v1/link` | [`LinkRequest`] | 204 |
 //! | POST | `/internal/v1/unlink` | [`LinkRequest`] | 204 |
 //! | POST | `/internal/v1/watch` | [`WatchRequest`] | 204 |
@@ -64,6 +65,15 @@ pub struct WatchRequest {
     pub b: ParticipantId,
     #[serde(default)]
     pub stop: bool,
+}
+
+/// Holds (or releases) a participant's video towards the partner it is
+/// linked with (not towards hidden watchers): automatic screening's
+/// optional block. A hold lasts until released or until the next link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoHold {
+    pub held: bool,
 }
 
 /// Periodic keyframe requests that keep snapshots fresh; `None` turns them off.

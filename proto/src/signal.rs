@@ -227,6 +227,15 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ice_servers: Vec<IceServer>,
     },
+    /// Automatic screening flagged a side of this call above its high
+    /// threshold and the operator holds flagged video until a moderator
+    /// looks (`held: true`), or a moderator cleared it (`held: false`).
+    /// `mine`: it is this visitor's own video the partner no longer sees;
+    /// otherwise the partner's video stopped coming. Audio and chat go on.
+    VideoHeld {
+        held: bool,
+        mine: bool,
+    },
     Error(ErrorBody),
 }
 
@@ -263,6 +272,18 @@ mod tests {
         );
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"fly"}"#).is_err());
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"chat","text":"x","extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn a_video_hold_serializes_as_documented() {
+        let m = ServerMsg::VideoHeld {
+            held: true,
+            mine: false,
+        };
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"video_held","held":true,"mine":false}"#
+        );
     }
 
     #[test]

@@ -91,6 +91,11 @@ pub enum Command {
     KeyframeInterval {
         interval: Option<Duration>,
     },
+    HoldVideo {
+        pid: ParticipantId,
+        held: bool,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
     List {
         reply: oneshot::Sender<Vec<ParticipantInfo>>,
     },
@@ -343,6 +348,9 @@ fn command(
             let _ = reply.send(run(node, NodeCommand::Watch(req)).map(drop));
         }
         Command::KeyframeInterval { interval } => drop(run(node, NodeCommand::KeyframeInterval(interval))),
+        Command::HoldVideo { pid, held, reply } => {
+            let _ = reply.send(run(node, NodeCommand::HoldVideo { pid, held }).map(drop));
+        }
         Command::List { reply } => {
             let _ = reply.send(node.list(now));
         }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use proto::sfu_api::{
-    AdmitRequest, Admitted, KeyframeInterval, LinkRequest, ParticipantList, WatchRequest, PATH_EVENTS,
+    AdmitRequest, Admitted, KeyframeInterval, LinkRequest, ParticipantList, VideoHold, WatchRequest, PATH_EVENTS,
     PATH_KEYFRAME_INTERVAL, PATH_LINK, PATH_NODE, PATH_OPENAPI, PATH_PARTICIPANTS, PATH_UNLINK, PATH_WATCH,
 };
 use proto::signal::ErrorBody;
@@ -34,6 +34,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(PATH_PARTICIPANTS, post(admit).get(list))
         .route(&format!("{PATH_PARTICIPANTS}/{{id}}"), delete(kick))
         .route(&format!("{PATH_PARTICIPANTS}/{{id}}/snapshot"), get(snapshot))
+        .route(&format!("{PATH_PARTICIPANTS}/{{id}}/video-hold"), put(video_hold))
         .route(PATH_LINK, post(link))
         .route(PATH_UNLINK, post(unlink))
         .route(PATH_WATCH, post(watch))
@@ -275,6 +276,29 @@ async fn snapshot(State(shared): State<Arc<Shared>>, id: Result<Path<String>, Pa
             "no_snapshot",
             "no keyframe from this participant yet",
         ),
+        Err(r) => r,
+    }
+}
+
+async fn video_hold(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Result<Json<VideoHold>, JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return json_error(e),
+    };
+    let pid = ParticipantId::new(id);
+    match ask(&shared, |reply| Command::HoldVideo {
+        pid,
+        held: req.held,
+        reply,
+    })
+    .await
+    {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => api_error(e),
         Err(r) => r,
     }
 }

@@ -248,6 +248,56 @@ fn a_hidden_watcher_sees_both_sides_and_sends_nothing_anyone_receives() {
 }
 
 #[test]
+fn a_held_video_stops_reaching_the_partner_but_not_audio_or_watchers_and_comes_back_on_a_keyframe() {
+    let mut sim = pair();
+    sim.join("w", SfuRole::Watcher);
+    sim.connect_all();
+    sim.command(NodeCommand::Watch(WatchRequest {
+        watcher: ParticipantId::new("w"),
+        a: ParticipantId::new("a"),
+        b: ParticipantId::new("b"),
+        stop: false,
+    }));
+    sim.talk(&["a", "b"], 400);
+    let hold = |held| NodeCommand::HoldVideo {
+        pid: ParticipantId::new("a"),
+        held,
+    };
+    sim.command(hold(true));
+    // Packets already on their way arrive; then nothing more of a's video.
+    sim.progress(100);
+    let counts = |sim: &mut Sim| {
+        (
+            sim.p("b").received_from("a", true).len(),
+            sim.p("b").received_from("a", false).len(),
+            sim.p("a").received_from("b", true).len(),
+            sim.p("w").received_from("a", true).len(),
+        )
+    };
+    let before = counts(&mut sim);
+    sim.talk(&["a", "b"], 400);
+    let after = counts(&mut sim);
+    assert_eq!(after.0, before.0, "the held video no longer reaches the partner");
+    assert!(after.1 > before.1 + 5, "the partner still hears a");
+    assert!(after.2 > before.2 + 5, "a still sees the partner");
+    assert!(after.3 > before.3 + 5, "a hidden watcher still sees a");
+
+    let plis = sim.p("a").plis;
+    sim.command(hold(false));
+    sim.progress(50);
+    assert!(sim.p("a").plis > plis, "a release asks a for a keyframe");
+    sim.talk(&["a", "b"], 400);
+    let video: Vec<_> = sim.p("b").received.iter().filter(|r| r.video).cloned().collect();
+    assert!(video.len() > after.0 + 5, "the video is back");
+    let seqs: Vec<u16> = video.iter().map(|r| r.seq).collect();
+    assert!(
+        seqs_are_continuous(&seqs),
+        "numbering continues across the hold: {seqs:?}"
+    );
+    assert_eq!(video[after.0].payload[1] & 0x01, 0, "it comes back on a keyframe");
+}
+
+#[test]
 fn forwarding_ten_thousand_packets_allocates_nothing_per_packet() {
     let mut sim = pair();
     sim.talk(&["a", "b"], 1_000);

@@ -151,6 +151,10 @@ pub struct SignalingConfig {
     pub admin: crate::admin::AdminConfig,
     /// Challenges on abuse (`None`: off).
     pub captcha: Option<crate::captcha::CaptchaConfig>,
+    /// Automatic screening's optional block: while a side of a call is
+    /// flagged above the high threshold, the partner stops receiving its
+    /// video until a moderator clears it (off by default).
+    pub screening_hold: bool,
     /// Timeouts and connection cap of the HTTP listener ([`crate::run`]).
     pub http: crate::server::HttpLimits,
 }
@@ -215,6 +219,7 @@ impl Default for SignalingConfig {
             replica_id: None,
             admin: crate::admin::AdminConfig::default(),
             captcha: None,
+            screening_hold: false,
             http: crate::server::HttpLimits::default(),
         }
     }

@@ -23,6 +23,7 @@ pub mod pages;
 pub mod ratelimit;
 pub mod registry;
 mod relocate;
+pub mod screening;
 pub mod server;
 pub mod sfu_client;
 pub mod store;
@@ -91,6 +92,8 @@ pub(crate) struct Inner {
     pub bans: banlist::BanList,
     pub limits: Limits,
     pub admin: admin::AdminState,
+    /// Screeners seen and the listing they share.
+    pub screening: screening::ScreeningState,
     pub captcha: Option<captcha::Captcha>,
     /// WebSocket origins of the registered SFU nodes, for the pages' CSP
     /// (kept current by the node watch in `hub`).
@@ -269,6 +272,7 @@ pub async fn build_state(
         filter: WordFilter::new(&config.word_filter),
         limits,
         admin,
+        screening: screening::ScreeningState::default(),
         captcha,
         http_metrics,
         sfu_origins: parking_lot::RwLock::new(Vec::new()),

@@ -29,6 +29,9 @@ pub struct Metrics {
     /// Visitors moved to another SFU node; labels `reason` = match | node_lost
     /// | draining, `result` = ok | failed.
     pub relocations: IntCounterVec,
+    /// Screening results received; label `outcome` = clear | flagged |
+    /// reported | cleared | gone (see `proto::screen_api::ResultOutcome`).
+    pub screening_results: IntCounterVec,
 }
 
 fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, prometheus::Error> {
@@ -44,6 +47,9 @@ impl Metrics {
             for result in ["ok", "failed"] {
                 m.relocations.with_label_values(&[reason, result]);
             }
+        }
+        for outcome in ["clear", "flagged", "reported", "cleared", "gone"] {
+            m.screening_results.with_label_values(&[outcome]);
         }
         Ok(m)
     }
@@ -133,6 +139,16 @@ impl Metrics {
                         "Visitors moved to another SFU node",
                     ),
                     &["reason", "result"],
+                )?,
+            )?,
+            screening_results: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "duet_signaling_screening_results_total",
+                        "Screening results received from screeners, by what was done",
+                    ),
+                    &["outcome"],
                 )?,
             )?,
         })

@@ -180,16 +180,26 @@ impl Store {
     /// Stores a report and its evidence in one transaction; returns its id.
     pub async fn insert_report(&self, r: &NewReport) -> Result<String, SignalingError> {
         let id = new_id();
+        self.insert_report_as(&id, r).await?;
+        Ok(id)
+    }
+
+    /// Stores a report under `id` with its evidence, in one transaction,
+    /// unless a report with that id exists (then nothing is stored and the
+    /// answer is `false`): the automatic report of a pairing side has an id
+    /// derived from it, so replicas racing to file it file it once.
+    pub async fn insert_report_as(&self, id: &str, r: &NewReport) -> Result<bool, SignalingError> {
         let now = now_secs();
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO reports (id, created_at, category, severity, text, pairing_id, mode, \
                  reporter_session, reporter_device, reporter_ip, reported_session, reported_device, \
                  reported_participant, reported_node, transcript) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (id) DO NOTHING",
             )
-            .bind(&id)
+            .bind(id)
             .bind(now)
             .bind(&r.category)
             .bind(r.severity)
@@ -205,14 +215,18 @@ impl Store {
             .bind(&r.reported_node)
             .bind(&r.transcript)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Ok(false);
+            }
             for s in &r.snapshots {
                 sqlx::query(
                     "INSERT INTO report_snapshots (id, report_id, participant_id, content_type, data, captured_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(new_id())
-                .bind(&id)
+                .bind(id)
                 .bind(&s.participant_id)
                 .bind(&s.content_type)
                 .bind(&s.data)
@@ -222,7 +236,7 @@ impl Store {
             }
             tx.commit().await?;
         });
-        Ok(id)
+        Ok(true)
     }
 
     /// A report with its evidence.

@@ -159,6 +159,7 @@ async fn retention_on(store: Store) {
             snapshots: 3,
             kept_for_appeal: 1,
             moderator_sessions: 0,
+            screening_samples: 0,
         }
     );
     for (name, gone) in [

@@ -4,6 +4,7 @@
 
 mod admin;
 mod heartbeat;
+mod screen_role;
 mod serve;
 mod sfu_node;
 mod signaling_role;
@@ -14,10 +15,11 @@ use crate::cli::{Cli, Command};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up(args) => up::run(args).await,
+        Command::Up(args) => up::run(*args).await,
         Command::Signaling(args) => signaling_role::run(args).await,
         Command::Sfu(args) => sfu_node::run(args).await,
         Command::Turn(args) => turn_role::run(args).await,
+        Command::Screen(args) => screen_role::run(args).await,
         Command::Admin(args) => admin::run(args).await,
     }
 }

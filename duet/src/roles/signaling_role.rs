@@ -138,6 +138,10 @@ pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
     };
     let http = serve::bind_tcp(args.http_listen, "--http-listen").await?;
     let http_addr = http.local_addr()?;
+    let internal = match args.internal_listen {
+        Some(addr) => Some(serve::bind_tcp(addr, "--internal-listen").await?),
+        None => None,
+    };
     let mut cfg = config(
         &args.matching,
         &args.abuse,
@@ -149,6 +153,7 @@ pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
         format!("http://{http_addr}"),
     );
     cfg.trust_forwarded_for = args.trust_forwarded_for;
+    cfg.screening_hold = args.hold.screen_hold_video == OnOff::On;
     cfg.http = args.http.limits();
     let state = signaling::build_state(cfg, &metrics)
         .await
@@ -159,13 +164,26 @@ pub async fn run(args: SignalingArgs) -> anyhow::Result<()> {
         Box::pin(async move { s.ready().await.map_err(|e| e.to_string()) })
     });
     let http_conf = serve::Http::with_metrics(&args.http, state.http_metrics());
-    let router = signaling::app(state).merge(observability::health_router(metrics, ready));
     let stop = CancellationToken::new();
-    let handle = serve::spawn_http(http, router, stop.clone(), "http", &http_conf);
-    serve::print_ready(&serde_json::json!({ "http": http_addr.to_string() }));
+    let mut handles = Vec::new();
+    let mut internal_addr = None;
+    if let Some(listener) = internal {
+        internal_addr = Some(listener.local_addr()?.to_string());
+        let router = signaling::screening::internal_router(state.clone());
+        handles.push(serve::spawn_http(
+            listener,
+            router,
+            stop.clone(),
+            "internal",
+            &http_conf,
+        ));
+    }
+    let router = signaling::app(state).merge(observability::health_router(metrics, ready));
+    handles.push(serve::spawn_http(http, router, stop.clone(), "http", &http_conf));
+    serve::print_ready(&serde_json::json!({ "http": http_addr.to_string(), "internal": internal_addr }));
     shutdown.cancelled().await;
     stop.cancel();
-    serve::join_bounded(vec![handle], serve::HTTP_GRACE + Duration::from_secs(1)).await;
+    serve::join_bounded(handles, serve::HTTP_GRACE + Duration::from_secs(1)).await;
     if let Some(t) = tracing_pipeline {
         t.shutdown().await;
     }

@@ -31,6 +31,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)
         .with_context(|| format!("cannot resolve --data-dir {}", args.data_dir.display()))?;
     let metrics = observability::registry("up")?;
+    // A bad model or config stops start-up here, before anything listens.
+    let screening = super::screen_role::load(&args.screening, &metrics)?;
 
     let session_secret = Secret::or_generate(args.secrets.session_secret.clone(), "session-secret");
     let sfu_token_secret = Secret::or_generate(args.secrets.sfu_token_secret.clone(), "sfu-token-secret");
@@ -79,7 +81,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             session_secret,
             sfu_token_secret,
             turn_secret,
-            internal_token,
+            internal_token: internal_token.clone(),
         },
         format!("sqlite://{}?mode=rwc", db_path.display()),
         None,
@@ -88,6 +90,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         format!("http://{http_public}"),
     );
     signaling_config.http = args.http.limits();
+    signaling_config.screening_hold = args.hold.screen_hold_video == crate::cli::OnOff::On;
     let state = signaling::build_state(signaling_config, &metrics)
         .await
         .context("cannot start signaling")?;
@@ -126,6 +129,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Box::pin(async move { s.ready().await.map_err(|e| e.to_string()) })
     });
     let http_conf = serve::Http::with_metrics(&args.http, state.http_metrics());
+    // The internal listener serves the SFU's API and signaling's screening API.
+    let internal_router = node
+        .sfu
+        .internal_router()
+        .merge(signaling::screening::internal_router(state.clone()));
+    if let Some(screening) = screening {
+        handles.push(screening.spawn(
+            "up".into(),
+            format!("http://{internal_addr}"),
+            internal_token.expose().to_owned(),
+            stop_http.clone(),
+        ));
+    }
     // /metrics and /readyz (whose errors name dependencies) on their own
     // listener, loopback by default, never on the public port.
     let router = signaling::app(state).merge(node.sfu.client_router());
@@ -138,7 +154,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     ));
     handles.push(serve::spawn_http(
         internal,
-        node.sfu.internal_router(),
+        internal_router,
         stop_http.clone(),
         "internal",
         &http_conf,

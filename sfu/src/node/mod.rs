@@ -108,6 +108,12 @@ pub enum NodeCommand {
     },
     Watch(WatchRequest),
     KeyframeInterval(Option<Duration>),
+    /// Stops (or resumes) forwarding `pid`'s video to the partner it is
+    /// linked with; audio and watchers are unaffected (automatic screening).
+    HoldVideo {
+        pid: ParticipantId,
+        held: bool,
+    },
 }
 
 /// The answer to a command.

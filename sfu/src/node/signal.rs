@@ -64,8 +64,34 @@ impl Node {
             }
             NodeCommand::Watch(req) => self.watch(req, now)?,
             NodeCommand::KeyframeInterval(iv) => self.keyframe_interval = iv,
+            NodeCommand::HoldVideo { pid, held } => {
+                let key = *self.by_pid.get(&pid).ok_or(NodeError::NotFound(pid))?;
+                self.hold_video(key, held, now);
+            }
         }
         Ok(CommandResult::Done)
+    }
+
+    /// The partner's video track stops taking (or takes again) this source's
+    /// packets: its munger loses (or regains) the source, so numbering stays
+    /// continuous and a release waits for a keyframe. The next link sets the
+    /// track's source afresh, which ends a hold with the pairing.
+    fn hold_video(&mut self, key: Key, held: bool, now: Instant) {
+        let sinks: Vec<_> = self.graph.sinks(key).to_vec();
+        for (sink, slot) in sinks {
+            let Some(p) = self.participants.get_mut(&sink) else {
+                continue;
+            };
+            if p.role != SfuRole::User {
+                continue;
+            }
+            if let Some(out) = p.slots.get_mut(usize::from(slot)) {
+                out.video.munger.switch_source((!held).then_some(key));
+            }
+        }
+        if !held {
+            self.request_keyframe(key, "switch", true, now);
+        }
     }
 
     fn admit(&mut self, pid: ParticipantId, role: SfuRole, now: Instant) {

@@ -30,7 +30,7 @@ macro_rules! bind_all {
     }};
 }
 
-pub(crate) use on_pool;
+pub(crate) use {bind_all, on_pool};
 
 // Statements run from more than one place: one text each.
 /// `(jti, moderator_id, created_at, expires_at)`: a moderator session starts.

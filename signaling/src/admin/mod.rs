@@ -249,6 +249,12 @@ fn entries() -> Vec<Entry> {
         ),
         entry(
             post.clone(),
+            "/api/admin/pairings/{pairing}/screening/clear",
+            M,
+            crate::screening::clear,
+        ),
+        entry(
+            post.clone(),
             "/api/admin/pairings/{pairing}/watch",
             M,
             watch::start,

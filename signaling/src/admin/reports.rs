@@ -96,6 +96,9 @@ pub struct ReportDetail {
     pub history: DeviceHistory,
     /// Bans made from this report.
     pub bans: Vec<BanRow>,
+    /// Samples automatic screening flagged of the reported side of this
+    /// pairing (model, category, score), strongest first; empty when none.
+    pub screening: Vec<crate::screening::db::SampleInfo>,
 }
 
 async fn load(inner: &Inner, id: &str) -> Result<ReportFull, ApiError> {
@@ -130,6 +133,10 @@ pub async fn detail(
         .cloned()
         .collect();
     let transcript = serde_json::from_str(&report.transcript).unwrap_or(serde_json::json!([]));
+    let screening = inner
+        .store
+        .report_screening(&report.item.pairing_id, &report.reported_participant)
+        .await?;
     super::audit(
         inner,
         &me.email,
@@ -149,6 +156,7 @@ pub async fn detail(
             warnings,
         },
         bans: from_this,
+        screening,
     }))
 }
 

@@ -1,9 +1,13 @@
-//! Evidence retention. Snapshots of calls nobody reported are never stored
-//! (the wall proxies them); what a report stored is deleted:
+//! Evidence retention. Snapshots of calls nobody reported and screening did
+//! not flag are never stored (the wall proxies them); what a report or a
+//! flag stored is deleted:
 //! - for dismissed reports, `dismissed_after` (default 30 days) after the decision;
 //! - for actioned reports (warned, banned), `actioned_after` (default 90
 //!   days) after the decision, unless an appeal of a ban from that report is
-//!   still pending (then at the first run after it is decided).
+//!   still pending (then at the first run after it is decided);
+//! - flagged screening samples that filed no report, `dismissed_after` after
+//!   they were taken (nobody confirmed them); those that filed a report, with
+//!   that report's evidence.
 //!
 //! The report row stays (category, devices, decision: the device's history);
 //! its snapshots, transcript and text go. [`run`] is plain SQL with the clock
@@ -43,6 +47,8 @@ pub struct RetentionCounts {
     pub kept_for_appeal: u64,
     /// Expired moderator sessions forgotten.
     pub moderator_sessions: u64,
+    /// Flagged screening samples (with their snapshots) deleted.
+    pub screening_samples: u64,
 }
 
 /// `(dismissed cutoff, actioned cutoff)`: reports decided at or before these
@@ -110,6 +116,7 @@ pub async fn run(
         tx.commit().await?;
     });
     counts.moderator_sessions = store.purge_sessions(now - 86_400).await?;
+    counts.screening_samples = store.purge_screening(dismissed_cut).await?;
     Ok(counts)
 }
 
@@ -124,6 +131,7 @@ pub(crate) async fn run_job(inner: &crate::Inner) -> Option<RetentionCounts> {
                 snapshots = c.snapshots,
                 kept_for_appeal = c.kept_for_appeal,
                 moderator_sessions = c.moderator_sessions,
+                screening_samples = c.screening_samples,
                 "retention: evidence past its time deleted"
             );
             let m = &inner.admin.metrics.retention_deleted;

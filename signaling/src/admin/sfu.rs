@@ -111,6 +111,27 @@ impl SfuOps {
         Self::expect_ok(node, "keyframe-interval", resp).await
     }
 
+    /// Holds or releases `pid`'s video towards its partner (automatic screening's optional block).
+    pub async fn hold_video(
+        &self,
+        node: &NodeRecord,
+        pid: &ParticipantId,
+        held: bool,
+    ) -> Result<(), SignalingError> {
+        let resp = self
+            .http
+            .put(url(
+                node,
+                &format!("{}/{}/video-hold", sfu_api::PATH_PARTICIPANTS, pid),
+            ))
+            .bearer_auth(&self.token)
+            .json(&sfu_api::VideoHold { held })
+            .send()
+            .await
+            .map_err(|e| err(node, e))?;
+        Self::expect_ok(node, "video-hold", resp).await
+    }
+
     pub async fn participants(&self, node: &NodeRecord) -> Result<Vec<ParticipantInfo>, SignalingError> {
         let resp = self
             .http

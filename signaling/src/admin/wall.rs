@@ -74,6 +74,8 @@ pub struct WallPairing {
     pub common_interests: Vec<String>,
     pub a: WallSide,
     pub b: WallSide,
+    /// The strongest automatic-screening flag of this call, if it has one.
+    pub screening: Option<crate::screening::db::WallFlag>,
 }
 
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -159,12 +161,9 @@ pub async fn list(
     let map = refresh_cache(inner).await?;
     let mut video: Vec<&Pairing> = map.values().filter(|p| p.mode == Mode::Video).collect();
     let text_pairings = map.len() - video.len();
-    // Longest-running calls first: stable positions while the wall refreshes.
-    video.sort_by(|a, b| {
-        a.matched_ms
-            .cmp(&b.matched_ms)
-            .then(a.pairing_id.cmp(&b.pairing_id))
-    });
+    let ids: Vec<String> = video.iter().map(|p| p.pairing_id.to_string()).collect();
+    let mut flags = inner.store.screening_flags(&ids).await?;
+    sort_wall(&mut video, &flags);
     let total = video.len();
     video.truncate(limit);
 
@@ -226,6 +225,7 @@ pub async fn list(
                 common_interests: p.common_interests.clone(),
                 a,
                 b,
+                screening: flags.remove(p.pairing_id.as_str()),
             }
         })
         .collect();
@@ -238,6 +238,25 @@ pub async fn list(
         keyframe_interval_ms: s.wall_keyframe_interval_ms,
         now_ms: now,
     }))
+}
+
+/// Flagged calls the screening has not seen cleared come first, the
+/// riskiest (highest level, then score) at the top; then every other call,
+/// longest-running first (stable positions while the wall refreshes).
+fn sort_wall(video: &mut [&Pairing], flags: &HashMap<String, crate::screening::db::WallFlag>) {
+    let risk = |p: &Pairing| {
+        flags
+            .get(p.pairing_id.as_str())
+            .filter(|f| !f.cleared)
+            .map(|f| (u8::from(f.level == "high"), f.score))
+    };
+    video.sort_by(|a, b| {
+        let (ra, rb) = (risk(a), risk(b));
+        rb.partial_cmp(&ra)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.matched_ms.cmp(&b.matched_ms))
+            .then(a.pairing_id.cmp(&b.pairing_id))
+    });
 }
 
 fn side_of<'p>(p: &'p Pairing, side: &str) -> Result<&'p crate::matching::PairSide, ApiError> {
@@ -344,15 +363,20 @@ pub async fn end_call(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Turns periodic keyframes on at every node while a wall is open, off when
-/// none is (called every second).
+/// Turns periodic keyframes on at every node while a wall is open or a
+/// screener runs, off when neither does (called every second).
 pub(crate) async fn keyframe_tick(inner: &Inner) {
     let open = inner.admin.wall.is_open(inner.config.admin.wall_open_ttl);
     inner.admin.metrics.wall_open.set(open as i64);
-    let desired = if open {
+    let wall = if open {
         Some(settings(inner).await.wall_keyframe_interval_ms)
     } else {
         None
+    };
+    // A running screener needs a fresh keyframe for every sample.
+    let desired = match (wall, inner.screening.keyframe_interval_ms()) {
+        (Some(w), Some(s)) => Some(w.min(s)),
+        (w, s) => w.or(s),
     };
     let mut applied = inner.admin.wall.applied.lock().await;
     if desired.is_none() && applied.values().all(|(v, _)| v.is_none()) {
