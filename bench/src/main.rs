@@ -4,6 +4,7 @@
 //! * `bench sfu`: synthetic WebRTC pairs through a real duet SFU (optionally `--with-floor`).
 //! * `bench turn`: relayed packets through `duet turn`, coturn's `turnserver`, and duet's in-process TURN → SFU path.
 //! * `bench match`: the matching backends (in-memory, Redis) at 10k waiting users.
+//! * `bench screen`: snapshots screened per second per core with a real model, and each step's time.
 
 mod common;
 mod engine;
@@ -14,6 +15,8 @@ mod payload;
 mod procfs;
 mod report;
 mod rtcpeer;
+#[cfg(feature = "screen")]
+mod screenbench;
 mod sfu;
 mod stats;
 mod turn;
@@ -27,7 +30,7 @@ use std::process::ExitCode;
 #[command(
     name = "bench",
     version,
-    about = "duet's bench harness: SFU forwarding, raw UDP floor, TURN vs coturn, matching."
+    about = "duet's bench harness: SFU forwarding, raw UDP floor, TURN vs coturn, matching, screening."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +48,9 @@ enum Cmd {
     /// Pairs per second and decision time of the matching backends at 10k waiting users.
     #[cfg(feature = "match")]
     Match(matchbench::MatchArgs),
+    /// Snapshots screened per second per core and inference p50/p99 with a real model.
+    #[cfg(feature = "screen")]
+    Screen(screenbench::ScreenArgs),
     /// (internal) The floor forwarder process.
     #[command(hide = true)]
     FloorServer {
@@ -97,6 +103,8 @@ fn main() -> ExitCode {
             Cmd::Turn(a) => turn::run(a).await,
             #[cfg(feature = "match")]
             Cmd::Match(a) => matchbench::run(a).await,
+            #[cfg(feature = "screen")]
+            Cmd::Screen(a) => screenbench::run(a).await,
             Cmd::FloorServer { .. } => Ok(()),
         }
     });

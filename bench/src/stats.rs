@@ -4,7 +4,6 @@
 
 use serde::Serialize;
 
-#[cfg(test)]
 /// Nearest-rank percentile of sorted samples (`q` in 0..=100): the smallest
 /// value such that at least `q`% of the samples are <= it.
 pub fn percentile_sorted(sorted: &[u64], q: f64) -> Option<u64> {
