@@ -28,7 +28,7 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// What this process is, for the traces' resource attributes.
 #[derive(Clone, Debug)]
 pub struct Service {
-    /// `signaling`, `sfu`, `turn` or `up`.
+    /// `signaling`, `sfu`, `turn`, `screen` or `up`.
     pub role: &'static str,
     pub node_id: Option<String>,
     pub region: Option<String>,

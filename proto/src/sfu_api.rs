@@ -70,7 +70,7 @@ pub struct WatchRequest {
 /// Holds (or releases) a participant's video towards the partner it is
 /// linked with (not towards hidden watchers): automatic screening's
 /// optional block. A hold lasts until released or until the next link.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VideoHold {
     pub held: bool,

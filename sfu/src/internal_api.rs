@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use proto::sfu_api::{
-    AdmitRequest, Admitted, KeyframeInterval, LinkRequest, ParticipantList, VideoHold, WatchRequest, PATH_EVENTS,
-    PATH_KEYFRAME_INTERVAL, PATH_LINK, PATH_NODE, PATH_OPENAPI, PATH_PARTICIPANTS, PATH_UNLINK, PATH_WATCH,
+    AdmitRequest, Admitted, KeyframeInterval, LinkRequest, ParticipantList, VideoHold, WatchRequest,
+    PATH_EVENTS, PATH_KEYFRAME_INTERVAL, PATH_LINK, PATH_NODE, PATH_OPENAPI, PATH_PARTICIPANTS, PATH_UNLINK,
+    PATH_WATCH,
 };
 use proto::signal::ErrorBody;
 use proto::ParticipantId;
@@ -63,6 +64,7 @@ fn operation(method: &axum::http::Method, route: &str) -> &'static str {
         PATH_NODE => "node",
         PATH_OPENAPI => "openapi",
         r if r.ends_with("/snapshot") => "snapshot",
+        r if r.ends_with("/video-hold") => "video_hold",
         _ => "kick",
     }
 }
@@ -425,6 +427,7 @@ pub fn openapi() -> serde_json::Value {
     let body = MAX_BODY;
     let participant = format!("{PATH_PARTICIPANTS}/{{id}}");
     let snapshot = format!("{PATH_PARTICIPANTS}/{{id}}/snapshot");
+    let video_hold = format!("{PATH_PARTICIPANTS}/{{id}}/video-hold");
     let mut doc = ApiDoc::new(
         "duet SFU internal API",
         "What signaling asks of an SFU node: admit, link, unlink, watch, kick, snapshots, events. \
@@ -470,6 +473,15 @@ pub fn openapi() -> serde_json::Value {
                 "image/webp",
                 serde_json::json!({"type": "string", "contentMediaType": "image/webp"}),
             )
+            .errors(&[404, 503]);
+    })
+    .op("put", &video_hold, "video_hold", |o| {
+        o.tag("participants")
+            .summary("Hold (or release) the participant's video towards its partner")
+            .description("Automatic screening's optional block; hidden watchers still receive it.")
+            .auth("internal")
+            .body::<VideoHold>(body)
+            .empty(204, "Set.")
             .errors(&[404, 503]);
     })
     .op("post", PATH_LINK, "link", |o| {
@@ -589,6 +601,7 @@ mod tests {
                 "POST /internal/v1/unlink",
                 "POST /internal/v1/watch",
                 "PUT /internal/v1/keyframe-interval",
+                "PUT /internal/v1/participants/{id}/video-hold",
             ]
         );
     }

@@ -183,6 +183,13 @@ pub fn moderator(max_body: usize) -> Value {
     .op("post", "/api/admin/pairings/{pairing}/end", "pairing_end", |o| {
         o.tag("wall").summary("End a live call").auth("moderator").empty(204, "Ended.").errors(&[404]);
     })
+    .op("post", "/api/admin/pairings/{pairing}/screening/clear", "pairing_screening_clear", |o| {
+        o.tag("wall")
+            .summary("A moderator found nothing wrong with a flagged call: it is not flagged again")
+            .auth("moderator")
+            .empty(204, "Cleared.")
+            .errors(&[404]);
+    })
     .op("post", "/api/admin/pairings/{pairing}/watch", "pairing_watch", |o| {
         o.tag("wall")
             .summary("Watch a live call as a hidden, receive-only participant")

@@ -76,7 +76,14 @@ impl Screening {
 }
 
 pub async fn run(args: ScreenArgs) -> anyhow::Result<()> {
-    observability::init_logging(&args.log)?;
+    let tracing_pipeline = observability::init_logging(
+        &args.log,
+        crate::telemetry::Service {
+            role: "screen",
+            node_id: None,
+            region: None,
+        },
+    )?;
     let shutdown = shutdown::on_signal();
     let metrics = observability::registry("screen")?;
     let screening = load(&args.screening, &metrics)?
@@ -117,5 +124,8 @@ pub async fn run(args: ScreenArgs) -> anyhow::Result<()> {
     shutdown.cancelled().await;
     stop.cancel();
     serve::join_bounded(handles, Duration::from_secs(10)).await;
+    if let Some(t) = tracing_pipeline {
+        t.shutdown().await;
+    }
     Ok(())
 }

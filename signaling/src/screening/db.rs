@@ -33,7 +33,7 @@ pub(crate) struct NewSample {
 }
 
 /// The strongest flag of a pairing, as the wall shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WallFlag {
     /// `a` or `b`: the side that was flagged.
     pub side: String,
@@ -53,7 +53,7 @@ pub struct WallFlag {
 }
 
 /// A flagged sample as a report's detail lists it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SampleInfo {
     pub id: String,
     pub side: String,
