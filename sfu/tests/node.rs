@@ -230,8 +230,8 @@ fn a_dtls_failure_removes_the_participant() {
     assert_eq!(sim.node.participant_count(), 0);
 }
 
-#[test]
-fn a_hidden_watcher_sees_both_sides_and_sends_nothing_anyone_receives() {
+/// `a` and `b` linked, connected, and watched by the hidden watcher `w`.
+fn pair_watched_by_w() -> Sim {
     let mut sim = pair();
     sim.join("w", SfuRole::Watcher);
     sim.connect_all();
@@ -241,6 +241,12 @@ fn a_hidden_watcher_sees_both_sides_and_sends_nothing_anyone_receives() {
         b: ParticipantId::new("b"),
         stop: false,
     }));
+    sim
+}
+
+#[test]
+fn a_hidden_watcher_sees_both_sides_and_sends_nothing_anyone_receives() {
+    let mut sim = pair_watched_by_w();
     sim.talk(&["a", "b"], 800);
     assert!(sim.p("w").received_from("a", true).len() > 5);
     assert!(sim.p("w").received_from("b", true).len() > 5);
@@ -249,15 +255,7 @@ fn a_hidden_watcher_sees_both_sides_and_sends_nothing_anyone_receives() {
 
 #[test]
 fn a_held_video_stops_reaching_the_partner_but_not_audio_or_watchers_and_comes_back_on_a_keyframe() {
-    let mut sim = pair();
-    sim.join("w", SfuRole::Watcher);
-    sim.connect_all();
-    sim.command(NodeCommand::Watch(WatchRequest {
-        watcher: ParticipantId::new("w"),
-        a: ParticipantId::new("a"),
-        b: ParticipantId::new("b"),
-        stop: false,
-    }));
+    let mut sim = pair_watched_by_w();
     sim.talk(&["a", "b"], 400);
     let hold = |held| NodeCommand::HoldVideo {
         pid: ParticipantId::new("a"),

@@ -1087,14 +1087,20 @@ mod tests {
         }
     }
 
+    /// A client in Chromium's profile order and a server, handshaken.
+    fn connected(identity: &Arc<DtlsIdentity>) -> (Client, DtlsServer, Instant) {
+        let mut now = Instant::now();
+        let mut client = Client::connect(&CHROMIUM_ORDER, identity.fingerprint().clone(), now);
+        let mut server = DtlsServer::new(identity, client.fingerprint.clone(), TIMEOUT, now);
+        let events = run(&mut client, &mut server, &mut now);
+        assert!(matches!(events.as_slice(), [DtlsEvent::Connected { .. }]));
+        (client, server, now)
+    }
+
     #[test]
     fn the_clients_close_notify_closes_the_association() {
         let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
-        let mut now = Instant::now();
-        let mut client = Client::connect(&CHROMIUM_ORDER, identity.fingerprint().clone(), now);
-        let mut server = DtlsServer::new(&identity, client.fingerprint.clone(), TIMEOUT, now);
-        let events = run(&mut client, &mut server, &mut now);
-        assert!(matches!(events.as_slice(), [DtlsEvent::Connected { .. }]));
+        let (mut client, mut server, now) = connected(&identity);
         assert_eq!(server.poll_timeout(), None, "a connected server has no timer");
         client.endpoint.close(now).expect("closes");
         while let Some(transmit) = client.endpoint.poll_transmit() {
@@ -1107,11 +1113,7 @@ mod tests {
     #[test]
     fn a_released_association_ignores_dtls_and_closes_without_a_word() {
         let identity = Arc::new(DtlsIdentity::generate().expect("generates"));
-        let mut now = Instant::now();
-        let mut client = Client::connect(&CHROMIUM_ORDER, identity.fingerprint().clone(), now);
-        let mut server = DtlsServer::new(&identity, client.fingerprint.clone(), TIMEOUT, now);
-        let events = run(&mut client, &mut server, &mut now);
-        assert!(matches!(events.as_slice(), [DtlsEvent::Connected { .. }]));
+        let (mut client, mut server, now) = connected(&identity);
         server.release();
         assert!(server.is_released());
         client.endpoint.close(now).expect("closes");
