@@ -281,17 +281,9 @@ async fn report_queue_shows_evidence_and_a_ban_refuses_the_device_with_its_state
     assert_eq!(lines, vec!["how old are you", "fifteen"]);
     assert_eq!(d["snapshots"].as_array().unwrap().len(), 1);
     let snap = d["snapshots"][0]["id"].as_str().unwrap();
-    let r = m
-        .raw(
-            reqwest::Method::GET,
-            &format!("/api/admin/reports/{minor}/snapshots/{snap}"),
-        )
-        .await
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.bytes().await.unwrap().as_ref(), SNAPSHOT);
+    let (status, image) = m.report_snapshot(&minor, snap).await;
+    assert_eq!(status, 200);
+    assert_eq!(image, SNAPSHOT);
     assert_eq!(d["history"]["reports"].as_array().unwrap().len(), 0);
     let (_, log) = m.get(&format!("/api/admin/audit?target={minor}")).await;
     let actions: Vec<&str> = log["entries"]

@@ -176,16 +176,8 @@ async fn a_flagged_call_tops_the_wall_files_one_report_and_is_audited_without_a_
     assert_eq!(detail["snapshots"].as_array().unwrap().len(), 1);
     assert_eq!(detail["screening"][0]["model"], "colour-test");
     let snap = detail["snapshots"][0]["id"].as_str().unwrap();
-    let r = m
-        .raw(
-            reqwest::Method::GET,
-            &format!("/api/admin/reports/{report_id}/snapshots/{snap}"),
-        )
-        .await
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.bytes().await.unwrap().as_ref(), FLAGGED_WEBP);
+    let (_, image) = m.report_snapshot(&report_id, snap).await;
+    assert_eq!(image, FLAGGED_WEBP);
 
     // The audit log names the screener and the model; nobody was banned.
     let (_, audit) = m.get("/api/admin/audit?actor=screener:s-1").await;

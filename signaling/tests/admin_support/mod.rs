@@ -348,6 +348,19 @@ impl Mod {
             .request(method, format!("{}{}", self.base, path))
             .bearer_auth(&self.token)
     }
+    /// A report's evidence snapshot: status and the image bytes.
+    pub async fn report_snapshot(&self, report: &str, snapshot: &str) -> (u16, Vec<u8>) {
+        let r = self
+            .raw(
+                reqwest::Method::GET,
+                &format!("/api/admin/reports/{report}/snapshots/{snapshot}"),
+            )
+            .await
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    }
 }
 
 /// Two visitors in a video call: `(session a, ws a, session b, ws b, pairing id)`.
