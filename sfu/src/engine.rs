@@ -7,8 +7,9 @@ use crate::endpoint::dtls::DtlsIdentity;
 use crate::node::buffer::{PacketBuf, Transmit};
 use crate::node::{CommandResult, Node, NodeCommand, NodeConfig, NodeError, NodeEvent};
 use crate::routing::PathAddr;
+use crate::turn_link::TurnLink;
 use crate::{SfuError, Shared};
-use proto::handoff::{HandoffError, HandoffReceiver, HandoffSender, RelayedDatagram, SfuEnd};
+use proto::handoff::{HandoffReceiver, RelayedDatagram, SfuEnd};
 use proto::sfu_api::{ParticipantInfo, WatchRequest};
 use proto::sfu_ws::{IceCandidate, SfuServerMsg};
 use proto::token::SfuRole;
@@ -132,7 +133,8 @@ pub(crate) struct Engine {
 struct Io {
     socket: UdpSocket,
     state: quinn_udp::UdpSocketState,
-    to_turn: Option<HandoffSender>,
+    /// The in-process TURN relay, when there is one.
+    turn: Option<TurnLink>,
     /// One receive buffer per slot of a `recvmmsg` batch.
     recv: Vec<PacketBuf>,
     metas: Vec<quinn_udp::RecvMeta>,
@@ -198,15 +200,17 @@ impl Engine {
             debug!(error = %e, "could not turn UDP GRO off");
         }
         let mut node = self.node()?;
-        let (mut from_turn, to_turn): (Option<HandoffReceiver>, Option<HandoffSender>) =
-            match self.handoff.take() {
-                Some(end) => (Some(end.from_turn), Some(end.to_turn)),
-                None => (None, None),
-            };
+        let (turn, mut from_turn) = match self.handoff.take() {
+            Some(end) => {
+                let (link, rx) = TurnLink::new(end, self.shared.metrics.clone());
+                (Some(link), Some(rx))
+            }
+            None => (None, None),
+        };
         let mut io = Io {
             socket,
             state,
-            to_turn,
+            turn,
             recv: (0..quinn_udp::BATCH_SIZE).map(|_| node.buffer()).collect(),
             metas: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
             out: Vec::with_capacity(1024),
@@ -240,9 +244,11 @@ impl Engine {
                         from_turn = None; // TURN side gone: stop polling it.
                     }
                     let now = Instant::now();
-                    for d in relayed.drain(..) {
-                        self.shared.metrics.handoff_in.inc();
-                        node.handle_datagram(PathAddr::Turn(d.relay_addr), PacketBuf::from_slice(&d.payload), now);
+                    if let Some(link) = io.turn.as_mut() {
+                        for d in relayed.drain(..) {
+                            let buf = link.adopt(&mut node, d.payload);
+                            node.handle_datagram(PathAddr::Turn(d.relay_addr), buf, now);
+                        }
                     }
                 }
                 cmd = self.commands.recv() => match cmd {
@@ -421,11 +427,17 @@ impl Io {
         while let Some(t) = node.poll_transmit() {
             match t.path {
                 PathAddr::Udp(_) => self.out.push(t),
-                PathAddr::Turn(relay_addr) => {
-                    self.to_turn_relay(relay_addr, local, t.buf.as_slice());
-                    node.recycle(t.buf);
-                }
+                PathAddr::Turn(relay_addr) => match self.turn.as_mut() {
+                    Some(link) => link.queue(relay_addr, local, t.buf),
+                    None => {
+                        self.metrics.drop("write_failed");
+                        node.recycle(t.buf);
+                    }
+                },
             }
+        }
+        if let Some(link) = self.turn.as_mut() {
+            link.flush(node);
         }
         if self.out.is_empty() {
             return;
@@ -482,23 +494,6 @@ impl Io {
         }
         for t in self.out.drain(..) {
             node.recycle(t.buf);
-        }
-    }
-
-    fn to_turn_relay(&self, relay_addr: SocketAddr, sfu_addr: SocketAddr, bytes: &[u8]) {
-        let Some(to_turn) = self.to_turn.as_ref() else {
-            self.metrics.drop("write_failed");
-            return;
-        };
-        let d = RelayedDatagram {
-            relay_addr,
-            sfu_addr,
-            payload: bytes::Bytes::copy_from_slice(bytes),
-        };
-        match to_turn.send(d) {
-            Ok(()) => self.metrics.handoff_out.inc(),
-            Err(HandoffError::Full) => self.metrics.drop("handoff_full"),
-            Err(HandoffError::Closed) => self.metrics.drop("write_failed"),
         }
     }
 }

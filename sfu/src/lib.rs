@@ -25,6 +25,7 @@ pub mod stream;
 pub mod stun;
 #[cfg(test)]
 mod test_alloc;
+mod turn_link;
 pub mod vp8;
 pub mod ws;
 

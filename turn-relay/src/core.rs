@@ -7,10 +7,12 @@
 //!   as a [`ToPeer`] (which part of the input to send from which relay
 //!   address to which peer), so the shell relays them straight from its
 //!   receive buffer, without a copy or an allocation.
-//! * [`TurnCore::handle_peer`]: a datagram a relay address received. Over a
-//!   channel it comes back as a [`ToClient`] (the shell puts the 4-byte
-//!   ChannelData header in front); without a channel a Data indication is
-//!   queued as a [`Command::SendToClient`].
+//!   A Send indication is read in place (`indication.rs`), never through
+//!   the general STUN parser.
+//! * [`TurnCore::handle_peer`]: a datagram a relay address received. It
+//!   comes back as a [`ToClient`]: the shell writes the ChannelData header
+//!   (over a channel) or the Data indication around the payload straight
+//!   into its send buffer, so nothing is allocated for it.
 //! * [`TurnCore::handle_relay_opened`]: the shell's answer to
 //!   [`Command::OpenRelay`]. An allocation is answered only once its relay
 //!   address is open; if the port cannot be opened another one is tried.
@@ -38,6 +40,7 @@ use stun::xoraddr::XorMappedAddress;
 
 pub use crate::addr::{ClientAddr, PeerAddr, RelayAddr};
 use crate::auth::{rest_keys, NonceError, NonceKey};
+use crate::indication::{self, SendIndication};
 use crate::metrics::{auth_reason, drop_reason, quota, Metrics};
 use crate::quota::{Quotas, TokenBucket, UnauthLimiter};
 use crate::relay::{Ledger, LedgerRefusal, PeerRules, PortPool};
@@ -117,18 +120,35 @@ pub struct ToPeer {
     pub payload: Range<usize>,
 }
 
-/// A peer's datagram to relay to a client as ChannelData.
+/// A peer's datagram to relay to a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ToClient {
     pub to: FiveTuple,
-    pub channel: u16,
+    pub framing: Framing,
+}
+
+/// How a peer's datagram reaches the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// As ChannelData on this channel number.
+    Channel(u16),
+    /// As a Data indication (no channel bound to the peer), with the
+    /// transaction id the core drew for it.
+    DataIndication { peer: PeerAddr, transaction: [u8; 12] },
 }
 
 impl ToClient {
-    /// Appends the ChannelData message carrying `data` to `out` (padded to
-    /// 4 bytes on streams, RFC 8656 §12.5).
+    /// Appends the message carrying `data` to `out`: ChannelData (padded to
+    /// 4 bytes on streams, RFC 8656 §12.5) or a Data indication.
     pub fn encode_into(&self, data: &[u8], out: &mut Vec<u8>) {
-        wire::write_channel_data(self.channel, data, self.to.transport != Transport::Udp, out);
+        match self.framing {
+            Framing::Channel(number) => {
+                wire::write_channel_data(number, data, self.to.transport != Transport::Udp, out)
+            }
+            Framing::DataIndication { peer, transaction } => {
+                indication::write_data_indication(transaction, peer.0, data, out)
+            }
+        }
     }
 }
 
@@ -321,6 +341,13 @@ impl std::fmt::Debug for TurnCore {
     }
 }
 
+fn parse_error_reason(e: ParseError) -> &'static str {
+    match e {
+        ParseError::Malformed => drop_reason::MALFORMED,
+        ParseError::BadFingerprint => drop_reason::BAD_FINGERPRINT,
+    }
+}
+
 fn method_label(m: Method) -> &'static str {
     match m {
         METHOD_BINDING => "binding",
@@ -496,14 +523,19 @@ impl TurnCore {
     /// the part of `data` to relay to a peer, if any.
     pub fn handle_client(&mut self, ft: FiveTuple, data: &[u8], now: Millis) -> Option<ToPeer> {
         match wire::classify(data) {
+            Kind::Stun if indication::is_send_indication(data) => {
+                match indication::parse_send_indication(data) {
+                    Ok(s) => self.handle_send(ft, s, now),
+                    Err(e) => {
+                        self.metrics.drop(parse_error_reason(e));
+                        None
+                    }
+                }
+            }
             Kind::Stun => match wire::parse_stun(data) {
                 Ok(p) => self.handle_stun(ft, p, now),
-                Err(ParseError::Malformed) => {
-                    self.metrics.drop(drop_reason::MALFORMED);
-                    None
-                }
-                Err(ParseError::BadFingerprint) => {
-                    self.metrics.drop(drop_reason::BAD_FINGERPRINT);
+                Err(e) => {
+                    self.metrics.drop(parse_error_reason(e));
                     None
                 }
             },
@@ -516,8 +548,7 @@ impl TurnCore {
     }
 
     /// A datagram received on relay address `relay` from `peer`. Returns the
-    /// client to relay it to over a channel; without a channel a Data
-    /// indication is queued as a command instead.
+    /// client to relay it to and how to frame it (nothing is queued).
     pub fn handle_peer(
         &mut self,
         relay: RelayAddr,
@@ -549,28 +580,20 @@ impl TurnCore {
             .get(&peer)
             .copied()
             .filter(|n| a.channels.get(n).is_some_and(|c| c.expires > now));
-        self.metrics.relayed(false, data.len());
-        if let Some(channel) = channel {
-            return Some(ToClient { to: ft, channel });
-        }
-        let mut m = Message::new();
-        m.typ = MessageType::new(METHOD_DATA, CLASS_INDICATION);
-        m.transaction_id = TransactionId(self.rng.random());
-        m.write_header();
-        let xa = XorMappedAddress {
-            ip: peer.ip(),
-            port: peer.port(),
+        let framing = match channel {
+            Some(number) => Framing::Channel(number),
+            None if data.len() > indication::MAX_DATA_INDICATION_PAYLOAD => {
+                // Its length would overflow the indication's length field.
+                self.metrics.drop(drop_reason::MALFORMED);
+                return None;
+            }
+            None => Framing::DataIndication {
+                peer,
+                transaction: self.rng.random(),
+            },
         };
-        if xa.add_to_as(&mut m, ATTR_XOR_PEER_ADDRESS).is_err() {
-            self.metrics.drop(drop_reason::MALFORMED);
-            return None;
-        }
-        m.add(ATTR_DATA, data);
-        self.commands.push_back(Command::SendToClient {
-            to: ft,
-            payload: m.raw,
-        });
-        None
+        self.metrics.relayed(false, data.len());
+        Some(ToClient { to: ft, framing })
     }
 
     /// The shell's answer to [`Command::OpenRelay`]: `opened` is false when
@@ -821,9 +844,8 @@ impl TurnCore {
                 .inc();
             self.handle_request(ft, p, now);
             None
-        } else if class == CLASS_INDICATION && method == METHOD_SEND {
-            self.handle_send(ft, &p.msg, now)
         } else {
+            // Send indications never get here (read in place above).
             self.metrics.drop(drop_reason::UNEXPECTED);
             None
         }
@@ -1363,7 +1385,7 @@ impl TurnCore {
         })
     }
 
-    fn handle_send(&mut self, ft: FiveTuple, m: &Message, now: Millis) -> Option<ToPeer> {
+    fn handle_send(&mut self, ft: FiveTuple, s: SendIndication, now: Millis) -> Option<ToPeer> {
         let Some(a) = self.allocations.get(&ft) else {
             self.metrics.drop(drop_reason::NO_ALLOCATION);
             return None;
@@ -1372,10 +1394,7 @@ impl TurnCore {
             self.metrics.drop(drop_reason::NO_ALLOCATION);
             return None;
         }
-        let (Some(peer), Some(data)) = (
-            attr(m, ATTR_XOR_PEER_ADDRESS).and_then(|v| decode_xor_addr(v, &m.transaction_id)),
-            wire::attr_value_range(&m.raw, ATTR_DATA.0),
-        ) else {
+        let (Some(peer), Some(data)) = (s.peer, s.data) else {
             self.metrics.drop(drop_reason::MALFORMED);
             return None;
         };

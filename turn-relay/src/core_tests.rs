@@ -1024,7 +1024,7 @@ fn channel_data_comes_back_as_a_slice_of_the_input() {
         back,
         ToClient {
             to: ft(1),
-            channel: 0x4000
+            framing: Framing::Channel(0x4000)
         }
     );
     assert_eq!(h.core.poll_command(), None, "nothing queued on the hot path");

@@ -19,6 +19,7 @@ pub mod addr;
 pub mod auth;
 pub mod client;
 pub mod core;
+pub mod indication;
 pub mod metrics;
 pub mod policy;
 pub mod quota;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::handoff::{HandoffReceiver, TurnEnd};
+use proto::handoff::{HandoffReceiver, SpareBuffers, TurnEnd};
 use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -173,10 +173,12 @@ impl TurnServer {
         let shared = CoreShared::new(m.clone(), rng.random());
         let plan = RelayPlan::of(&config);
         let (mut to_sfu, mut from_sfu): (_, Option<HandoffReceiver>) = (None, None);
+        let mut spares = SpareBuffers::default();
         match (&config.relay, handoff) {
             (RelayConfig::InProcess { .. }, Some(h)) => {
                 to_sfu = Some(h.to_sfu);
                 from_sfu = Some(h.from_sfu);
+                spares = h.spares;
             }
             (RelayConfig::InProcess { .. }, None) => {
                 tracing::warn!("in-process TURN relay without an SFU hand-off: relayed data is dropped")
@@ -209,6 +211,7 @@ impl TurnServer {
                 Some(bind_ip) => RelayIo::Sockets { bind_ip },
                 None => RelayIo::InProcess {
                     to_sfu: to_sfu.take(),
+                    spares: spares.clone(),
                 },
             };
             let (tx, rx) = mpsc::unbounded_channel();

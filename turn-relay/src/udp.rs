@@ -7,6 +7,7 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::ops::Range;
 
+use proto::handoff;
 use tokio::io::Interest;
 
 /// Kernel buffer size asked for each relay socket.
@@ -39,11 +40,21 @@ pub(crate) struct UdpIo {
 }
 
 impl UdpIo {
-    /// Must be called inside the worker's runtime.
-    pub(crate) fn new(std_sock: std::net::UdpSocket) -> io::Result<Self> {
+    /// Must be called inside the worker's runtime. Without `gro` every
+    /// datagram is read into a slot of its own (the hand-off layout needs
+    /// that; `quinn-udp` turns GRO on).
+    pub(crate) fn new(std_sock: std::net::UdpSocket, gro: bool) -> io::Result<Self> {
         std_sock.set_nonblocking(true)?;
         let sender = std_sock.try_clone()?;
         let state = quinn_udp::UdpSocketState::new((&std_sock).into())?;
+        if !gro {
+            // Where this fails, coalesced reads are still split (with a copy).
+            if let Err(e) =
+                nix::sys::socket::setsockopt(&std_sock, nix::sys::socket::sockopt::UdpGroSegment, &false)
+            {
+                tracing::debug!(error = %e, "could not turn UDP GRO off");
+            }
+        }
         let socket = tokio::net::UdpSocket::from_std(std_sock)?;
         Ok(UdpIo {
             socket,
@@ -62,8 +73,18 @@ impl UdpIo {
 
     /// Reads one batch into `bufs`; `WouldBlock` when nothing is queued.
     pub(crate) fn try_recv(&self, bufs: &mut RecvBufs) -> io::Result<usize> {
-        let RecvBufs { slots, metas } = bufs;
-        let mut slices: Vec<IoSliceMut<'_>> = slots.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let RecvBufs {
+            slots,
+            metas,
+            at,
+            room,
+            ..
+        } = bufs;
+        let mut slots = slots.iter_mut();
+        let mut slices: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = std::array::from_fn(|_| {
+            let slot = slots.next().expect("one receive slot per batch entry");
+            IoSliceMut::new(&mut slot[*at..*at + *room])
+        });
         self.socket.try_io(Interest::READABLE, || {
             self.state.recv((&self.socket).into(), &mut slices, metas)
         })
@@ -89,27 +110,87 @@ impl UdpIo {
 pub(crate) struct RecvBufs {
     slots: Vec<Vec<u8>>,
     metas: Vec<quinn_udp::RecvMeta>,
+    /// Where a datagram starts in its slot.
+    at: usize,
+    /// How many bytes a slot takes from `at` on.
+    room: usize,
+    /// Slots are in the hand-off layout.
+    handoff: bool,
+}
+
+/// One datagram of a batch: where it lies in which slot.
+#[derive(Clone, Debug)]
+pub(crate) struct Received {
+    pub slot: usize,
+    pub from: SocketAddr,
+    pub range: Range<usize>,
+    /// It is its slot's only datagram, so the slot may be taken whole.
+    pub alone: bool,
 }
 
 impl RecvBufs {
+    /// Slots of 64 KiB, for GRO batches (the socket relay).
     pub(crate) fn new() -> Self {
+        Self::with_layout(SLOT, 0, SLOT, false)
+    }
+
+    /// Slots in the hand-off layout ([`proto::handoff`]): a ChannelData
+    /// payload lands at `HEADROOM`, so a slot can go to the SFU as it is
+    /// ([`Self::take`]). The socket must not coalesce (no GRO).
+    pub(crate) fn for_handoff() -> Self {
+        let at = handoff::HEADROOM - crate::wire::CHANNEL_DATA_HEADER;
+        let room = handoff::BUFFER_LEN - handoff::TAILROOM - at;
+        Self::with_layout(handoff::BUFFER_LEN, at, room, true)
+    }
+
+    fn with_layout(len: usize, at: usize, room: usize, handoff: bool) -> Self {
         RecvBufs {
-            slots: (0..quinn_udp::BATCH_SIZE).map(|_| vec![0u8; SLOT]).collect(),
+            slots: (0..quinn_udp::BATCH_SIZE).map(|_| vec![0u8; len]).collect(),
             metas: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
+            at,
+            room,
+            handoff,
         }
     }
 
-    /// The datagrams of the first `n` slots (GRO batches split by stride),
-    /// each with its source.
-    pub(crate) fn datagrams(&self, n: usize) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        self.metas
-            .iter()
-            .zip(self.slots.iter())
-            .take(n)
-            .flat_map(|(meta, slot)| {
-                let data = &slot[..meta.len.min(slot.len())];
-                data.chunks(meta.stride.max(1)).map(move |d| (meta.addr, d))
-            })
+    /// The `k`-th datagram of slot `i` of the last batch (GRO batches are
+    /// split by their stride), if there is one.
+    pub(crate) fn datagram(&self, i: usize, k: usize) -> Option<Received> {
+        let meta = self.metas.get(i)?;
+        let len = meta.len.min(self.room);
+        let stride = meta.stride.max(1);
+        let start = k.checked_mul(stride)?;
+        if start >= len {
+            return None;
+        }
+        let end = (start + stride).min(len);
+        Some(Received {
+            slot: i,
+            from: meta.addr,
+            range: self.at + start..self.at + end,
+            alone: len <= stride,
+        })
+    }
+
+    /// The bytes of a received datagram.
+    pub(crate) fn bytes(&self, r: &Received) -> &[u8] {
+        self.slots
+            .get(r.slot)
+            .and_then(|s| s.get(r.range.clone()))
+            .unwrap_or(&[])
+    }
+
+    /// Takes the buffer of slot `i` (to hand it over as it is) and puts
+    /// `fresh` in its place (grown to the slot length if it is shorter).
+    pub(crate) fn take(&mut self, i: usize, mut fresh: Vec<u8>) -> Vec<u8> {
+        // Same length as the others, so the receive region always fits.
+        fresh.resize(self.slots[i].len(), 0);
+        std::mem::replace(&mut self.slots[i], fresh)
+    }
+
+    /// Whether slots are in the hand-off layout.
+    pub(crate) fn is_handoff(&self) -> bool {
+        self.handoff
     }
 }
 

@@ -9,17 +9,15 @@
 //! Each task turns readiness into core inputs, carries out the commands the
 //! core returns, and flushes the batched sends (GSO) before it waits again.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
-use proto::handoff::{HandoffReceiver, HandoffSender, RelayedDatagram};
+use proto::handoff::{DatagramBuf, HandoffReceiver, HandoffSender, RelayedDatagram, SpareBuffers};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio::task::{JoinHandle, LocalSet};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +26,7 @@ use crate::core::{
     ClientAddr, Command, FiveTuple, Millis, PeerAddr, RelayAddr, ToClient, ToPeer, Transport, TurnCore,
 };
 use crate::metrics::{drop_reason, Metrics};
-use crate::udp::{tune_udp_buffers, RecvBufs, SendBatch, UdpIo, RELAY_SOCKET_BUFFER};
+use crate::udp::{tune_udp_buffers, Received, RecvBufs, SendBatch, UdpIo, RELAY_SOCKET_BUFFER};
 use crate::wire::{self, Frame};
 
 /// A stream with no inbound frame for this long is closed (allocations
@@ -36,12 +34,15 @@ use crate::wire::{self, Frame};
 /// this long).
 const STREAM_IDLE: Duration = Duration::from_secs(15 * 60);
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
-/// Frames queued towards one stream client before more are dropped.
-const STREAM_QUEUE: usize = 512;
+/// Bytes queued towards one stream client before more frames are dropped.
+const STREAM_QUEUE_BYTES: usize = 1 << 20;
 /// Batches one task reads before it lets the worker's other tasks run.
 const BATCHES_PER_WAKE: usize = 16;
 /// Datagrams taken from the SFU hand-off at once.
 const HANDOFF_BATCH: usize = 64;
+/// Hand-off buffers a worker keeps for itself; beyond twice this many it
+/// passes the rest to the SFU through the spares.
+const FREE_KEEP: usize = 128;
 
 pub(crate) fn now_ms() -> Millis {
     SystemTime::now()
@@ -54,8 +55,13 @@ pub(crate) fn now_ms() -> Millis {
 pub(crate) enum RelayIo {
     /// One UDP socket per relay address, bound on `bind_ip`.
     Sockets { bind_ip: IpAddr },
-    /// Handed to the SFU in the same process (`None`: no SFU wired, dropped).
-    InProcess { to_sfu: Option<HandoffSender> },
+    /// Handed to the SFU in the same process (`None`: no SFU wired,
+    /// dropped), in the buffers they arrived in; `spares` keeps the two
+    /// sides' buffer pools level.
+    InProcess {
+        to_sfu: Option<HandoffSender>,
+        spares: SpareBuffers,
+    },
 }
 
 /// A TCP connection accepted for this worker.
@@ -106,7 +112,10 @@ impl Worker {
             mut streams,
             metrics,
         } = self;
-        let udp = match udp.map(UdpIo::new).transpose() {
+        let in_process = matches!(relay_io, RelayIo::InProcess { .. });
+        // In process, each datagram gets a slot of its own in the hand-off
+        // layout, so that a slot can go to the SFU as it is.
+        let udp = match udp.map(|s| UdpIo::new(s, !in_process)).transpose() {
             Ok(u) => u.map(Rc::new),
             Err(e) => {
                 tracing::error!(error = %e, worker = index, "TURN UDP listener");
@@ -117,7 +126,11 @@ impl Worker {
             .as_ref()
             .and_then(|u| u.local_addr().ok())
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let bufs = Rc::new(RefCell::new(RecvBufs::new()));
+        let bufs = Rc::new(RefCell::new(if in_process {
+            RecvBufs::for_handoff()
+        } else {
+            RecvBufs::new()
+        }));
         let state = Rc::new_cyclic(|me| {
             RefCell::new(State {
                 core,
@@ -127,7 +140,9 @@ impl Worker {
                 streams: HashMap::new(),
                 to_clients: SendBatch::new(),
                 to_peers: SendBatch::new(),
-                to_sfu: SfuBatch::default(),
+                to_sfu: Vec::with_capacity(HANDOFF_BATCH),
+                free: Vec::new(),
+                moving: Vec::new(),
                 metrics,
                 bufs: Rc::clone(&bufs),
                 me: me.clone(),
@@ -179,14 +194,6 @@ struct RelaySocket {
     reader: JoinHandle<()>,
 }
 
-/// Datagrams for the SFU: payloads back to back in one arena, handed over
-/// together (one allocation per batch; the SFU gets slices of it).
-#[derive(Default)]
-struct SfuBatch {
-    arena: BytesMut,
-    items: Vec<(RelayAddr, PeerAddr, Range<usize>)>,
-}
-
 /// A worker's state, shared by its tasks on one thread.
 struct State {
     core: TurnCore,
@@ -194,11 +201,16 @@ struct State {
     udp: Option<Rc<UdpIo>>,
     relays: HashMap<RelayAddr, RelaySocket>,
     relay_io: RelayIo,
-    /// Writers of the stream clients on this worker.
-    streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
+    /// Output buffers of the stream clients on this worker.
+    streams: HashMap<FiveTuple, Rc<StreamOut>>,
     to_clients: SendBatch<()>,
     to_peers: SendBatch<RelayAddr>,
-    to_sfu: SfuBatch,
+    /// Datagrams for the SFU, handed over together at the next flush.
+    to_sfu: Vec<RelayedDatagram>,
+    /// Empty hand-off buffers (come back from the SFU with its datagrams).
+    free: Vec<Vec<u8>>,
+    /// Scratch list for passing buffers to the spares.
+    moving: Vec<Vec<u8>>,
     metrics: Metrics,
     /// Receive slots shared by the worker's sockets (one task reads at a time).
     bufs: Rc<RefCell<RecvBufs>>,
@@ -207,12 +219,53 @@ struct State {
 }
 
 impl State {
-    /// A datagram or frame from a client.
+    /// A frame from a stream client.
     fn client_input(&mut self, ft: FiveTuple, data: &[u8], now: Millis) {
         if let Some(t) = self.core.handle_client(ft, data, now) {
             self.queue_to_peer(t, data);
         }
         self.drain(now);
+    }
+
+    /// A datagram from a UDP client, in a receive slot. What goes to the
+    /// SFU leaves in its slot's buffer (no copy), another takes its place.
+    fn client_datagram(&mut self, ft: FiveTuple, bufs: &mut RecvBufs, r: Received, now: Millis) {
+        if let Some(t) = self.core.handle_client(ft, bufs.bytes(&r), now) {
+            if r.alone && bufs.is_handoff() && matches!(self.relay_io, RelayIo::InProcess { .. }) {
+                let data = bufs.take(r.slot, self.spare_buffer());
+                let payload = r.range.start + t.payload.start..r.range.start + t.payload.end;
+                self.to_sfu.push(RelayedDatagram {
+                    relay_addr: t.relay.0,
+                    sfu_addr: t.peer.0,
+                    payload: DatagramBuf::from_parts(data, payload),
+                });
+            } else {
+                self.queue_to_peer(t, bufs.bytes(&r));
+            }
+        }
+        self.drain(now);
+    }
+
+    /// An empty hand-off buffer: one the SFU sent back, or a new one.
+    fn spare_buffer(&mut self) -> Vec<u8> {
+        if self.free.is_empty() {
+            if let RelayIo::InProcess { spares, .. } = &self.relay_io {
+                spares.take(FREE_KEEP, &mut self.free);
+            }
+        }
+        self.free
+            .pop()
+            .unwrap_or_else(|| vec![0; proto::handoff::BUFFER_LEN])
+    }
+
+    /// Passes hand-off buffers beyond what this worker needs to the SFU.
+    fn level_spares(&mut self) {
+        if self.free.len() > 2 * FREE_KEEP {
+            if let RelayIo::InProcess { spares, .. } = &self.relay_io {
+                self.moving.extend(self.free.drain(FREE_KEEP..));
+                spares.put(&mut self.moving);
+            }
+        }
     }
 
     /// A datagram for relay address `relay` from `peer`.
@@ -233,13 +286,14 @@ impl State {
                     .push_with(t.relay, t.peer.0, |b| b.extend_from_slice(payload));
             }
             RelayIo::InProcess { .. } => {
-                if self.to_sfu.arena.capacity() == 0 {
-                    self.to_sfu.arena.reserve(HANDOFF_BATCH * 1500);
-                }
-                let start = self.to_sfu.arena.len();
-                self.to_sfu.arena.extend_from_slice(payload);
-                let end = self.to_sfu.arena.len();
-                self.to_sfu.items.push((t.relay, t.peer, start..end));
+                // A stream frame (or a coalesced read): copied once into a
+                // hand-off buffer.
+                let payload = DatagramBuf::copy_into(self.spare_buffer(), payload);
+                self.to_sfu.push(RelayedDatagram {
+                    relay_addr: t.relay.0,
+                    sfu_addr: t.peer.0,
+                    payload,
+                });
             }
         }
     }
@@ -249,17 +303,14 @@ impl State {
             Transport::Udp => self
                 .to_clients
                 .push_with((), t.to.client.0, |b| t.encode_into(data, b)),
-            Transport::Tcp | Transport::Tls => {
-                let mut frame = Vec::with_capacity(data.len() + 8);
-                t.encode_into(data, &mut frame);
-                self.send_to_stream(&t.to, frame);
-            }
+            Transport::Tcp | Transport::Tls => self.send_to_stream(&t.to, |b| t.encode_into(data, b)),
         }
     }
 
-    fn send_to_stream(&self, to: &FiveTuple, frame: Vec<u8>) {
-        if let Some(tx) = self.streams.get(to) {
-            if tx.try_send(frame).is_err() {
+    /// Appends a frame to a stream client's output buffer.
+    fn send_to_stream(&self, to: &FiveTuple, write: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(out) = self.streams.get(to) {
+            if !out.push_with(write) {
                 self.metrics.drop(drop_reason::BACKEND);
             }
         }
@@ -282,7 +333,9 @@ impl State {
                     Transport::Udp => self
                         .to_clients
                         .push_with((), to.client.0, |b| b.extend_from_slice(&payload)),
-                    Transport::Tcp | Transport::Tls => self.send_to_stream(&to, payload),
+                    Transport::Tcp | Transport::Tls => {
+                        self.send_to_stream(&to, |b| b.extend_from_slice(&payload))
+                    }
                 },
                 // The core checks permissions and channels itself; the
                 // shell has nothing to install.
@@ -306,7 +359,7 @@ impl State {
         let io = match std::net::UdpSocket::bind(SocketAddr::new(bind_ip, relay.port())) {
             Ok(s) => {
                 tune_udp_buffers(&s, RELAY_SOCKET_BUFFER);
-                match UdpIo::new(s) {
+                match UdpIo::new(s, true) {
                     Ok(io) => Rc::new(io),
                     Err(e) => {
                         tracing::debug!(error = %e, %relay, "relay socket setup failed");
@@ -345,19 +398,14 @@ impl State {
             let relays: &HashMap<RelayAddr, RelaySocket> = relays;
             failed += to_peers.flush(move |relay| relays.get(&relay).map(|r| &*r.io));
         }
-        if !to_sfu.items.is_empty() {
-            let arena = std::mem::take(&mut to_sfu.arena).freeze();
-            let batch = to_sfu
-                .items
-                .drain(..)
-                .map(|(relay, peer, range)| RelayedDatagram {
-                    relay_addr: relay.0,
-                    sfu_addr: peer.0,
-                    payload: arena.slice(range),
-                });
+        if !to_sfu.is_empty() {
             failed += match relay_io {
-                RelayIo::InProcess { to_sfu: Some(tx) } => tx.send_batch(batch).dropped(),
-                _ => batch.count() as u64,
+                RelayIo::InProcess { to_sfu: Some(tx), .. } => tx.send_batch(to_sfu.drain(..)).dropped(),
+                _ => {
+                    let n = to_sfu.len() as u64;
+                    to_sfu.clear();
+                    n
+                }
             };
         }
         if failed > 0 {
@@ -382,7 +430,7 @@ async fn read_batches(
     state: &Rc<RefCell<State>>,
     io: &UdpIo,
     bufs: &Rc<RefCell<RecvBufs>>,
-    mut input: impl FnMut(&mut State, SocketAddr, &[u8], Millis),
+    mut input: impl FnMut(&mut State, &mut RecvBufs, Received, Millis),
 ) {
     loop {
         if io.readable().await.is_err() {
@@ -406,8 +454,12 @@ async fn read_batches(
             };
             let mut st = state.borrow_mut();
             let now = now_ms();
-            for (from, d) in bufs.datagrams(n) {
-                input(&mut st, from, d, now);
+            for i in 0..n {
+                let mut k = 0;
+                while let Some(r) = bufs.datagram(i, k) {
+                    input(&mut st, &mut bufs, r, now);
+                    k += 1;
+                }
             }
             st.flush();
         }
@@ -424,20 +476,20 @@ async fn listen_loop(
     server: SocketAddr,
     bufs: Rc<RefCell<RecvBufs>>,
 ) {
-    read_batches(&state, &udp, &bufs, |st, client, d, now| {
+    read_batches(&state, &udp, &bufs, |st, bufs, r, now| {
         let ft = FiveTuple {
             transport: Transport::Udp,
-            client: ClientAddr(client),
+            client: ClientAddr(r.from),
             server,
         };
-        st.client_input(ft, d, now);
+        st.client_datagram(ft, bufs, r, now);
     })
     .await;
 }
 
 async fn relay_loop(state: Rc<RefCell<State>>, io: Rc<UdpIo>, relay: RelayAddr, bufs: Rc<RefCell<RecvBufs>>) {
-    read_batches(&state, &io, &bufs, |st, peer, d, now| {
-        st.peer_input(relay, PeerAddr(peer), d, now);
+    read_batches(&state, &io, &bufs, |st, bufs, r, now| {
+        st.peer_input(relay, PeerAddr(r.from), bufs.bytes(&r), now);
     })
     .await;
 }
@@ -448,8 +500,17 @@ async fn sfu_loop(state: Rc<RefCell<State>>, mut rx: HandoffReceiver) {
         let mut st = state.borrow_mut();
         let now = now_ms();
         for d in batch.drain(..) {
-            st.peer_input(RelayAddr(d.relay_addr), PeerAddr(d.sfu_addr), &d.payload, now);
+            let (data, range) = d.payload.into_parts();
+            st.peer_input(
+                RelayAddr(d.relay_addr),
+                PeerAddr(d.sfu_addr),
+                data.get(range).unwrap_or(&[]),
+                now,
+            );
+            // The buffer stays here for the next datagram to the SFU.
+            st.free.push(data);
         }
+        st.level_spares();
         st.flush();
     }
     // The SFU is gone; TURN keeps serving (nothing else to relay to).
@@ -502,20 +563,61 @@ async fn serve_new_stream(state: Rc<RefCell<State>>, s: NewStream, shutdown: Can
     }
 }
 
-async fn stream_writer<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Vec<u8>>) {
-    while let Some(first) = rx.recv().await {
-        if wr.write_all(&first).await.is_err() {
-            return;
+/// What waits to be written to one stream client: frames are appended in
+/// place (no buffer per frame) and the writer task takes the whole batch
+/// by swapping it with the buffer it wrote last, so both are reused.
+#[derive(Default)]
+struct StreamOut {
+    pending: RefCell<Vec<u8>>,
+    /// Wakes the writer when `pending` stops being empty or the stream ends.
+    wake: Notify,
+    /// The reader is done: write what is pending, then shut down.
+    closed: Cell<bool>,
+}
+
+impl StreamOut {
+    /// Appends one frame; false (dropped) when the client is so far behind
+    /// that `STREAM_QUEUE_BYTES` are already waiting.
+    fn push_with(&self, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let mut pending = self.pending.borrow_mut();
+        if pending.len() >= STREAM_QUEUE_BYTES {
+            return false;
         }
-        // Coalesce what is already queued before flushing.
-        while let Ok(more) = rx.try_recv() {
-            if wr.write_all(&more).await.is_err() {
-                return;
+        let was_empty = pending.is_empty();
+        write(&mut pending);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        self.wake.notify_one();
+    }
+}
+
+async fn stream_writer<W: AsyncWrite + Unpin>(mut wr: W, out: Rc<StreamOut>) {
+    let mut writing: Vec<u8> = Vec::with_capacity(16 * 1024);
+    loop {
+        {
+            let mut pending = out.pending.borrow_mut();
+            if !pending.is_empty() {
+                std::mem::swap(&mut *pending, &mut writing);
             }
         }
-        if wr.flush().await.is_err() {
+        if writing.is_empty() {
+            if out.closed.get() {
+                break;
+            }
+            out.wake.notified().await;
+            continue;
+        }
+        // Everything queued since the last write leaves in one write.
+        if wr.write_all(&writing).await.is_err() || wr.flush().await.is_err() {
             return;
         }
+        writing.clear();
     }
     let _ = wr.shutdown().await;
 }
@@ -525,9 +627,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let (mut rd, wr) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
-    state.borrow_mut().streams.insert(ft, tx);
-    let writer = tokio::task::spawn_local(stream_writer(wr, rx));
+    let out = Rc::new(StreamOut::default());
+    state.borrow_mut().streams.insert(ft, Rc::clone(&out));
+    let writer = tokio::task::spawn_local(stream_writer(wr, Rc::clone(&out)));
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16384];
     'conn: loop {
@@ -570,5 +672,6 @@ where
         st.flush();
         st.streams.remove(&ft);
     }
+    out.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
 }

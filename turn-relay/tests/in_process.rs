@@ -9,9 +9,8 @@ mod common;
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use common::*;
-use proto::handoff::{pair, RelayedDatagram, SfuEnd};
+use proto::handoff::{self, pair, DatagramBuf, RelayedDatagram, SfuEnd};
 use turn_relay::client::{channel_data, send_indication, Client, Incoming};
 use turn_relay::RelayConfig;
 
@@ -81,7 +80,7 @@ async fn through_the_sfu(tcp: bool) {
         .send(RelayedDatagram {
             relay_addr: relay,
             sfu_addr,
-            payload: Bytes::from_static(b"answer"),
+            payload: DatagramBuf::copy_from(b"answer"),
         })
         .unwrap();
     match conn.incoming().await {
@@ -99,7 +98,7 @@ async fn through_the_sfu(tcp: bool) {
         .send(RelayedDatagram {
             relay_addr: relay,
             sfu_addr,
-            payload: Bytes::from_static(b"srtp down"),
+            payload: DatagramBuf::copy_from(b"srtp down"),
         })
         .unwrap();
     match conn.incoming().await {
@@ -113,7 +112,7 @@ async fn through_the_sfu(tcp: bool) {
         .send(RelayedDatagram {
             relay_addr: SocketAddr::new(relay.ip(), relay.port().wrapping_add(1)),
             sfu_addr,
-            payload: Bytes::from_static(b"stray"),
+            payload: DatagramBuf::copy_from(b"stray"),
         })
         .unwrap();
     assert!(sfu.from_turn.try_recv().is_none(), "nothing else reached the SFU");
@@ -153,11 +152,72 @@ async fn in_process_relay_pads_channel_data_on_tcp() {
         .send(RelayedDatagram {
             relay_addr: relay,
             sfu_addr,
-            payload: Bytes::from_static(b"12345"),
+            payload: DatagramBuf::copy_from(b"12345"),
         })
         .unwrap();
     match conn.incoming().await {
         Some(Incoming::Channel { data, .. }) => assert_eq!(data, b"12345"),
         other => panic!("expected ChannelData, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_udp_clients_datagram_reaches_the_sfu_in_the_buffer_it_was_received_into() {
+    let (mut sfu, turn) = pair(64);
+    let srv = start(test_config(in_process()), false, Some(turn)).await;
+    let mut conn = Conn::udp(srv.udp).await;
+    let (u, p) = creds(SECRET, "participant-3", 3600);
+    let mut c = Client::new(u, p);
+    allocate(&mut conn, &mut c).await;
+    let sfu_addr: SocketAddr = SFU.parse().unwrap();
+    assert!(conn.request(&c.create_permission(&[sfu_addr])).await.is_success());
+    conn.send(&send_indication(sfu_addr, b"in place")).await;
+    let (data, range) = sfu_recv(&mut sfu).await.payload.into_parts();
+    assert_eq!(&data[range.clone()], b"in place");
+    assert_eq!(data.len(), handoff::BUFFER_LEN, "a hand-off buffer");
+    // The Send indication's own header still lies in front of its DATA:
+    // the SFU got the receive buffer itself, not a copy of the payload.
+    let at = handoff::HEADROOM - 4;
+    assert_eq!(&data[at..at + 2], &[0x00, 0x16], "Send indication type");
+    assert_eq!(
+        range.start,
+        at + 20 + 12 + 4,
+        "header, XOR-PEER-ADDRESS, DATA header"
+    );
+    assert!(range.end + handoff::TAILROOM <= data.len(), "room after it");
+}
+
+#[tokio::test]
+async fn many_datagrams_cross_both_ways_in_batches() {
+    let (mut sfu, turn) = pair(1024);
+    let srv = start(test_config(in_process()), false, Some(turn)).await;
+    let mut conn = Conn::udp(srv.udp).await;
+    let (u, p) = creds(SECRET, "participant-4", 3600);
+    let mut c = Client::new(u, p);
+    let relay = allocate(&mut conn, &mut c).await;
+    let sfu_addr: SocketAddr = SFU.parse().unwrap();
+    assert!(conn.request(&c.channel_bind(0x4001, sfu_addr)).await.is_success());
+    const N: usize = 200;
+    for i in 0..N {
+        conn.send(&channel_data(0x4001, format!("up {i}").as_bytes(), false))
+            .await;
+    }
+    for i in 0..N {
+        let d = sfu_recv(&mut sfu).await;
+        assert_eq!(d.payload.as_slice(), format!("up {i}").as_bytes());
+    }
+    let down = (0..N).map(|i| RelayedDatagram {
+        relay_addr: relay,
+        sfu_addr,
+        payload: DatagramBuf::copy_from(format!("down {i}").as_bytes()),
+    });
+    assert_eq!(sfu.to_turn.send_batch(down).sent, N as u64);
+    for i in 0..N {
+        match conn.incoming().await {
+            Some(Incoming::Channel { number, data }) => {
+                assert_eq!((number, data), (0x4001, format!("down {i}").into_bytes()))
+            }
+            other => panic!("expected ChannelData {i}, got {other:?}"),
+        }
     }
 }

@@ -8,7 +8,17 @@
 //! the loop gives the buffer back ([`BufferPool::put`]). In steady state no
 //! buffer is allocated.
 
+use std::ops::Range;
+
 use super::rtp::HEADROOM;
+
+// Buffers cross the in-process TURN hand-off both ways without a copy, so
+// the hand-off's layout must leave the room the node needs.
+const _: () = assert!(
+    proto::handoff::HEADROOM >= HEADROOM
+        && proto::handoff::TAILROOM >= TAILROOM
+        && proto::handoff::BUFFER_LEN == BUFFER_LEN
+);
 
 /// Room after a datagram for an SRTP tag and SRTCP index (GCM: 16 + 4).
 pub const TAILROOM: usize = 32;
@@ -43,6 +53,30 @@ impl PacketBuf {
         b.data[HEADROOM..HEADROOM + n].copy_from_slice(&bytes[..n]);
         b.end = HEADROOM + n;
         b
+    }
+
+    /// Takes a buffer that crossed the TURN hand-off holding a datagram at
+    /// `data[range]`, without copying it. When it lacks the room the node
+    /// needs around the datagram it comes back as `Err` (copy it instead).
+    pub fn adopt(data: Vec<u8>, range: Range<usize>) -> Result<Self, (Vec<u8>, Range<usize>)> {
+        let fits = data.len() == BUFFER_LEN
+            && range.start >= HEADROOM
+            && range.start <= range.end
+            && range.len() <= MAX_DATAGRAM
+            && range.end + TAILROOM <= data.len();
+        if !fits {
+            return Err((data, range));
+        }
+        Ok(Self {
+            data,
+            start: range.start,
+            end: range.end,
+        })
+    }
+
+    /// The buffer and where the datagram lies in it (to hand it to TURN).
+    pub fn into_parts(self) -> (Vec<u8>, Range<usize>) {
+        (self.data, self.start..self.end)
     }
 
     /// Where the socket writes a received datagram; then call [`Self::set_received`].

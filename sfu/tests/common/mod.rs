@@ -258,7 +258,7 @@ impl Transport {
                 let _ = end.to_sfu.send(proto::handoff::RelayedDatagram {
                     relay_addr: *relay_addr,
                     sfu_addr: to,
-                    payload: Bytes::copy_from_slice(data),
+                    payload: proto::handoff::DatagramBuf::copy_from(data),
                 });
             }
         }
