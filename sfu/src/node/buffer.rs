@@ -169,3 +169,37 @@ pub struct Transmit {
     pub path: crate::routing::PathAddr,
     pub buf: PacketBuf,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hand_off_buffer_is_adopted_as_it_is_and_given_back_the_same_way() {
+        let mut data = vec![0u8; BUFFER_LEN];
+        data[HEADROOM..HEADROOM + 4].copy_from_slice(b"srtp");
+        let at = data.as_ptr();
+        let buf = PacketBuf::adopt(data, HEADROOM..HEADROOM + 4).expect("hand-off layout");
+        assert_eq!(buf.as_slice(), b"srtp");
+        let (data, range) = buf.into_parts();
+        assert_eq!(
+            (data.as_ptr(), range),
+            (at, HEADROOM..HEADROOM + 4),
+            "no copy either way"
+        );
+    }
+
+    #[test]
+    fn a_buffer_without_room_around_the_datagram_is_refused() {
+        let refused = |len: usize, range: Range<usize>| PacketBuf::adopt(vec![0; len], range).is_err();
+        assert!(refused(BUFFER_LEN, 0..4), "no headroom");
+        assert!(refused(BUFFER_LEN, HEADROOM..BUFFER_LEN), "no tailroom");
+        assert!(
+            refused(BUFFER_LEN - 1, HEADROOM..HEADROOM + 4),
+            "not a pool buffer"
+        );
+        let (start, end) = (HEADROOM + 8, HEADROOM + 4);
+        assert!(refused(BUFFER_LEN, start..end), "reversed range");
+        assert!(!refused(BUFFER_LEN, HEADROOM + 32..BUFFER_LEN - TAILROOM));
+    }
+}
