@@ -106,7 +106,8 @@ pub enum Command {
         peer: PeerAddr,
         number: u16,
     },
-    /// Send `payload` to a client (responses, Data indications).
+    /// Send `payload` to a client (responses; relayed data comes back from
+    /// `handle_client` / `handle_peer` instead).
     SendToClient { to: FiveTuple, payload: Vec<u8> },
 }
 
