@@ -1,5 +1,37 @@
-//! Running the binary in tests: `duet up` on free ports, killed on drop.
+//! Running the binary in tests: `duet up` on free ports, killed on drop;
+//! several roles as separate processes ([`cluster`]) with synthetic visitors
+//! ([`visitor`], [`media`]); a test's own Redis and PostgreSQL ([`services`]).
 #![allow(clippy::unwrap_used, dead_code)] // test helpers may unwrap: a failure is a test failure
+
+/// Hang guard of every wait ("within N seconds"), never a timing assertion.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Packets (audio + video, 100 per second) that count as "media flows".
+pub const FLOWING: usize = 40;
+
+/// Waits until `$cond` (an expression that may `.await`) is `Some(v)`; gives `v`.
+#[allow(unused_macros)] // not every test file waits
+macro_rules! wait_for {
+    ($what:expr, $cond:expr) => {{
+        let deadline = tokio::time::Instant::now() + $crate::support::WAIT;
+        loop {
+            if let Some(v) = $cond {
+                break v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited {:?} for {}",
+                $crate::support::WAIT,
+                $what
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }};
+}
+
+pub mod cluster;
+pub mod media;
+pub mod services;
+pub mod visitor;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
