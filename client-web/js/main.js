@@ -27,6 +27,9 @@ const TYPING_SHOW_MS = 3500;
 // When the media server drops us, signaling normally moves us to another one
 // (`relocate`) within a few seconds, keeping the partner; start over only if not.
 const RELOCATE_GRACE_MS = 6000;
+// After the signaling socket reopened during a call: how long to wait for the
+// server's `matched` (the call goes on) before queueing again.
+const RESUME_GRACE_MS = 2000;
 const LANGS = ['en', 'es', 'fr', 'de', 'it', 'pt', 'nl', 'pl', 'ru', 'uk', 'tr', 'ar', 'hi', 'id', 'ja', 'ko', 'zh'];
 
 const $ = (id) => document.getElementById(id);
@@ -591,7 +594,20 @@ class Visit {
     if (kind === 'reconnecting') {
       setStatus('status.lostServerShort', { tone: 'warn', speak: true });
     } else if (kind === 'reopened') {
-      // The server ended our pairing when the socket dropped: queue again.
+      if (this.paired) {
+        // If our pairing is still on (our signaling server died, the call did not),
+        // the server says `matched` again at once with the same pairing; queue again
+        // only if it does not.
+        clearTimeout(this.resumeTimer);
+        this.resumeTimer = setTimeout(() => {
+          this.resumeTimer = null;
+          if (!this.paired || this.ended) return;
+          this.join({ speak: false });
+          setStatus('status.reconnectedLooking', { tone: 'ok', speak: true });
+        }, RESUME_GRACE_MS);
+        return;
+      }
+      // Not in a call: queue again.
       this.join({ speak: false });
       setStatus('status.reconnectedLooking', { tone: 'ok', speak: true });
     } else if (kind === 'failed') {
@@ -614,8 +630,11 @@ class Visit {
         }
         break;
       case 'matched': {
-        // The same pairing again: the call moved to another media server.
+        // The same pairing again: the call moved to another media server, or
+        // our signaling connection came back with the call still on.
         const again = this.paired && m.pairing_id === duet.pairingId;
+        clearTimeout(this.resumeTimer);
+        this.resumeTimer = null;
         this.paired = true;
         duet.pairingId = m.pairing_id;
         if (!again) {
@@ -663,6 +682,8 @@ class Visit {
         showTyping();
         break;
       case 'partner_left': {
+        clearTimeout(this.resumeTimer);
+        this.resumeTimer = null;
         if (!this.paired) break; // e.g. the confirmation of our own report after we moved on
         duet.marks.partnerLeft = performance.now();
         this.paired = false;

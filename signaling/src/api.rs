@@ -449,8 +449,18 @@ async fn report_in(
         transcript,
         snapshots,
     };
-    // Committed before we answer.
-    let report_id = inner.store.insert_report(&report).await?;
+    // Committed before we answer: without the database the visitor hears
+    // so (503, nothing stored, the call goes on) and may send it again.
+    let report_id = inner.store.insert_report(&report).await.map_err(|e| {
+        if e.is_database_unavailable() {
+            tracing::warn!(error = %e, "report refused: database unavailable");
+            ApiError::database_unavailable(
+                "reports cannot be stored right now and this one was not; please send it again in a minute",
+            )
+        } else {
+            ApiError::from(e)
+        }
+    })?;
     inner.metrics.reports.inc();
     if let Some(c) = &inner.captcha {
         let reported = Some(other.device.as_str());

@@ -1,8 +1,9 @@
 //! The WebSocket connections this replica holds, by user (session id).
 
+use crate::matching::Ticket;
 use parking_lot::Mutex;
 use proto::signal::ServerMsg;
-use proto::{NodeId, ParticipantId};
+use proto::{NodeId, PairingId, ParticipantId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
@@ -20,6 +21,20 @@ pub enum Outbound {
     Ping,
 }
 
+/// Where a visitor stands in matching, as this replica last saw it: what it
+/// puts back when the live state was lost (Redis restarted empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Visit {
+    /// Neither waiting nor paired (before `join`, after Stop, after the
+    /// partner left).
+    #[default]
+    Idle,
+    /// In the queue with this ticket.
+    Queued(Ticket),
+    /// In this pairing.
+    Paired(PairingId),
+}
+
 #[derive(Debug, Clone)]
 pub struct ConnEntry {
     pub conn_id: u64,
@@ -34,6 +49,9 @@ pub struct ConnEntry {
     /// Where the visit's trace began (from the session token), for the
     /// spans of what happens to this visitor on this replica.
     pub trace: Option<proto::trace::TraceParent>,
+    /// Queued or paired, as far as this replica knows (kept by `join`, Stop
+    /// and the `matched` / `partner_left` messages handed to the socket).
+    pub visit: Visit,
 }
 
 #[derive(Debug, Default)]
@@ -123,15 +141,38 @@ impl LocalConns {
         self.map.lock().get(user).is_some_and(|e| e.media_connected)
     }
 
+    /// Records where `user` stands in matching.
+    pub fn set_visit(&self, user: &str, visit: Visit) {
+        if let Some(e) = self.map.lock().get_mut(user) {
+            e.visit = visit;
+        }
+    }
+
+    /// `(user, participant, node, visit)` of every connection here.
+    pub fn visits(&self) -> Vec<(String, ParticipantId, NodeId, Visit)> {
+        self.map
+            .lock()
+            .iter()
+            .map(|(u, e)| (u.clone(), e.participant.clone(), e.node.clone(), e.visit.clone()))
+            .collect()
+    }
+
     /// Hands `msg` to `user`'s socket if it is here; `true` if handed over.
     pub fn deliver(&self, user: &str, msg: ServerMsg) -> bool {
         let mut map = self.map.lock();
         let Some(entry) = map.get_mut(user) else {
             return false;
         };
-        if let ServerMsg::Relocate { sfu, .. } = &msg {
-            entry.node = sfu.node_id.clone();
-            entry.media_connected = false;
+        match &msg {
+            ServerMsg::Relocate { sfu, .. } => {
+                entry.node = sfu.node_id.clone();
+                entry.media_connected = false;
+            }
+            ServerMsg::Matched { pairing_id, .. } => entry.visit = Visit::Paired(pairing_id.clone()),
+            ServerMsg::PartnerLeft { .. } if matches!(entry.visit, Visit::Paired(_)) => {
+                entry.visit = Visit::Idle;
+            }
+            _ => {}
         }
         match entry.tx.try_send(Outbound::Msg(msg)) {
             Ok(()) => true,

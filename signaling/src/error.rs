@@ -4,6 +4,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use proto::signal::{BanNotice, ErrorBody};
 
+/// The `retry-after` of a refusal because the database is unavailable.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 30;
+
 /// Failures of signaling's own machinery (database, Redis, SFU, config).
 #[derive(Debug, thiserror::Error)]
 pub enum SignalingError {
@@ -80,8 +83,39 @@ impl ApiError {
             "no media server has room, try again soon",
         )
     }
+    /// 503 `database_unavailable` with `retry-after`: nothing was stored.
+    pub fn database_unavailable(message: impl Into<String>) -> Self {
+        Self {
+            retry_after_secs: Some(DATABASE_RETRY_AFTER_SECS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", message)
+        }
+    }
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl SignalingError {
+    /// Whether the database could not be reached (down, restarting, the
+    /// network to it cut, the pool waited in vain for a connection), as
+    /// opposed to a query that failed on a database that answers.
+    pub fn is_database_unavailable(&self) -> bool {
+        let SignalingError::Db(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            // Class 08: connection exception; 57P01-57P03: shut down by an
+            // administrator, crashed, or not accepting connections yet.
+            sqlx::Error::Database(d) => d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&c.as_ref())),
+            _ => false,
+        }
     }
 }
 
@@ -89,6 +123,10 @@ impl From<SignalingError> for ApiError {
     fn from(e: SignalingError) -> Self {
         match e {
             SignalingError::SfuFull { .. } => ApiError::no_capacity(),
+            ref db if db.is_database_unavailable() => {
+                tracing::warn!(error = %db, "database unavailable");
+                ApiError::database_unavailable("the database is unavailable; try again in a minute")
+            }
             SignalingError::Sfu { .. } | SignalingError::Redis(_) => {
                 tracing::warn!(error = %e, "dependency unavailable");
                 ApiError::new(

@@ -1,6 +1,7 @@
 //! What happens around the matcher: links on the SFU, messages to both
 //! sides, ends of pairings, relocation, SFU event streams, ticks.
 
+use crate::conns::Visit;
 use crate::error::SignalingError;
 use crate::live::{ChatLine, Delivery};
 use crate::matching::{MatchEvent, Pairing, Ticket};
@@ -63,6 +64,7 @@ impl Inner {
         let user = ticket.user.clone();
         let mode = ticket.mode;
         // Queued goes out before a possible Matched.
+        self.conns.set_visit(&user, Visit::Queued(ticket.clone()));
         self.send_local(&user, ServerMsg::Queued { mode });
         tracing::debug!(target: "duet::timing", participant = %ticket.participant, "queued");
         let events = self.live.join(ticket, now_ms()).await?;
@@ -281,6 +283,97 @@ impl Inner {
         }
     }
 
+    /// The live state was lost (Redis restarted empty): puts this replica's
+    /// visitors back as far as it can. Waiting ones join the queue again with
+    /// their ticket. Paired ones lost their pairing with it — nobody could
+    /// Next, report or chat in it any more — so each is told the partner left
+    /// and its link on the SFU is undone; their media connection stays and
+    /// Next queues them as usual. (Their connections are written back by the
+    /// next housekeeping, right after this.)
+    pub(crate) async fn recover_lost_state(&self) {
+        let visits = self.conns.visits();
+        tracing::warn!(
+            visitors = visits.len(),
+            "live state lost (Redis restarted empty?): re-queueing waiting visitors, ending pairings"
+        );
+        self.metrics.live_state_lost.inc();
+        self.restore_report_blocks().await;
+        let mut linked: HashMap<NodeId, HashMap<proto::ParticipantId, proto::ParticipantId>> = HashMap::new();
+        for (user, participant, node, visit) in visits {
+            match visit {
+                Visit::Idle => {}
+                Visit::Queued(mut ticket) => {
+                    ticket.participant = participant;
+                    ticket.node = node;
+                    if let Err(e) = self.join(ticket).await {
+                        tracing::warn!(error = %e, "re-queueing after the live state was lost failed");
+                    }
+                }
+                Visit::Paired(_) => {
+                    if !linked.contains_key(&node) {
+                        let links = self.links_on(&node).await;
+                        linked.insert(node.clone(), links);
+                    }
+                    if let Some(partner) = linked.get(&node).and_then(|l| l.get(&participant)) {
+                        if let Ok(Some(rec)) = self.node(&node).await {
+                            if let Err(e) = self.sfu.unlink(&rec, &participant, partner).await {
+                                tracing::warn!(error = %e, "unlink after the live state was lost failed");
+                            }
+                        }
+                    }
+                    self.send_local(
+                        &user,
+                        ServerMsg::PartnerLeft {
+                            reason: PartnerLeftReason::Disconnected,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Reporters and reported devices never meet again: the blocks went
+    /// with the live state, the reports are in the database. One replica
+    /// (a claim) writes them back, before anyone is queued again.
+    async fn restore_report_blocks(&self) {
+        let Ok(Some(_)) = self.live.claim("report-blocks-restore", 60_000).await else {
+            return;
+        };
+        match self.store.report_blocks().await {
+            Ok(blocks) => {
+                for (a, b) in &blocks {
+                    let (a, b) = (proto::DeviceId::new(a.as_str()), proto::DeviceId::new(b.as_str()));
+                    if let Err(e) = self.live.block(&a, &b).await {
+                        tracing::warn!(error = %e, "restoring a report block failed");
+                        return;
+                    }
+                }
+                tracing::info!(
+                    blocks = blocks.len(),
+                    "report blocks restored into the live state"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "report blocks not restored: database unavailable"),
+        }
+    }
+
+    /// Who is linked to whom on `node` (empty if it cannot be asked).
+    async fn links_on(&self, node: &NodeId) -> HashMap<proto::ParticipantId, proto::ParticipantId> {
+        let Ok(Some(rec)) = self.node(node).await else {
+            return HashMap::new();
+        };
+        match self.admin.sfu.participants(&rec).await {
+            Ok(list) => list
+                .into_iter()
+                .filter_map(|p| Some((p.participant_id, p.linked_to?)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list a node's links");
+                HashMap::new()
+            }
+        }
+    }
+
     async fn on_sfu_event(&self, node: &NodeId, ev: SfuEvent) {
         if let SfuEvent::Draining = ev {
             // Nobody new goes there; its visitors move (crate::relocate).
@@ -348,12 +441,33 @@ pub(crate) fn spawn_background(weak: WeakInner, cancel: CancellationToken) {
             let now = now_ms();
             match inner.live.tick(now).await {
                 Ok(events) => {
+                    inner.note_dependency("redis", true);
                     inner.process(events).await;
                 }
-                Err(e) => tracing::warn!(error = %e, "matching tick failed"),
+                Err(e) => {
+                    // Once per outage at warn (the gauge was up), then quietly.
+                    if inner.metrics.dependency_up.with_label_values(&["redis"]).get() == 1 {
+                        tracing::warn!(error = %e, "matching tick failed");
+                    } else {
+                        tracing::debug!(error = %e, "matching tick failed");
+                    }
+                    inner.note_dependency("redis", false);
+                }
             }
+            let lost = match inner.live.state_lost().await {
+                Ok(lost) => lost,
+                Err(e) => {
+                    tracing::debug!(error = %e, "live state epoch unreadable");
+                    false
+                }
+            };
+            // After a loss this writes the connections back first, so that
+            // matches made by the recovery see both sides connected.
             if let Err(e) = inner.live.housekeeping(now).await {
                 tracing::warn!(error = %e, "housekeeping failed");
+            }
+            if lost {
+                inner.recover_lost_state().await;
             }
             if let Ok((v, t)) = inner.live.waiting().await {
                 inner.metrics.waiting.with_label_values(&["video"]).set(v as i64);

@@ -104,6 +104,21 @@ pub(crate) struct Inner {
     _guard: DropGuard,
 }
 
+impl Inner {
+    /// Records whether `dependency` (`database` or `redis`) answered its
+    /// last use, in `duet_signaling_dependency_up`; logs when that changes.
+    pub(crate) fn note_dependency(&self, dependency: &'static str, up: bool) {
+        let gauge = self.metrics.dependency_up.with_label_values(&[dependency]);
+        let was_up = gauge.get() == 1;
+        gauge.set(i64::from(up));
+        match (was_up, up) {
+            (true, false) => tracing::warn!(dependency, "dependency unavailable"),
+            (false, true) => tracing::info!(dependency, "dependency answers again"),
+            _ => {}
+        }
+    }
+}
+
 /// Shared state of one signaling replica. Cheap to clone. Background tasks
 /// (matching ticks, SFU event streams, pub/sub) stop when the last clone is
 /// dropped or [`AppState::shutdown`] is called.
@@ -135,11 +150,20 @@ impl AppState {
         &self.inner.store
     }
 
-    /// Ok when the database (and Redis, if used) answer.
+    /// Ok when the live state (Redis, if used) answers: without it nobody
+    /// can be matched. The database is checked too but does not make the
+    /// replica unready: without it visits still start and calls go on, only
+    /// reports, appeals and moderator actions are refused (503), and taking
+    /// every replica out of service for that would end all visits.
     pub async fn ready(&self) -> Result<(), SignalingError> {
-        self.inner.store.ping().await?;
-        self.inner.live.ping().await?;
-        Ok(())
+        let db = self.inner.store.ping().await;
+        self.inner.note_dependency("database", db.is_ok());
+        if let Err(e) = db {
+            tracing::warn!(error = %e, "database unavailable (the replica stays ready)");
+        }
+        let live = self.inner.live.ping().await;
+        self.inner.note_dependency("redis", live.is_ok());
+        live
     }
 
     /// Stops background tasks and closes every WebSocket of this replica.
@@ -348,7 +372,9 @@ fn spawn_ban_refresh(weak: WeakInner, cancel: CancellationToken) {
                 _ = tick.tick() => {}
             }
             let Some(inner) = weak.upgrade() else { break };
-            if let Err(e) = inner.bans.refresh(&inner.store).await {
+            let refreshed = inner.bans.refresh(&inner.store).await;
+            inner.note_dependency("database", refreshed.is_ok());
+            if let Err(e) = refreshed {
                 // The last list stays in force until the database answers.
                 tracing::warn!(error = %e, "cannot refresh the ban list");
             }

@@ -32,6 +32,13 @@ pub struct Metrics {
     /// Screening results received; label `outcome` = clear | flagged |
     /// reported | cleared | gone (see `proto::screen_api::ResultOutcome`).
     pub screening_results: IntCounterVec,
+    /// 1 while a dependency answers, 0 while it does not; label
+    /// `dependency` = database | redis (checked by every tick, ban refresh
+    /// and readiness probe).
+    pub dependency_up: IntGaugeVec,
+    /// Times this replica found the live state lost (Redis restarted empty)
+    /// and put its visitors back.
+    pub live_state_lost: IntCounter,
 }
 
 fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C, prometheus::Error> {
@@ -50,6 +57,9 @@ impl Metrics {
         }
         for outcome in ["clear", "flagged", "reported", "cleared", "gone"] {
             m.screening_results.with_label_values(&[outcome]);
+        }
+        for dependency in ["database", "redis"] {
+            m.dependency_up.with_label_values(&[dependency]).set(1);
         }
         Ok(m)
     }
@@ -149,6 +159,23 @@ impl Metrics {
                         "Screening results received from screeners, by what was done",
                     ),
                     &["outcome"],
+                )?,
+            )?,
+            live_state_lost: reg(
+                r,
+                IntCounter::new(
+                    "duet_signaling_live_state_lost_total",
+                    "Times the live state was found lost (Redis restarted empty) and visitors re-queued",
+                )?,
+            )?,
+            dependency_up: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "duet_signaling_dependency_up",
+                        "Whether a dependency answered its last use (1) or not (0)",
+                    ),
+                    &["dependency"],
                 )?,
             )?,
         })

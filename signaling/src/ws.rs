@@ -1,7 +1,7 @@
 //! `GET /ws?token=<session JWT>`: the visitor's signaling WebSocket.
 
 use crate::api::{check_ban, client_ip, verify_session};
-use crate::conns::{ConnEntry, Outbound, OUTBOUND_QUEUE};
+use crate::conns::{ConnEntry, Outbound, Visit, OUTBOUND_QUEUE};
 use crate::error::ApiError;
 use crate::matching::{normalize_interests, Ticket};
 use crate::AppState;
@@ -135,7 +135,7 @@ struct Conn {
     ip_key: String,
     tx: mpsc::Sender<Outbound>,
     bad: u32,
-    last_join: Option<(Mode, Option<String>, Vec<String>)>,
+    last_join: Option<JoinChoice>,
 }
 
 enum Flow {
@@ -448,6 +448,7 @@ impl Conn {
                 self.end_and_requeue(ticket, Some(asked)).await?;
             }
             ClientMsg::Stop => {
+                inner.conns.set_visit(&user, Visit::Idle);
                 inner.live.leave(&user).await?;
                 inner.end_pairing(&user, PartnerLeftReason::Stop).await?;
             }
@@ -475,6 +476,50 @@ impl Conn {
     }
 }
 
+/// What a visitor asked for in its last `join`: mode, language, interests
+/// (Next queues again with it).
+type JoinChoice = (Mode, Option<String>, Vec<String>);
+
+/// A page that opens its WebSocket again (its replica died, the network
+/// blinked) keeps its call: while its pairing is on and the partner is
+/// connected it hears `matched` again with the same pairing id, and the page
+/// goes on without joining again; the join it made is taken from the
+/// pairing, so that Next works. A pairing whose partner is gone is ended and
+/// the page hears `partner_left`. Nothing is sent to a first connection.
+async fn resume(inner: &crate::Inner, user: &str) -> Option<JoinChoice> {
+    let pairing = match inner.live.current_pairing(user).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look up a reconnecting visitor's pairing");
+            return None;
+        }
+    };
+    let (me, partner) = pairing.sides_for(user)?;
+    let choice = (pairing.mode, me.lang.clone(), me.interests.clone());
+    if inner.live.is_attached(&partner.user).await.unwrap_or(true) {
+        tracing::info!(pairing = %pairing.pairing_id, "visitor reconnected; its pairing goes on");
+        inner.send_local(
+            user,
+            ServerMsg::Matched {
+                pairing_id: pairing.pairing_id.clone(),
+                common_interests: pairing.common_interests.clone(),
+            },
+        );
+        return Some(choice);
+    }
+    if let Err(e) = inner.end_pairing(user, PartnerLeftReason::Disconnected).await {
+        tracing::warn!(error = %e, "ending a reconnecting visitor's orphaned pairing failed");
+    }
+    inner.send_local(
+        user,
+        ServerMsg::PartnerLeft {
+            reason: PartnerLeftReason::Disconnected,
+        },
+    );
+    Some(choice)
+}
+
 async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr>, socket: WebSocket) {
     let inner = state.inner.clone();
     let user = claims.sub.clone();
@@ -494,12 +539,14 @@ async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr
             node,
             media_connected: false,
             trace: claims.tp,
+            visit: Visit::Idle,
         },
     );
     if let Err(e) = inner.live.attach(&user).await {
         tracing::warn!(error = %e, "could not register the connection");
     }
     inner.metrics.online.set(inner.conns.len() as i64);
+    let last_join = resume(&inner, &user).await;
 
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
@@ -538,7 +585,7 @@ async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr
         ip_key: ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into()),
         tx,
         bad: 0,
-        last_join: None,
+        last_join,
     };
     let cancel = inner.cancel.clone();
     let idle_timeout = inner
@@ -596,7 +643,11 @@ async fn handle_socket(state: AppState, claims: SessionClaims, ip: Option<IpAddr
         if let Err(e) = inner.live.detach(&user).await {
             tracing::warn!(error = %e, "could not unregister the connection");
         }
-        inner.leave_all(&user, PartnerLeftReason::Disconnected).await;
+        // The page may have reconnected to another replica already (this
+        // socket's end was noticed late): its visit goes on there.
+        if !inner.live.is_attached(&user).await.unwrap_or(false) {
+            inner.leave_all(&user, PartnerLeftReason::Disconnected).await;
+        }
     }
     inner.metrics.online.set(inner.conns.len() as i64);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;

@@ -65,6 +65,12 @@ pub trait LiveState: Send + Sync {
     /// Background duties (heartbeats); called every tick by each replica.
     async fn housekeeping(&self, now_ms: u64) -> Result<(), SignalingError>;
     async fn ping(&self) -> Result<(), SignalingError>;
+    /// Whether the shared state was lost since the last call (Redis came
+    /// back empty after a restart): the caller then puts its visitors back
+    /// (`Inner::recover_lost_state`). In memory it never is.
+    async fn state_lost(&self) -> Result<bool, SignalingError> {
+        Ok(false)
+    }
 
     // ---- relocation (node lost or draining; see crate::relocate) ----
 

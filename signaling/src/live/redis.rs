@@ -18,6 +18,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const SCRIPT: &str = include_str!("match.lua");
@@ -37,6 +38,69 @@ pub struct RedisLive {
     replica_id: String,
     conns: Arc<LocalConns>,
     last_refresh_ms: Mutex<u64>,
+    /// The value of `{prefix}epoch` this replica last saw. The first replica
+    /// writes a random one; a Redis that restarted empty has none, so a
+    /// missing or different value means the live state was lost.
+    epoch: Mutex<Option<String>>,
+}
+
+/// Backoff of the pub/sub listener's reconnection attempts.
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(2);
+
+/// Hands deliveries from this replica's pub/sub channel to its sockets until
+/// `cancel`; when the connection to Redis drops it subscribes again (with
+/// backoff), so cross-replica delivery comes back with Redis. Deliveries
+/// published while it was away are lost (pub/sub keeps nothing); what they
+/// said is put right by the state recovery.
+async fn listen(
+    client: redis::Client,
+    channel: String,
+    mut pubsub: redis::aio::PubSub,
+    conns: Arc<LocalConns>,
+    cancel: CancellationToken,
+) {
+    loop {
+        {
+            let mut stream = pubsub.on_message();
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    msg = stream.next() => {
+                        let Some(msg) = msg else { break };
+                        match serde_json::from_slice::<Delivery>(msg.get_payload_bytes()) {
+                            Ok(d) => {
+                                conns.deliver(&d.user, d.msg);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "bad delivery on pub/sub"),
+                        }
+                    }
+                }
+            }
+        }
+        tracing::warn!("redis pub/sub connection lost; subscribing again");
+        let mut wait = RESUBSCRIBE_MIN;
+        pubsub = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            match subscribe(&client, &channel).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::debug!(error = %e, "redis pub/sub: subscribing failed");
+                    wait = (wait * 2).min(RESUBSCRIBE_MAX);
+                }
+            }
+        };
+        tracing::info!("redis pub/sub subscribed again");
+    }
+}
+
+async fn subscribe(client: &redis::Client, channel: &str) -> Result<redis::aio::PubSub, redis::RedisError> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
 }
 
 impl RedisLive {
@@ -54,31 +118,11 @@ impl RedisLive {
     ) -> Result<Arc<Self>, SignalingError> {
         let client = redis::Client::open(url)?;
         let conn = ConnectionManager::new(client.clone()).await?;
-        let mut pubsub = client.get_async_pubsub().await?;
         let channel = format!("{prefix}replica:{replica_id}");
+        let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&channel).await?;
-        let listener_conns = conns.clone();
-        tokio::spawn(async move {
-            let mut stream = pubsub.into_on_message();
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    msg = stream.next() => {
-                        let Some(msg) = msg else {
-                            tracing::error!("redis pub/sub stream ended; cross-replica delivery stopped");
-                            break;
-                        };
-                        match serde_json::from_slice::<Delivery>(msg.get_payload_bytes()) {
-                            Ok(d) => {
-                                listener_conns.deliver(&d.user, d.msg);
-                            }
-                            Err(e) => tracing::warn!(error = %e, "bad delivery on pub/sub"),
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Arc::new(Self {
+        tokio::spawn(listen(client, channel, pubsub, conns.clone(), cancel));
+        let live = Arc::new(Self {
             conn,
             prefix,
             script: redis::Script::new(SCRIPT),
@@ -88,7 +132,10 @@ impl RedisLive {
             replica_id,
             conns,
             last_refresh_ms: Mutex::new(0),
-        }))
+            epoch: Mutex::new(None),
+        });
+        live.state_lost().await?;
+        Ok(live)
     }
 
     fn key(&self, rest: &str) -> String {
@@ -385,12 +432,45 @@ impl LiveState for RedisLive {
         for chunk in users.chunks(500) {
             let mut pipe = redis::pipe();
             for u in chunk {
-                pipe.expire(self.key(&format!("conn:{u}")), CONN_TTL_SECS as i64)
+                let key = self.key(&format!("conn:{u}"));
+                // Written again if Redis lost it; extended if the user
+                // reconnected to another replica meanwhile (that one's name stays).
+                pipe.cmd("SET")
+                    .arg(&key)
+                    .arg(&self.replica_id)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(CONN_TTL_SECS)
                     .ignore();
+                pipe.expire(&key, CONN_TTL_SECS as i64).ignore();
             }
             pipe.query_async::<()>(&mut conn).await?;
         }
         Ok(())
+    }
+
+    async fn state_lost(&self) -> Result<bool, SignalingError> {
+        let key = self.key("epoch");
+        let mut conn = self.conn.clone();
+        let mut now: Option<String> = conn.get(&key).await?;
+        if now.is_none() {
+            let fresh = uuid::Uuid::new_v4().simple().to_string();
+            let _: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(&fresh)
+                .arg("NX")
+                .query_async(&mut conn)
+                .await?;
+            now = conn.get(&key).await?;
+        }
+        let mut seen = self.epoch.lock();
+        let lost = seen.is_some() && *seen != now;
+        if lost {
+            // Write this replica's connections back at the next housekeeping.
+            *self.last_refresh_ms.lock() = 0;
+        }
+        *seen = now;
+        Ok(lost)
     }
 
     async fn ping(&self) -> Result<(), SignalingError> {
