@@ -2,13 +2,11 @@
 //! its TURN relay, standalone TURN) and `up`, which runs them all in one
 //! process with embedded defaults.
 
-mod cli;
-mod config_file;
 mod observability;
 mod roles;
-mod secret;
 mod shutdown;
-mod telemetry;
+
+use duet::{cli, secret, telemetry};
 
 use std::process::ExitCode;
 

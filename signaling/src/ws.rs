@@ -138,6 +138,97 @@ struct Conn {
     last_join: Option<JoinChoice>,
 }
 
+/// A client message refused before it is acted on: the `bad_input` metric's
+/// kind, the error code sent back, and the text of the error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadInput {
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl BadInput {
+    fn new(kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads one text message of `/ws`; a refusal says whether it was not
+/// JSON, of an unknown type, or a known type with bad fields.
+pub fn parse_client_msg(text: &str) -> Result<ClientMsg, BadInput> {
+    serde_json::from_str(text).map_err(|e| {
+        let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
+        let ty = value
+            .as_ref()
+            .and_then(|v| v.get("type"))
+            .and_then(|t| t.as_str());
+        match (value.is_some(), ty) {
+            (false, _) => BadInput::new("bad_json", "bad_json", format!("not valid JSON: {e}")),
+            (true, Some(t)) if !KNOWN_TYPES.contains(&t) => {
+                let t: String = t.chars().take(32).collect();
+                BadInput::new(
+                    "unknown_type",
+                    "unknown_type",
+                    format!("unknown message type `{t}`"),
+                )
+            }
+            (true, None) => BadInput::new("bad_message", "bad_message", "missing `type`"),
+            (true, Some(_)) => BadInput::new("bad_message", "bad_message", format!("invalid message: {e}")),
+        }
+    })
+}
+
+/// Checks a `join`'s interests and language; returns the language tag
+/// (lowercase, `None` if absent or empty) and the normalized interests.
+pub fn check_join(
+    interests: &[String],
+    lang: Option<String>,
+) -> Result<(Option<String>, Vec<String>), BadInput> {
+    if interests.len() > MAX_INTERESTS {
+        return Err(BadInput::new(
+            "invalid",
+            "too_many_interests",
+            format!("at most {MAX_INTERESTS} interests"),
+        ));
+    }
+    if interests.iter().any(|i| i.chars().count() > MAX_INTEREST_CHARS) {
+        return Err(BadInput::new(
+            "invalid",
+            "interest_too_long",
+            format!("interests are limited to {MAX_INTEREST_CHARS} characters"),
+        ));
+    }
+    if interests
+        .iter()
+        .any(|i| i.chars().any(|c| c.is_control() || c == ',' || c == '|'))
+    {
+        return Err(BadInput::new(
+            "invalid",
+            "bad_interest",
+            "interests may not contain commas, `|` or control characters",
+        ));
+    }
+    let lang = match lang {
+        None => None,
+        Some(l) if l.is_empty() => None,
+        Some(l) if (2..=8).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') => {
+            Some(l.to_ascii_lowercase())
+        }
+        Some(_) => {
+            return Err(BadInput::new(
+                "invalid",
+                "bad_lang",
+                "lang must be a language tag like `en`",
+            ))
+        }
+    };
+    Ok((lang, normalize_interests(interests)))
+}
+
 enum Flow {
     Continue,
     Close,
@@ -306,30 +397,9 @@ impl Conn {
         if let Err(wait) = limits.ws_ip.check(&self.ip_key, now) {
             return self.rate_limited("ws_message", wait);
         }
-        let msg: ClientMsg = match serde_json::from_str(text) {
+        let msg = match parse_client_msg(text) {
             Ok(m) => m,
-            Err(e) => {
-                let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
-                let ty = value
-                    .as_ref()
-                    .and_then(|v| v.get("type"))
-                    .and_then(|t| t.as_str());
-                return match (value.is_some(), ty) {
-                    (false, _) => self.bad_input("bad_json", "bad_json", format!("not valid JSON: {e}")),
-                    (true, Some(t)) if !KNOWN_TYPES.contains(&t) => {
-                        let t: String = t.chars().take(32).collect();
-                        self.bad_input(
-                            "unknown_type",
-                            "unknown_type",
-                            format!("unknown message type `{t}`"),
-                        )
-                    }
-                    (true, None) => self.bad_input("bad_message", "bad_message", "missing `type`"),
-                    (true, Some(_)) => {
-                        self.bad_input("bad_message", "bad_message", format!("invalid message: {e}"))
-                    }
-                };
-            }
+            Err(bad) => return self.bad_input(bad.kind, bad.code, bad.message),
         };
         match self.on_msg(msg).await {
             Ok(flow) => flow,
@@ -380,48 +450,10 @@ impl Conn {
                 interests,
                 lang,
             } => {
-                if interests.len() > MAX_INTERESTS {
-                    return Ok(self.bad_input(
-                        "invalid",
-                        "too_many_interests",
-                        format!("at most {MAX_INTERESTS} interests"),
-                    ));
-                }
-                if interests.iter().any(|i| i.chars().count() > MAX_INTEREST_CHARS) {
-                    return Ok(self.bad_input(
-                        "invalid",
-                        "interest_too_long",
-                        format!("interests are limited to {MAX_INTEREST_CHARS} characters"),
-                    ));
-                }
-                if interests
-                    .iter()
-                    .any(|i| i.chars().any(|c| c.is_control() || c == ',' || c == '|'))
-                {
-                    return Ok(self.bad_input(
-                        "invalid",
-                        "bad_interest",
-                        "interests may not contain commas, `|` or control characters",
-                    ));
-                }
-                let lang = match lang {
-                    None => None,
-                    Some(l) if l.is_empty() => None,
-                    Some(l)
-                        if (2..=8).contains(&l.len())
-                            && l.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') =>
-                    {
-                        Some(l.to_ascii_lowercase())
-                    }
-                    Some(_) => {
-                        return Ok(self.bad_input(
-                            "invalid",
-                            "bad_lang",
-                            "lang must be a language tag like `en`",
-                        ))
-                    }
+                let (lang, interests) = match check_join(&interests, lang) {
+                    Ok(checked) => checked,
+                    Err(bad) => return Ok(self.bad_input(bad.kind, bad.code, bad.message)),
                 };
-                let interests = normalize_interests(&interests);
                 self.last_join = Some((mode, lang.clone(), interests.clone()));
                 let ticket = (!self.challenged()).then(|| self.ticket(mode, lang, interests));
                 self.end_and_requeue(ticket, None).await?;

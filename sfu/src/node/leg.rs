@@ -105,6 +105,15 @@ impl Leg {
         }
     }
 
+    /// Keys SRTP as a finished handshake would, without one, so that the
+    /// fuzz targets reach the SRTP, RTP and RTCP paths with keys they hold
+    /// themselves. Only in builds with `--cfg fuzzing` (never in the server).
+    #[cfg(fuzzing)]
+    pub fn key_without_handshake(&mut self, srtp: Box<SrtpSession>) {
+        self.events.push(LegEvent::MediaReady(srtp.profile()));
+        self.srtp = Some(srtp);
+    }
+
     /// A DTLS datagram from `path`.
     pub fn handle_dtls(&mut self, path: PathAddr, datagram: &[u8], now: Instant, out: &mut LegOutput) {
         self.dtls.handle_datagram(datagram, now);

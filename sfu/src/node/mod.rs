@@ -21,6 +21,8 @@
 pub mod buffer;
 mod feedback;
 mod forward;
+#[cfg(fuzzing)]
+mod fuzzing;
 pub mod leg;
 pub mod participant;
 pub mod rtp;

@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use turn_relay::core::{
-    ClientAddr, Command, CoreConfig, CoreShared, FiveTuple, PeerAddr, RelayAddr, RelaySpace, Transport, TurnCore,
+    ClientAddr, Command, CoreConfig, CoreShared, FiveTuple, PeerAddr, RelayAddr, RelaySpace, Transport,
+    TurnCore,
 };
 use turn_relay::metrics::Metrics;
 use turn_relay::relay::{PeerRules, PortPool, Share, VIRTUAL_PORTS};
@@ -34,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
         client: ClientAddr("198.51.100.1:1".parse().expect("valid address literal")),
         server: "192.0.2.1:3478".parse().expect("valid address literal"),
     };
-    let tcp = FiveTuple { transport: Transport::Tcp, ..udp };
+    let tcp = FiveTuple {
+        transport: Transport::Tcp,
+        ..udp
+    };
     let relay = RelayAddr("192.0.2.1:16384".parse().expect("valid address literal"));
     for (i, chunk) in data.split(|b| *b == 0xfe).enumerate() {
         let now = 1_700_000_000_000 + i as u64 * 1000;
