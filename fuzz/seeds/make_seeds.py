@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes the committed seed corpora of fuzz/seeds/<target>/ that are not
 captures: well-formed examples of every message and body, in each target's
-input format, and the captured datagrams (captures/*.bin, from Chromium;
-see fuzz/README.md) wrapped for the targets that take operation lists.
+input format, and the captured datagrams (captures/*.bin: Chromium's, picked
+out of a loopback capture by extract_pcap.py) wrapped for the targets that take operation lists.
 
 Run from anywhere: python3 fuzz/seeds/make_seeds.py
 """
@@ -18,6 +18,7 @@ SEEDS = pathlib.Path(__file__).resolve().parent
 ROOT = SEEDS.parent.parent
 TESTDATA = ROOT / "sfu/src/endpoint/testdata"
 CAPTURES = SEEDS / "captures"
+SAMPLES = SEEDS / "samples"
 
 
 def write(target, name, data):
@@ -113,6 +114,8 @@ def config_seeds():
           b"turn-listen-udp = \"0.0.0.0:3478\"\nrelay-ports = \"40000-60000\"\nlog-format = \"json\"\n")
     write("config_toml", "up", b"\x00" + up)
     write("config_toml", "sfu", b"\x02" + up)
+    write("config_toml", "turn", b"\x03" + b"relay-ip = \"127.0.0.1\"\nrelay-ports = \"40000-40100\"\n"
+          b"allow-peer = [\"127.0.0.1/32\"]\n")
     write("config_toml", "screen_model", b"\x04" + (ROOT / "screen/models/nudenet-320n.toml").read_bytes())
 
 
@@ -158,23 +161,36 @@ def node_seeds():
     remb = struct.pack(">BBHII", 0x8F, 206, 5, 0x2000, 0) + b"REMB" + struct.pack(">BBH", 1, 0x0F, 0x4240) + struct.pack(">I", video)
     write("sfu_node", "feedback", ops(media[:6] + [(op(PROTECTED, 1), rr + pli + nack + remb), (op(WAIT, 0), b"\xff")]))
     write("sfu_node", "commands", ops([(op(COMMAND, 0), bytes([c])) for c in range(8)] + media[:3]))
+    srtp = CAPTURES / "srtp-first.bin"
+    if srtp.exists():
+        # Chromium's first RTP header (extensions and all; its payload still
+        # encrypted) as a's audio, protected with a's keys by the target.
+        p = bytearray(srtp.read_bytes())
+        p[8:12] = struct.pack(">I", audio)
+        write("sfu_node", "chromium_rtp_header", ops([(op(PROTECTED, 0), bytes(p)), (op(WAIT, 0), b"\x14")]))
+    # What reaches the node from Chromium (the TURN relay hands it payloads only).
     for f in sorted(CAPTURES.glob("*.bin")) if CAPTURES.exists() else []:
+        if not f.stem.startswith(("stun", "dtls", "srtp", "srtcp")):
+            continue
         # A captured datagram from a connected participant, an unkeyed one, and a stranger.
         data = f.read_bytes()
         write("sfu_node", f"capture_{f.stem}", ops([(op(RAW, 0), data), (op(RAW, 3), data), (op(STRANGER, 0), data)]))
 
 
 def vp8_seeds():
+    rec = lambda flags, p: bytes([flags]) + struct.pack(">H", len(p)) + p
     # A VP8 keyframe in two packets: descriptor S=1 PID=0, then a continuation.
     frame = bytes([0x50, 0x42, 0x00, 0x9D, 0x01, 0x2A, 0x40, 0x01, 0xF0, 0x00]) + bytes(range(64))
     first = bytes([0x90, 0x80, 0x01]) + frame[:40]
     second = bytes([0x80, 0x80, 0x02]) + frame[40:]
-    rec = lambda flags, p: bytes([flags]) + struct.pack(">H", len(p)) + p
     write("vp8_snapshot", "two_packet_keyframe", rec(0x04, first) + rec(0x01, second))
-    grey = CAPTURES / "vp8-keyframe.raw"
-    if grey.exists():
-        k = grey.read_bytes()
-        write("vp8_snapshot", "keyframe_whole", k)
+    # A real 64x48 keyframe (libwebp's VP8 encoder, samples/vp8-keyframe.bin),
+    # packetized as a browser would: three packets, the last with the marker.
+    k = (SAMPLES / "vp8-keyframe.bin").read_bytes()
+    parts = [k[:100], k[100:200], k[200:]]
+    packets = rec(0x04, b"\x10" + parts[0]) + rec(0x00, b"\x00" + parts[1]) + rec(0x01, b"\x00" + parts[2])
+    write("vp8_snapshot", "real_keyframe_packets", packets)
+    write("vp8_snapshot", "real_keyframe_whole", k)
 
 
 def turn_seeds():
