@@ -1,6 +1,7 @@
 //! Feeds arbitrary datagrams to the sans-IO core (in-process relay rules),
-//! from a client over UDP and TCP and from a peer, carries out its commands
-//! as a shell would, and checks the tables after.
+//! from a client over UDP and TCP and from a peer, relays and frames what
+//! the core says to relay and carries out its commands as a shell would,
+//! and checks the tables after.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -42,8 +43,20 @@ fuzz_target!(|data: &[u8]| {
     let relay = RelayAddr("192.0.2.1:16384".parse().expect("valid address literal"));
     for (i, chunk) in data.split(|b| *b == 0xfe).enumerate() {
         let now = 1_700_000_000_000 + i as u64 * 1000;
-        core.handle_client(if i % 2 == 0 { udp } else { tcp }, chunk, now);
-        core.handle_peer(relay, PeerAddr(sfu), chunk, now);
+        if let Some(to_peer) = core.handle_client(if i % 2 == 0 { udp } else { tcp }, chunk, now) {
+            // The shell relays the payload where the core says it lies.
+            assert!(
+                chunk.get(to_peer.payload.clone()).is_some(),
+                "payload range {:?} outside a {}-byte input",
+                to_peer.payload,
+                chunk.len()
+            );
+        }
+        if let Some(to_client) = core.handle_peer(relay, PeerAddr(sfu), chunk, now) {
+            // The shell frames it as ChannelData or a Data indication.
+            let mut framed = Vec::new();
+            to_client.encode_into(chunk, &mut framed);
+        }
         core.handle_timeout(now);
         while let Some(cmd) = core.poll_command() {
             if let Command::OpenRelay { relay } = cmd {
