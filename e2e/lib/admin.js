@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { duetBin } from './server.js';
+import { watchSockets } from './wscheck.js';
 
 /** Runs `duet admin create-moderator` against `server`'s database; resolves to its stdout. */
 export function createModerator(server, email, role, password) {
@@ -42,6 +43,8 @@ export async function openAdmin(browser, base, o = {}) {
     page.consoleLines.push(`pageerror: ${e.message}`);
     problems.push(`pageerror: ${e.message}`);
   });
+  // The watch view's /sfu/ws frames must match the server's WebSocket schema.
+  watchSockets(page, base);
   await page.goto(new URL('admin/', base).href, { waitUntil: 'domcontentloaded' });
   await page.waitForFunction(() => window.admin && window.admin.state === 'login');
   return page;

@@ -5,6 +5,7 @@ import { writeFileSync, mkdtempSync, chmodSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { artifactsDir } from './paths.js';
+import { watchSockets } from './wscheck.js';
 
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
@@ -108,6 +109,8 @@ export async function openPage(browser, url, o = {}) {
     page.consoleLines.push(`pageerror: ${e.message}`);
     problems.push(`pageerror: ${e.message}`);
   });
+  // Every /ws and /sfu/ws frame must match the server's WebSocket schema.
+  watchSockets(page, url);
   await page.goto(url, { waitUntil: 'domcontentloaded' });
   await page.waitForFunction(() => window.duet && window.duet.state === 'landing');
   return page;
