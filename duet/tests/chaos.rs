@@ -226,6 +226,33 @@ const PAGE_RECONNECT_DELAY: Duration = Duration::from_millis(400);
 /// another (the page's 400 ms delay included).
 const REPLICA_LOSS_BOUND: Duration = Duration::from_secs(3);
 
+/// One SFU node and two signaling replicas (region eu) on the test's own
+/// Redis and PostgreSQL, the node in the registry.
+struct TwoReplicas {
+    cl: Cluster,
+    /// The SFU node's index in `cl.procs`.
+    node: usize,
+    /// The replicas' indexes in `cl.procs`.
+    sig: [usize; 2],
+    /// The replicas' HTTP addresses.
+    http: [String; 2],
+}
+
+async fn one_node_two_replicas(redis: &RedisServer, pg: &Postgres) -> TwoReplicas {
+    let mut cl = Cluster::on(&redis.url(), &pg.url()).await;
+    let (node, _) = cl.sfu("eu-1", "eu").await;
+    let sig = [
+        cl.signaling("signaling-1", "eu", "eu").await,
+        cl.signaling("signaling-2", "eu", "eu").await,
+    ];
+    let http = sig.map(|i| cl.procs[i].http());
+    wait_for!(
+        "the node in the registry",
+        (cl.records().await.len() == 1).then_some(())
+    );
+    TwoReplicas { cl, node, sig, http }
+}
+
 /// Waits until `v`'s signaling socket closes (taking in what came before).
 async fn socket_closed(v: &mut Visitor) {
     while v.recv_or_closed().await.is_some() {}
@@ -245,15 +272,12 @@ async fn chat(from: &mut Visitor, to: &mut Visitor, text: &str) {
 async fn a_killed_signaling_replicas_visitors_reconnect_to_another_and_their_calls_go_on() {
     let _one = ONE_AT_A_TIME.lock().await;
     let (redis, pg) = (RedisServer::start(), Postgres::start());
-    let mut cl = Cluster::on(&redis.url(), &pg.url()).await;
-    cl.sfu("eu-1", "eu").await;
-    let sig1 = cl.signaling("signaling-1", "eu", "eu").await;
-    let sig2 = cl.signaling("signaling-2", "eu", "eu").await;
-    let (s1, s2) = (cl.procs[sig1].http(), cl.procs[sig2].http());
-    wait_for!(
-        "the node in the registry",
-        (cl.records().await.len() == 1).then_some(())
-    );
+    let TwoReplicas {
+        mut cl,
+        sig: [sig1, sig2],
+        http: [s1, s2],
+        ..
+    } = one_node_two_replicas(&redis, &pg).await;
     // A pair across the replicas, a pair on the victim, a visitor waiting there.
     let mut a1 = Visitor::arrive(&s1, "a1", "eu").await;
     let mut a2 = Visitor::arrive(&s2, "a2", "eu").await;
@@ -355,15 +379,12 @@ async fn after_redis_restarts_empty_waiting_visitors_are_requeued_pairings_end_c
 {
     let _one = ONE_AT_A_TIME.lock().await;
     let (mut redis, pg) = (RedisServer::start(), Postgres::start());
-    let mut cl = Cluster::on(&redis.url(), &pg.url()).await;
-    let (node, _) = cl.sfu("eu-1", "eu").await;
-    let sig1 = cl.signaling("signaling-1", "eu", "eu").await;
-    let sig2 = cl.signaling("signaling-2", "eu", "eu").await;
-    let (s1, s2) = (cl.procs[sig1].http(), cl.procs[sig2].http());
-    wait_for!(
-        "the node in the registry",
-        (cl.records().await.len() == 1).then_some(())
-    );
+    let TwoReplicas {
+        cl,
+        node,
+        sig: [sig1, sig2],
+        http: [s1, s2],
+    } = one_node_two_replicas(&redis, &pg).await;
     let mut a = Visitor::arrive(&s1, "a", "eu").await;
     let mut b = Visitor::arrive(&s2, "b", "eu").await;
     pair(&mut a, &mut b).await;
